@@ -1,0 +1,66 @@
+"""Shared command-line plumbing: `key=value` arguments and one-line user errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+
+from nas.errors import UserError
+
+
+class UsageError(UserError):
+    """A command-line argument that is not understood."""
+
+
+def parse_overrides(argv: list[str], valid: Mapping[str, str]) -> dict[str, str]:
+    """`key=value` / `+key=value` arguments; `valid` maps each accepted key to its help."""
+    out: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if not sep:
+            raise UsageError(f"argument {arg!r} is not key=value; valid keys: "
+                             f"{', '.join(valid)}")
+        if key not in valid:
+            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(valid)}")
+        out[key] = value
+    return out
+
+
+def parse_int(key: str, value: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{key}={value!r} is not an integer") from None
+    if number < minimum:
+        raise UsageError(f"{key}={number} is not valid: must be >= {minimum}")
+    return number
+
+
+def parse_float(key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{key}={value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise UsageError(f"{key}={value!r} is not a finite number")
+    return number
+
+
+def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
+    """Run `main`; a `UserError` becomes one line on stderr and exit status 2."""
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def print_usage(usage: str, valid: Mapping[str, str]) -> None:
+    width = max(map(len, valid)) + 2
+    print(usage)
+    for key, text in valid.items():
+        print(f"  {key:<{width}}{text}")
