@@ -1,0 +1,254 @@
+"""Structured configs for the search: typed, validated views of the composed Hydra config.
+
+Hydra composes `conf/search.yaml` with its groups; `SearchConfig.from_container` turns
+the result into these dataclasses, rejecting unknown keys and bad values with one-line
+errors that name the key and what is valid. They live here, not in `__main__`, so that
+launchers that pickle the task (submitit) can unpickle them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from nas.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config value that is not valid."""
+
+
+BUDGET_KEYS = {"mflops": "millions of multiply-accumulates", "params_m": "millions of parameters",
+               "latency_ms": "median batch-1 latency in milliseconds"}
+SAMPLERS = ("tpe", "random", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+SCHEDULES = ("cosine", "onecycle", "constant")
+WANDB_MODES = ("offline", "online", "disabled")
+STORAGES = ("sqlite", "journal", "postgres")
+
+
+@dataclass
+class SpaceConfig:
+    name: str = ""
+    width: list[float] | None = None  # override the space's width choices
+    resolution: list[int] | None = None  # override the space's resolution choices
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    augment: bool = False
+    grayscale: bool = False
+
+
+@dataclass
+class ProxyConfig:
+    epochs: int = 5
+    resolution: int = 32
+    scale_resolution: bool = True
+    width_scale: float = 1.0
+    subset: float = 1.0
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    threads: int = 0
+    deterministic: bool = True
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "tpe"
+    n_startup_trials: int = 10
+    multivariate: bool = True
+    constant_liar: bool = True
+    population_size: int = 20
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 1
+
+
+@dataclass
+class StorageConfig:
+    name: str = "sqlite"
+    url: str | None = None
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"
+    project: str = "nas"
+    entity: str | None = None
+
+
+@dataclass
+class SearchConfig:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    budget: dict[str, float] = field(default_factory=dict)
+    n_trials: int = 20
+    seed: int = 0
+    study_name: str | None = None
+    objective: str = "accuracy"
+    top_k: int = 5
+    max_proposals: int | None = None
+    reference: bool = True
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    worker: int | None = None
+
+    @classmethod
+    def from_container(cls, data: dict[str, Any]) -> SearchConfig:
+        """Validate a plain dict (the composed config without `hydra`)."""
+        data = dict(data)
+        if not data.get("space"):
+            from search_spaces import NAMES
+
+            raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+        cfg = _build(cls, data, "")
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from search_spaces import NAMES
+
+        _choice("space", self.space.name, NAMES)
+        if not self.budget:
+            raise ConfigError("no budget given: add at least one of +budget.mflops=N, "
+                              "+budget.params_m=N, +budget.latency_ms=N")
+        for key, value in self.budget.items():
+            if key not in BUDGET_KEYS:
+                raise ConfigError(f"unknown budget key budget.{key}; valid: {', '.join(BUDGET_KEYS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"budget.{key}={value!r} is not a number ({BUDGET_KEYS[key]})")
+            if not value > 0 or value == float("inf"):
+                raise ConfigError(f"budget.{key}={value} is not valid: must be a positive number")
+        _positive("n_trials", self.n_trials)
+        _positive("top_k", self.top_k)
+        if self.max_proposals is not None:
+            _positive("max_proposals", self.max_proposals)
+        _choice("objective", self.objective, ("accuracy",))
+        _choice("data.name", self.data.name, ("digits", "cifar10", "imagefolder"))
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self.data, key)
+            if not 0 < value < 0.5:
+                raise ConfigError(f"data.{key}={value} is not valid: must be in (0, 0.5)")
+        p = self.proxy
+        _positive("proxy.epochs", p.epochs)
+        _positive("proxy.resolution", p.resolution)
+        _positive("proxy.batch_size", p.batch_size)
+        if not 0 < p.width_scale <= 4:
+            raise ConfigError(f"proxy.width_scale={p.width_scale} is not valid: must be in (0, 4]")
+        if not 0 < p.subset <= 1:
+            raise ConfigError(f"proxy.subset={p.subset} is not valid: must be in (0, 1]")
+        if not p.lr > 0:
+            raise ConfigError(f"proxy.lr={p.lr} is not valid: must be positive")
+        if p.weight_decay < 0 or not 0 <= p.label_smoothing < 1 or p.warmup_epochs < 0:
+            raise ConfigError("proxy.weight_decay and proxy.warmup_epochs must be >= 0 and "
+                              "proxy.label_smoothing in [0, 1)")
+        if p.threads < 0:
+            raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
+        _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
+        _choice("proxy.schedule", p.schedule, SCHEDULES)
+        _choice("sampler.name", self.sampler.name, SAMPLERS)
+        _positive("sampler.population_size", self.sampler.population_size, minimum=2)
+        _choice("pruner.name", self.pruner.name, PRUNERS)
+        _choice("storage.name", self.storage.name, STORAGES)
+        _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+
+    def budget_tag(self) -> str:
+        return "-".join(f"{k}{_num(v)}" for k, v in sorted(self.budget.items()))
+
+    def default_study_name(self) -> str:
+        return f"{self.space.name}-{self.budget_tag()}-{self.data.name}"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _positive(key: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key}={value} is not valid: must be an integer >= {minimum}")
+
+
+def _choice(key: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(map(str, valid))}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """A dataclass from a dict, checking keys and scalar types."""
+    where = path or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key {path + '.' if path else ''}{key}; valid: "
+                              f"{', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{path}.{f.name}" if path else f.name
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], key)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} is not valid: expected a list, e.g. [1, 2]")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} is not valid: expected a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not valid: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is not valid: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} is not valid: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is not valid: expected a string")
+        return value
+    return value

@@ -1,0 +1,167 @@
+"""Proxy training: a short Lightning run that scores a built model.
+
+`Classifier` wraps any model (optimization lives here, the maths in the model, data in
+a DataModule); `train_proxy` runs a quiet Trainer and returns the validation accuracy
+and per-epoch history. Pruning is a Callback that asks a `report(epoch, value)` function
+whether to stop, so this module does not depend on Optuna.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nas.optim import param_groups
+
+for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy classification of any model, with the project's optimizer recipe."""
+
+    def __init__(self, model: nn.Module, optimizer: str = "sgd", lr: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
+                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.opt_name, self.lr, self.momentum = optimizer, lr, momentum
+        self.weight_decay, self.schedule = weight_decay, schedule
+        self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"training loss became {loss.item()} at epoch {self.current_epoch}, "
+                                f"step {self.global_step}")
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _evaluate(self, batch, prefix: str) -> None:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{prefix}_loss", loss, on_epoch=True, batch_size=len(y))
+        self.log(f"{prefix}_acc", acc, on_epoch=True, batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        groups = param_groups(self.model, self.weight_decay)
+        if self.opt_name == "sgd":
+            opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0)
+        elif self.opt_name == "rmsprop":
+            opt = torch.optim.RMSprop(groups, lr=self.lr, momentum=self.momentum, alpha=0.9, eps=0.0316)
+        elif self.opt_name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=self.lr)
+        else:
+            raise ValueError(f"unknown optimizer {self.opt_name!r}; valid: sgd, rmsprop, adamw")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
+        else:
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+            warmup = int(self.warmup_epochs * steps_per_epoch)
+            cosine = self.schedule == "cosine"
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                if not cosine:
+                    return 1.0
+                progress = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class EpochReporter(pl.Callback):
+    """Collects per-epoch metrics and asks `report(epoch, val_acc)` whether to prune."""
+
+    def __init__(self, report: Callable[[int, float], bool] | None = None,
+                 on_epoch: Callable[[dict], None] | None = None):
+        self.report = report
+        self.on_epoch = on_epoch
+        self.history: list[dict] = []
+        self.pruned_at: int | None = None
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - self._start,
+               "lr": trainer.optimizers[0].param_groups[0]["lr"], **metrics}
+        self.history.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        if self.report is not None and self.report(trainer.current_epoch, metrics["val_acc"]):
+            self.pruned_at = trainer.current_epoch
+            trainer.should_stop = True
+
+
+@dataclass
+class ProxyResult:
+    accuracy: float
+    history: list[dict] = field(default_factory=list)
+    pruned_at: int | None = None
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def make_trainer(max_epochs: int, callbacks: list, deterministic: bool = True,
+                 **kwargs) -> pl.Trainer:
+    """A CPU trainer with loggers, checkpoints, progress bar and summaries off (unless asked)."""
+    options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0,
+                   deterministic=deterministic, callbacks=callbacks)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: int,
+                report: Callable[[int, float], bool] | None = None,
+                on_epoch: Callable[[dict], None] | None = None, seed: int = 0,
+                deterministic: bool = True, **recipe) -> ProxyResult:
+    """Train `model` for `epochs`, validating each epoch; returns the last validation accuracy."""
+    pl.seed_everything(seed, workers=False, verbose=False)
+    reporter = EpochReporter(report, on_epoch)
+    module = Classifier(model, **recipe)
+    trainer = make_trainer(epochs, [reporter], deterministic)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    if not reporter.history:
+        raise RuntimeError("training finished without a validation epoch")
+    return ProxyResult(accuracy=reporter.history[-1]["val_acc"], history=reporter.history,
+                       pruned_at=reporter.pruned_at, seconds=seconds, steps=trainer.global_step)

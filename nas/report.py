@@ -1,0 +1,139 @@
+"""Results of a study: trial rows, the top-k table, CSV/JSON files and HTML plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+COLUMNS = ("number", "state", "status", "accuracy", "mflops", "params_m", "latency_ms",
+           "seconds", "pruned_at", "duplicate_of", "reason", "hash", "genotype")
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    ua = t.user_attrs
+    value = t.values[0] if t.values else None
+    if value is None and ua.get("accuracy") is not None:
+        value = ua["accuracy"]
+    return {
+        "number": t.number, "state": t.state.name, "status": ua.get("status"),
+        "accuracy": value, "mflops": ua.get("mflops"), "params_m": ua.get("params_m"),
+        "latency_ms": ua.get("latency_ms"), "seconds": ua.get("seconds"),
+        "pruned_at": ua.get("pruned_at"), "duplicate_of": ua.get("duplicate_of"),
+        "reason": ua.get("reason"), "hash": ua.get("hash"), "genotype": ua.get("genotype"),
+    }
+
+
+def rows(study: optuna.Study) -> list[dict[str, Any]]:
+    return [trial_row(t) for t in study.get_trials(deepcopy=False)]
+
+
+def ranked(study: optuna.Study) -> list[dict[str, Any]]:
+    """Trained trials (not duplicates), best accuracy first, cheaper first on ties."""
+    done = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("status") == "trained"]
+    return sorted(done, key=lambda r: (-r["accuracy"], r["mflops"], r["number"]))
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {"trained": 0, "pruned": 0, "rejected": 0, "duplicate": 0, "failed": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            out["running"] += 1
+        elif t.state == TrialState.FAIL:
+            out["failed"] += 1
+        else:
+            status = t.user_attrs.get("status")
+            if status in out:
+                out[status] += 1
+    return out
+
+
+def write_tables(study: optuna.Study, run_dir: Path) -> tuple[Path, Path]:
+    data = rows(study)
+    csv_path, json_path = run_dir / "trials.csv", run_dir / "trials.json"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(data)
+    payload = {"study": study.study_name, "identity": study.user_attrs.get("identity"),
+               "reference": study.user_attrs.get("reference"), "trials": data}
+    json_path.write_text(json.dumps(payload, indent=2))
+    return csv_path, json_path
+
+
+def format_table(best: list[dict[str, Any]], reference: dict[str, Any] | None,
+                 top_k: int) -> str:
+    head = ("rank", "trial", "accuracy", "MFLOPs", "params M", "genotype")
+    lines = [head]
+    for i, r in enumerate(best[:top_k], start=1):
+        lines.append((str(i), str(r["number"]), f"{r['accuracy']:.4f}", f"{r['mflops']:.1f}",
+                      f"{r['params_m']:.3f}", r["genotype"]))
+    if reference and reference.get("accuracy") is not None:
+        lines.append(("ref", "-", f"{reference['accuracy']:.4f}", f"{reference['mflops']:.1f}",
+                      f"{reference['params_m']:.3f}", reference["genotype"]))
+    widths = [max(len(row[i]) for row in lines) for i in range(5)]
+    out = []
+    for row in lines:
+        cells = [row[i].rjust(widths[i]) if i else row[i].ljust(widths[i]) for i in range(5)]
+        out.append("  ".join(cells) + "  " + row[5])
+    return "\n".join(out)
+
+
+def pareto_figure(study: optuna.Study, reference: dict[str, Any] | None = None):
+    """Accuracy against MFLOPs of every trained trial, with the Pareto front drawn."""
+    import plotly.graph_objects as go
+
+    pts = ranked(study)
+    fig = go.Figure()
+    if pts:
+        fig.add_trace(go.Scatter(x=[p["mflops"] for p in pts], y=[p["accuracy"] for p in pts],
+                                 mode="markers", name="trials",
+                                 text=[f"trial {p['number']}" for p in pts]))
+        front = pareto_front(pts)
+        fig.add_trace(go.Scatter(x=[p["mflops"] for p in front], y=[p["accuracy"] for p in front],
+                                 mode="lines+markers", name="Pareto front", line={"shape": "hv"}))
+    if reference and reference.get("accuracy") is not None:
+        fig.add_trace(go.Scatter(x=[reference["mflops"]], y=[reference["accuracy"]],
+                                 mode="markers", name="reference", marker={"symbol": "star",
+                                                                           "size": 14}))
+    fig.update_layout(title=f"{study.study_name}: accuracy vs MFLOPs", xaxis_title="MFLOPs (MACs)",
+                      yaxis_title="proxy accuracy")
+    return fig
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points no other point beats on both accuracy (higher) and MFLOPs (lower)."""
+    front = []
+    best = float("-inf")
+    for p in sorted(points, key=lambda p: (p["mflops"], -p["accuracy"])):
+        if p["accuracy"] > best:
+            front.append(p)
+            best = p["accuracy"]
+    return front
+
+
+def write_plots(study: optuna.Study, run_dir: Path, reference: dict[str, Any] | None) -> list[Path]:
+    """HTML plots in the run directory; plots that need more trials are skipped."""
+    import optuna.visualization as vis
+
+    written = []
+    makers = {"optimization_history": lambda: vis.plot_optimization_history(study),
+              "param_importances": lambda: vis.plot_param_importances(study),
+              "pareto_front": lambda: pareto_figure(study, reference)}
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = make()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # e.g. importances need at least two finished trials
+        path = run_dir / f"{name}.html"
+        fig.write_html(path, include_plotlyjs="directory")
+        written.append(path)
+    return written

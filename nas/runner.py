@@ -1,0 +1,261 @@
+"""The search loop: propose a genotype, check its budget, train it briefly, record it.
+
+`Searcher.objective` is what each Optuna trial runs:
+1. the space decodes the trial into a genotype (the only place `suggest_*` is called);
+2. params and MFLOPs come from the analytic cost model and are stored on the trial;
+3. a genotype over any budget is rejected in milliseconds: recorded as PRUNED with the
+   reason and its costs, and the sampler is told through `trial.set_constraint`;
+4. a genotype seen before reuses the earlier result;
+5. otherwise it is trained with the proxy, reporting each epoch to the pruner.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas.builder import build_model
+from nas.config import SearchConfig
+from nas.cost import Cost, cost
+from nas.data import ArrayDataModule, make_datamodule
+from nas.errors import UserError
+from nas.genotype import Genotype
+from nas.proxy import train_proxy
+from nas.space import SearchSpace
+from nas.study import trained_count
+from nas.tracking import Tracker
+
+
+class BudgetError(UserError):
+    """A budget that no genotype of the space can meet."""
+
+
+def budget_violations(c: Cost, budget: dict[str, float], latency_ms: float | None = None) -> dict[str, float]:
+    """Amount by which each budget is exceeded (<= 0 means within budget)."""
+    measured = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency_ms}
+    return {k: measured[k] - float(v) for k, v in budget.items() if measured[k] is not None}
+
+
+def scaled_reference(space: SearchSpace, budget: dict[str, float], num_classes: int,
+                     in_channels: int) -> Genotype | None:
+    """The space's reference network at the largest width multiplier that fits the budget."""
+    for step in range(140, 4, -1):
+        width = step / 100
+        g = replace(space.reference, width=width)
+        c = cost(g, num_classes, in_channels)
+        if all(v <= 0 for v in budget_violations(c, budget).values()):
+            return g
+    return None
+
+
+class Searcher:
+    def __init__(self, cfg: SearchConfig, space: SearchSpace, study: optuna.Study,
+                 run_dir: Path, tracker: Tracker, out=sys.stdout):
+        self.cfg, self.space, self.study = cfg, space, study
+        self.run_dir, self.tracker, self.out = Path(run_dir), tracker, out
+        self._data: dict[int, ArrayDataModule] = {}
+        probe = self.datamodule(cfg.proxy.resolution)
+        self.num_classes, self.in_channels = probe.num_classes, probe.in_channels
+        self._seen: dict[str, int] = {}
+        self.proposals = 0
+        self.started = time.perf_counter()
+
+    # ----- data -----------------------------------------------------------------------
+    def datamodule(self, resolution: int) -> ArrayDataModule:
+        if resolution not in self._data:
+            d, p = self.cfg.data, self.cfg.proxy
+            dm = make_datamodule(d.name, root=d.root, resolution=resolution,
+                                 batch_size=p.batch_size, val_fraction=d.val_fraction,
+                                 test_fraction=d.test_fraction, subset=p.subset, seed=d.seed,
+                                 augment=d.augment, grayscale=d.grayscale)
+            dm.setup()
+            self._data[resolution] = dm
+        return self._data[resolution]
+
+    def proxy_resolution(self, g: Genotype) -> int:
+        p = self.cfg.proxy
+        if not p.scale_resolution:
+            return p.resolution
+        return max(8, round(p.resolution * g.resolution / self.space.reference.resolution))
+
+    def train(self, g: Genotype, seed: int, report=None, on_epoch=None):
+        p = self.cfg.proxy
+        proxy_g = replace(g, width=g.width * p.width_scale)
+        model = build_model(proxy_g, self.num_classes, self.in_channels)
+        dm = self.datamodule(self.proxy_resolution(g))
+        return train_proxy(model, dm, p.epochs, report=report, on_epoch=on_epoch, seed=seed,
+                           deterministic=p.deterministic, optimizer=p.optimizer, lr=p.lr,
+                           momentum=p.momentum, weight_decay=p.weight_decay, schedule=p.schedule,
+                           warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing)
+
+    # ----- checks before any trial --------------------------------------------------------
+    def check_budget_feasible(self) -> dict[str, tuple[int, int]]:
+        rng = self.space.cost_range(self.num_classes, self.in_channels)
+        limits = {"mflops": ("macs", 1e6, "MFLOPs"), "params_m": ("params", 1e6, "M params")}
+        for key, (field, scale, unit) in limits.items():
+            if key in self.cfg.budget and rng[field][0] / scale > self.cfg.budget[key]:
+                raise BudgetError(
+                    f"budget.{key}={self.cfg.budget[key]} is below the smallest genotype of space "
+                    f"{self.space.name}: its minimum is {rng[field][0] / scale:.3f} {unit}")
+        return rng
+
+    # ----- the reference network -------------------------------------------------------
+    def train_reference(self) -> dict[str, Any] | None:
+        stored = self.study.user_attrs.get("reference")
+        if stored is not None:
+            return stored
+        g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels)
+        if g is None:
+            self.print("reference: no width multiplier of the reference network fits the budget")
+            return None
+        c = cost(g, self.num_classes, self.in_channels)
+        self.print(f"reference: {self.space.name} reference at width {g.width} "
+                   f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), training with the proxy ...")
+        result = self.train(g, seed=self.cfg.seed)
+        ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
+               "accuracy": result.accuracy, "seconds": result.seconds}
+        self.study.set_user_attr("reference", ref)
+        self.print(f"reference: proxy accuracy {result.accuracy:.4f} in {result.seconds:.1f} s")
+        return ref
+
+    # ----- one trial ------------------------------------------------------------------------
+    def objective(self, trial: optuna.Trial) -> float:
+        self.proposals += 1
+        start = time.perf_counter()
+        g = self.space.decode(lambda name, options: trial.suggest_categorical(name, options))
+        c = cost(g, self.num_classes, self.in_channels)
+        trial.set_user_attr("genotype", str(g))
+        trial.set_user_attr("hash", g.content_hash)
+        trial.set_user_attr("mflops", c.mflops)
+        trial.set_user_attr("params_m", c.params_m)
+        violations = budget_violations(c, self.cfg.budget)
+        for key, amount in violations.items():
+            trial.set_constraint(key, amount)
+        over = {k: v for k, v in violations.items() if v > 0}
+        if over:
+            reason = "over budget: " + ", ".join(
+                f"{k} {v + self.cfg.budget[k]:.3f} > {self.cfg.budget[k]}" for k, v in over.items())
+            trial.set_user_attr("status", "rejected")
+            trial.set_user_attr("reason", reason)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            raise optuna.TrialPruned(reason)
+
+        earlier = self.find_earlier(g.content_hash, trial.number)
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier.number)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            if earlier.state == TrialState.COMPLETE:
+                trial.set_user_attr("status", "duplicate")
+                return earlier.value
+            trial.set_user_attr("status", "duplicate")
+            trial.set_user_attr("reason", f"same genotype as pruned trial {earlier.number}")
+            raise optuna.TrialPruned(f"duplicate of pruned trial {earlier.number}")
+
+        config = {"genotype": str(g), "hash": g.content_hash, "mflops": c.mflops,
+                  "params_m": c.params_m, "trial": trial.number, **trial.params}
+        self.tracker.start_trial(trial.number, config)
+
+        def report(epoch: int, value: float) -> bool:
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        try:
+            result = self.train(g, seed=self.cfg.seed + trial.number, report=report,
+                                on_epoch=self.tracker.log_epoch)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", reason)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            self.tracker.finish_trial({"state": "FAIL", "reason": reason})
+            raise
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        trial.set_user_attr("accuracy", result.accuracy)
+        trial.set_user_attr("epochs", len(result.history))
+        if not math.isfinite(result.accuracy):
+            raise RuntimeError(f"validation accuracy is {result.accuracy}")
+        if result.pruned_at is not None:
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("pruned_at", result.pruned_at)
+            trial.set_user_attr("reason", f"pruned after epoch {result.pruned_at}")
+            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.accuracy,
+                                       "pruned_at": result.pruned_at})
+            raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at}")
+        trial.set_user_attr("status", "trained")
+        self.tracker.finish_trial({"state": "COMPLETE", "accuracy": result.accuracy})
+        return result.accuracy
+
+    def find_earlier(self, digest: str, number: int) -> optuna.trial.FrozenTrial | None:
+        """The first finished trial of the study that trained the same genotype."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if (t.number != number and t.user_attrs.get("hash") == digest
+                    and t.user_attrs.get("status") in ("trained", "pruned")):
+                return t
+        return None
+
+    # ----- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        target = self.cfg.n_trials
+        max_proposals = self.cfg.max_proposals or 50 * target
+        done = trained_count(self.study)
+        if done >= target:
+            self.print(f"study {self.study.study_name} already has {done} trained trials "
+                       f"(n_trials={target}); nothing to do")
+            return
+        if done:
+            self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if trial.user_attrs.get("status") != "rejected" or self.proposals % 100 == 0:
+                self.progress(trial)
+            if trained_count(study) >= target:
+                study.stop()
+            elif self.proposals >= max_proposals:
+                self.print(f"stopping after {self.proposals} proposals (max_proposals): the budget "
+                           "rejects most of the space; loosen it or narrow the space")
+                study.stop()
+
+        self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
+                            catch=(Exception,), gc_after_trial=False)
+
+    def progress(self, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.cfg.progress:
+            return
+        from nas.report import counts, ranked
+
+        n = counts(self.study)
+        best = ranked(self.study)
+        best_text = (f"best {best[0]['accuracy']:.4f} @ {best[0]['mflops']:.1f} MFLOPs" if best
+                     else "best -")
+        ua = trial.user_attrs
+        status = ua.get("status") or trial.state.name.lower()
+        value = trial.values[0] if trial.values else ua.get("accuracy")
+        this = f"trial {trial.number} {status}"
+        if value is not None:
+            this += f" acc {value:.4f}"
+        if ua.get("mflops") is not None:
+            this += f" {ua['mflops']:.1f} MFLOPs"
+        if ua.get("seconds") is not None:
+            this += f" {ua['seconds']:.1f}s"
+        if ua.get("reason") and status in ("failed",):
+            this += f" ({ua['reason']})"
+        elapsed = time.perf_counter() - self.started
+        self.print(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
+                   f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
+                   f"failed {n['failed']} | {best_text} | {this}")
+
+    def print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)

@@ -1,0 +1,212 @@
+"""`python -m nas.search +space=mnv2 +budget.mflops=300`: the search, as a Hydra app.
+
+Before Hydra starts, the command line is composed and validated once here, so that
+bad input (an unknown space, a negative budget, a missing dataset path) ends with one
+line on stderr and exit status 2 instead of a traceback, and before any storage is
+touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nas.cli import UsageError
+from nas.config import ConfigError, SearchConfig, _num
+from nas.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("space", "data", "sampler", "pruner", "storage", "proxy")
+
+
+def _study_name(*, _root_: DictConfig) -> str:
+    space = _root_.get("space")
+    name = space.get("name") if isinstance(space, DictConfig) else "nospace"
+    budget = _root_.get("budget") or {}
+    tag = "-".join(f"{k}{_num(v) if isinstance(v, (int, float)) else v}"
+                   for k, v in sorted(budget.items()))
+    data = _root_.get("data")
+    data_name = data.get("name") if isinstance(data, DictConfig) else "data"
+    return "-".join(x for x in (name, tag, data_name) if x)
+
+
+OmegaConf.register_new_resolver("nas_study_name", _study_name, replace=True)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def precheck(argv: list[str]) -> SearchConfig:
+    """Compose and validate the command line as Hydra would, raising `UserError`s."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception as err:
+        raise UsageError(f"cannot parse the command line: {_first_line(err)}") from None
+    plain: list[str] = []
+    run_dir: str | None = None
+    for o in parsed:
+        key = o.get_key_element().lstrip("+~")
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+            if not values:
+                raise UsageError(f"{key}: empty sweep")
+            value = values[0]
+        else:
+            value = o.get_value_element_as_str()
+        if key.startswith("hydra"):
+            if key == "hydra.run.dir":
+                run_dir = value
+            continue
+        if key in GROUPS and value not in group_options(key):
+            raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
+        prefix = o.get_key_element()[: len(o.get_key_element()) - len(key)]
+        plain.append(f"{prefix}{key}={value}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("search", overrides=plain)
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:
+        text = _first_line(err)
+        if "data.root" in text or "Missing mandatory value: data.root" in text:
+            raise UsageError("data.root is required for this dataset: add data.root=<path>") from None
+        raise UsageError(f"bad configuration: {text}") from None
+    if "space" not in container:
+        from search_spaces import NAMES
+
+        raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+    cfg_obj = SearchConfig.from_container(container)
+    _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
+    if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
+        from nas.data import make_datamodule
+
+        make_datamodule(cfg_obj.data.name, root=cfg_obj.data.root).check()
+    return cfg_obj
+
+
+def _check_writable(path: str) -> None:
+    if "${" in path:
+        path = "."
+    target = Path(path).expanduser().absolute()
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {str(target)!r} is not writable (set hydra.run.dir=<a "
+                         "writable folder>)")
+
+
+def apply_space_overrides(cfg: SearchConfig):
+    from search_spaces import get_space
+
+    space = get_space(cfg.space.name)
+    if cfg.space.width:
+        if any(w <= 0 for w in cfg.space.width):
+            raise ConfigError(f"space.width={cfg.space.width} is not valid: widths must be positive")
+        space = replace(space, width=tuple(cfg.space.width))
+    if cfg.space.resolution:
+        if any(r < 8 for r in cfg.space.resolution):
+            raise ConfigError(f"space.resolution={cfg.space.resolution} is not valid: resolutions "
+                              "must be >= 8")
+        space = replace(space, resolution=tuple(cfg.space.resolution))
+    return space
+
+
+def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, Any]:
+    """Run (or resume) the study described by `cfg`, writing results into `run_dir`."""
+    from nas import report
+    from nas.runner import Searcher, set_threads
+    from nas.study import make_pruner, make_sampler, open_storage, open_study, study_identity
+    from nas.tracking import Tracker
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.proxy.threads)
+    space = apply_space_overrides(cfg)
+    name = cfg.study_name or cfg.default_study_name()
+    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
+    searcher = Searcher(cfg, space, None, run_dir, tracker, out)  # loads and checks the data
+    rng = searcher.check_budget_feasible()
+    url = cfg.storage.url or f"sqlite:///{run_dir / 'study.db'}"
+    storage = open_storage(url)
+    seed = cfg.seed + (cfg.worker or 0)
+    study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
+                                make_sampler(cfg, seed), make_pruner(cfg))
+    searcher.study = study
+    searcher.print(
+        f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
+        f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
+        f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
+        + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
+        + f"; data {cfg.data.name} ({searcher.num_classes} classes); proxy {cfg.proxy.epochs} epochs "
+        f"at {cfg.proxy.resolution}px; sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
+        f"run directory {run_dir}")
+    reference = searcher.train_reference() if cfg.reference else None
+    searcher.run()
+
+    best = report.ranked(study)
+    n = report.counts(study)
+    csv_path, json_path = report.write_tables(study, run_dir)
+    plots = report.write_plots(study, run_dir, reference)
+    searcher.print(f"\n{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} "
+                   f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed")
+    if best:
+        searcher.print(report.format_table(best, reference, cfg.top_k))
+    else:
+        searcher.print("no trial finished training")
+    searcher.print(f"all trials: {csv_path} and {json_path}; plots: "
+                   + (", ".join(p.name for p in plots) or "none"))
+    summary = {"study": name, "best_accuracy": best[0]["accuracy"] if best else None,
+               "best_mflops": best[0]["mflops"] if best else None,
+               "best_genotype": best[0]["genotype"] if best else None,
+               "reference_accuracy": reference.get("accuracy") if reference else None, **n}
+    tracker.study_summary(report.rows(study), report.pareto_figure(study, reference), summary)
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
+def _task(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        scfg = SearchConfig.from_container(container)
+        summary = run_search(scfg, Path(HydraConfig.get().runtime.output_dir))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    return summary.get("best_accuracy")
+
+
+HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+              "-sc", "--resolve")
+
+
+def main() -> None:
+    if any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
+        _task()
+        return
+    try:
+        precheck(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Optuna plumbing: storages, samplers, pruners, and studies that refuse a mismatched resume."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.config import SearchConfig
+from nas.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StudyError(UserError):
+    """A storage that cannot be opened or a study that does not match the request."""
+
+
+# What a study is about: resuming with any of these changed would mix incomparable trials.
+IDENTITY_KEYS = ("space", "budget", "objective", "directions", "data", "proxy")
+
+
+def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
+    p = cfg.proxy
+    return {
+        "space": {"name": cfg.space.name, "width": cfg.space.width,
+                  "resolution": cfg.space.resolution},
+        "budget": {k: float(v) for k, v in sorted(cfg.budget.items())},
+        "objective": cfg.objective,
+        "directions": directions,
+        "data": {"name": cfg.data.name, "root": cfg.data.root, "seed": cfg.data.seed,
+                 "val_fraction": cfg.data.val_fraction},
+        "proxy": {"epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
+                  "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,
+                  "lr": p.lr, "schedule": p.schedule},
+    }
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`, or a `StudyError` saying why it cannot be opened."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if path.exists():
+            head = path.read_bytes()[:16] if path.is_file() else b""
+            if head and head != b"SQLite format 3\x00":
+                raise StudyError(f"storage {url!r} is not an SQLite database (file left untouched)")
+        elif not path.parent.is_dir():
+            raise StudyError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
+    if url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal")):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except Exception as err:
+            raise StudyError(f"storage {url!r} cannot be opened: {_first_line(err)}") from None
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several processes may share the file: wait for locks instead of failing.
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat:
+        kwargs["heartbeat_interval"] = heartbeat
+        kwargs["grace_period"] = heartbeat * 4
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as err:
+        raise StudyError(f"storage {url!r} cannot be opened: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def make_sampler(cfg: SearchConfig, seed: int, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
+    s = cfg.sampler
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate,
+                                          group=s.multivariate, n_startup_trials=s.n_startup_trials,
+                                          constant_liar=s.constant_liar)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
+    raise StudyError(f"unknown sampler {s.name!r}; valid: tpe, random, nsga2")
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    p = cfg.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials,
+                                           n_warmup_steps=p.n_warmup_steps)
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.proxy.epochs)
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"unknown pruner {p.name!r}; valid: median, hyperband, none")
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, Any],
+               sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+               create: bool = True) -> tuple[optuna.Study, bool]:
+    """Load study `name` if it exists (refusing a mismatch), else create it.
+
+    Returns the study and whether it already existed.
+    """
+    directions = identity["directions"]
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        stored = study.user_attrs.get("identity")
+        if stored is None:
+            raise StudyError(f"study {name!r} in this storage was not made by nas; choose another "
+                             "study_name=")
+        for key in IDENTITY_KEYS:
+            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(identity.get(key), sort_keys=True):
+                raise StudyError(
+                    f"study {name!r} exists with a different {key}: stored {_short(stored.get(key))}, "
+                    f"requested {_short(identity.get(key))}; use another study_name= or storage, "
+                    "or the original settings")
+        return study, True
+    if not create:
+        raise StudyError(f"no study {name!r} in this storage; studies: {', '.join(sorted(existing)) or 'none'}")
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another worker created it between our check and now: load and check it.
+        return open_study(storage, name, identity, sampler, pruner, create=False)
+    study.set_user_attr("identity", identity)
+    return study, False
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: trained to the end or stopped by the pruner."""
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get("status") in ("trained", "pruned"):
+            count += 1
+    return count
