@@ -89,8 +89,8 @@ class ArrayDataModule(pl.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(pool.labels), generator=gen)
         n = len(order)
-        n_val = max(1, int(round(n * self.val_fraction)))
-        n_test = 0 if test is not None else max(1, int(round(n * self.test_fraction)))
+        n_val = max(1, round(n * self.val_fraction))
+        n_test = 0 if test is not None else max(1, round(n * self.test_fraction))
         val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
         if self.subset < 1.0:
             train_idx = train_idx[: max(1, int(len(train_idx) * self.subset))]

@@ -125,7 +125,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[s
                     "or the original settings")
         return study, True
     if not create:
-        raise StudyError(f"no study {name!r} in this storage; studies: {', '.join(sorted(existing)) or 'none'}")
+        names = ", ".join(sorted(existing)) or "none"
+        raise StudyError(f"no study {name!r} in this storage; studies: {names}")
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=directions)
