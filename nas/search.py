@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from nas.cli import UsageError
 from nas.config import ConfigError, SearchConfig, _num
@@ -80,12 +81,12 @@ def precheck(argv: list[str]) -> SearchConfig:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("search", overrides=plain)
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or "a value"
+        raise UsageError(f"{key} is required here: add {key}=<value>") from None
     except Exception as err:
-        text = _first_line(err)
-        if "data.root" in text or "Missing mandatory value: data.root" in text:
-            raise UsageError("data.root is required for this dataset: add data.root=<path>") from None
-        raise UsageError(f"bad configuration: {text}") from None
+        raise UsageError(f"bad configuration: {_first_line(err)}") from None
     if "space" not in container:
         from search_spaces import NAMES
 

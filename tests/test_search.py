@@ -1,0 +1,301 @@
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import report
+from nas.errors import UserError
+from nas.runner import Searcher
+from nas.search import precheck, run_search
+from nas.study import trained_count
+from tests.wandb_files import all_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny but real search: MobileNetV1 blocks at width 0.25, one epoch at 16 px on a
+# third of the digits. About half of this space is over a 28 MFLOPs budget.
+TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
+        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
+        "sampler.n_startup_trials=3", "pruner=none"]
+
+
+def cfg_for(*extra, base=TINY):
+    return precheck([*base, *extra])
+
+
+def study_at(run_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def test_cli_search_writes_storage_table_csv_and_plots(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nas.search", *TINY, "n_trials=3",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    assert (run / "study.db").is_file()
+    for name in ("trials.csv", "trials.json", "optimization_history.html", "pareto_front.html"):
+        assert (run / name).is_file(), name
+    assert "rank  trial  accuracy  MFLOPs" in r.stdout
+    data = json.loads((run / "trials.json").read_text())
+    trained = [t for t in data["trials"] if t["status"] == "trained"]
+    assert len(trained) == 3
+    assert all(t["mflops"] <= 28 and 0 <= t["accuracy"] <= 1 for t in trained)
+    study = study_at(run, "mnv1-mflops28-digits")
+    assert trained_count(study) == 3
+
+
+def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, monkeypatch):
+    trained_hashes = []
+    real_train = Searcher.train
+
+    def spy(self, g, *args, **kw):
+        trained_hashes.append(g.content_hash)
+        return real_train(self, g, *args, **kw)
+
+    monkeypatch.setattr(Searcher, "train", spy)
+    cfg = cfg_for("n_trials=4")
+    run_search(cfg, tmp_path)
+    study = study_at(tmp_path, cfg.study_name)
+    rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
+    trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    assert len(trained) == 4 and len(trained_hashes) == 4
+    assert rejected, "the budget should reject part of this space"
+    for t in rejected:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["mflops"] > 28
+        assert "over budget: mflops" in t.user_attrs["reason"]
+        assert t.constraints["mflops"] > 0
+        assert t.user_attrs["hash"] not in trained_hashes
+        assert t.user_attrs["seconds"] < 0.5  # costed, never trained
+    for t in trained:
+        assert t.constraints["mflops"] <= 0
+
+
+def test_resume_reaches_n_trials_in_total(tmp_path):
+    run_search(cfg_for("n_trials=2"), tmp_path)
+    summary = run_search(cfg_for("n_trials=4"), tmp_path)
+    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    assert trained_count(study) == 4
+    assert summary["trained"] == 4
+    # Running again with the target met trains nothing more.
+    before = len(study.trials)
+    run_search(cfg_for("n_trials=4"), tmp_path)
+    assert len(study_at(tmp_path, "mnv1-mflops28-digits").trials) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [(["+budget.params_m=1"], "budget"), (["proxy.epochs=2"], "proxy"),
+     (["space.width=[0.5]"], "space")],
+)
+def test_resuming_with_a_different_study_is_refused_and_changes_nothing(tmp_path, change, what):
+    run_search(cfg_for("n_trials=1"), tmp_path)
+    db = tmp_path / "study.db"
+    before = db.read_bytes()
+    cfg = cfg_for("n_trials=2", "study_name=mnv1-mflops28-digits", *change)
+    with pytest.raises(UserError, match=f"exists with a different {what}"):
+        run_search(cfg, tmp_path)
+    assert db.read_bytes() == before
+
+
+def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch):
+    calls = []
+    real_train = Searcher.train
+
+    def spy(self, g, *args, **kw):
+        calls.append(g.content_hash)
+        return real_train(self, g, *args, **kw)
+
+    monkeypatch.setattr(Searcher, "train", spy)
+    # A space with exactly two genotypes under budget forces repeats.
+    cfg = cfg_for("n_trials=3", "sampler=random", "max_proposals=12",
+                  base=["+space=mnv1", "+budget.mflops=1000", "proxy.epochs=1",
+                        "proxy.resolution=16", "proxy.subset=0.2", "space.width=[0.25]",
+                        "space.resolution=[128,160]", "reference=false", "wandb.mode=disabled",
+                        "pruner=none"])
+    from dataclasses import replace
+
+    from nas.search import apply_space_overrides
+    from nas.space import StageChoices
+
+    space = apply_space_overrides(cfg)
+    fixed = tuple(StageChoices(block=("ds",), c=(st.c,), n=(st.n,), s=(st.s,), k=(3,), act=("relu",),
+                               place=("dp",)) for st in space.reference.stages)
+    monkeypatch.setattr("nas.search.apply_space_overrides",
+                        lambda _cfg: replace(space, stages=fixed))
+    run_search(cfg, tmp_path)
+    study = study_at(tmp_path, cfg.study_name)
+    dups = [t for t in study.trials if t.user_attrs.get("status") == "duplicate"]
+    # Only two genotypes exist: both are trained once, every later proposal is a duplicate,
+    # and the run stops at max_proposals instead of looping for a third.
+    assert len(calls) == 2 and len(set(calls)) == 2
+    assert len(study.trials) == 12 and len(dups) == 10
+    for t in dups:
+        original = study.trials[t.user_attrs["duplicate_of"]]
+        assert original.user_attrs["hash"] == t.user_attrs["hash"]
+        assert t.value == original.value
+
+
+def test_a_nan_trial_fails_with_its_reason_and_the_study_continues(tmp_path, monkeypatch):
+    real_train = Searcher.train
+    state = {"n": 0}
+
+    def sometimes_diverge(self, g, seed, *args, **kw):
+        state["n"] += 1
+        if state["n"] == 2:  # a learning rate that really makes the loss blow up
+            self.cfg.proxy.lr = 1e12
+            try:
+                return real_train(self, g, seed, *args, **kw)
+            finally:
+                self.cfg.proxy.lr = 0.05
+        return real_train(self, g, seed, *args, **kw)
+
+    monkeypatch.setattr(Searcher, "train", sometimes_diverge)
+    summary = run_search(cfg_for("n_trials=3"), tmp_path)
+    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1
+    assert "NonFiniteLoss" in failed[0].user_attrs["reason"]
+    assert summary["trained"] == 3 and summary["failed"] == 1
+
+
+def test_pruner_stops_trials_and_they_count_as_trained(tmp_path):
+    cfg = cfg_for("n_trials=6", "pruner=median", "pruner.n_startup_trials=1",
+                  "pruner.n_warmup_steps=0", "proxy.epochs=3", "sampler=random")
+    run_search(cfg, tmp_path)
+    study = study_at(tmp_path, cfg.study_name)
+    pruned = [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
+    assert trained_count(study) == 6
+    for t in pruned:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["pruned_at"] < 2
+        assert t.intermediate_values
+
+
+def test_wandb_offline_runs_one_per_trial_grouped_by_study(tmp_path):
+    cfg = cfg_for("n_trials=2", "wandb.mode=offline")
+    run_search(cfg, tmp_path)
+    runs = {r["name"]: r for r in all_runs(tmp_path / "wandb")}
+    study = study_at(tmp_path, cfg.study_name)
+    trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    trial_runs = [r for r in runs.values() if r["job_type"] == "trial"]
+    assert len(trial_runs) == len(trained) == 2
+    for t in trained:
+        r = runs[f"{cfg.study_name}-trial-{t.number}"]
+        assert r["group"] == cfg.study_name
+        assert r["config"]["genotype"] == t.user_attrs["genotype"]
+        assert r["config"]["mflops"] == pytest.approx(t.user_attrs["mflops"])
+        assert r["summary"]["state"] == "COMPLETE"
+        assert r["summary"]["accuracy"] == pytest.approx(t.value)
+        assert [h["epoch"] for h in r["history"]] == [0]
+    summary = [r for r in runs.values() if r["job_type"] == "summary"]
+    assert len(summary) == 1 and summary[0]["summary"]["trials/nrows"] == len(study.trials)
+
+
+def test_reference_network_is_trained_with_the_same_proxy(tmp_path):
+    cfg = cfg_for("n_trials=1", "reference=true")
+    summary = run_search(cfg, tmp_path)
+    ref = study_at(tmp_path, cfg.study_name).user_attrs["reference"]
+    assert ref["mflops"] <= 28 and 0 <= ref["accuracy"] <= 1
+    assert summary["reference_accuracy"] == ref["accuracy"]
+
+
+def test_seeded_runs_propose_the_same_genotypes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_search(cfg_for("n_trials=2", "sampler=random"), a)
+    run_search(cfg_for("n_trials=2", "sampler=random"), b)
+    ga = [r["genotype"] for r in report.rows(study_at(a, "mnv1-mflops28-digits"))]
+    gb = [r["genotype"] for r in report.rows(study_at(b, "mnv1-mflops28-digits"))]
+    assert ga == gb
+
+
+# ----- bad input ----------------------------------------------------------------------
+BAD = [
+    (["+budget.mflops=300"], "no search space chosen: add +space=NAME; valid: mnv2, xception, mnv1"),
+    (["+space=resnet", "+budget.mflops=300"], "unknown space 'resnet'; valid: mnv1, mnv2, xception"),
+    (["+space=mnv2", "+budget.mflops=300", "sampler=cmaes"], "unknown sampler 'cmaes'; valid:"),
+    (["+space=mnv2", "+budget.mflops=300", "pruner=asha"], "unknown pruner 'asha'; valid:"),
+    (["+space=mnv2", "+budget.mflops=300", "data=mnist"], "unknown data 'mnist'; valid:"),
+    (["+space=mnv2", "+budget.mflops=-5"], "budget.mflops=-5 is not valid: must be a positive"),
+    (["+space=mnv2", "+budget.mflops=0"], "budget.mflops=0 is not valid"),
+    (["+space=mnv2", "+budget.mflops=abc"], "budget.mflops='abc' is not a number"),
+    (["+space=mnv2", "+budget.flops=3"], "unknown budget key budget.flops; valid: mflops"),
+    (["+space=mnv2"], "no budget given"),
+    (["+space=mnv2", "+budget.mflops=300", "data=cifar10"], "data.root is required"),
+    (["+space=mnv2", "+budget.mflops=300", "data=cifar10", "data.root=/nonexistent/cifar"],
+     "'/nonexistent/cifar' is not a directory"),
+    (["+space=mnv2", "+budget.mflops=300", "n_trials=0"], "n_trials=0 is not valid"),
+    (["+space=mnv2", "+budget.mflops=300", "proxy.epochs=many"],
+     "proxy.epochs='many' is not valid: expected an integer"),
+    (["+space=mnv2", "+budget.mflops=300", "wandb.mode=loud"], "wandb.mode='loud' is not valid"),
+    (["+space=mnv2", "+budget.mflops=300", "bogus=1"], "bad configuration"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_refused_before_anything_runs(args, words):
+    with pytest.raises(UserError) as info:
+        precheck(args)
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_budget_below_the_space_minimum_fails_at_once_with_the_minimum(tmp_path):
+    cfg = cfg_for(base=[*TINY[:1], "+budget.mflops=0.5", *TINY[2:]])
+    with pytest.raises(UserError, match=r"below the smallest genotype of space mnv1: its minimum is \d"):
+        run_search(cfg, tmp_path)
+    assert not (tmp_path / "study.db").exists()
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "nas.search", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["+budget.mflops=300"], ["+space=mnv2", "+budget.mflops=-1"],
+                                  ["+space=nope", "+budget.mflops=1"]])
+def test_cli_bad_input_exits_2_with_one_line(args):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_corrupt_storage_is_refused_and_left_untouched(tmp_path):
+    db = tmp_path / "study.db"
+    db.write_bytes(b"this is not a database" * 10)
+    before = db.read_bytes()
+    r = run_cli(*TINY, "n_trials=1", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2 and "is not an SQLite database" in r.stderr
+    assert db.read_bytes() == before
+
+
+def test_cli_storage_url_that_cannot_be_opened(tmp_path):
+    r = run_cli(*TINY, "n_trials=1", f"hydra.run.dir={tmp_path}",
+                "storage.url=sqlite:////nonexistent-dir/x/study.db")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run_cli(*TINY, "n_trials=1", f"hydra.run.dir={tmp_path}", "storage.url=nosuchdb://x")
+    assert r.returncode == 2 and "cannot be opened" in r.stderr
+
+
+def test_cli_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = run_cli(*TINY, f"hydra.run.dir={blocker / 'run'}")
+    assert r.returncode == 2 and "is not writable" in r.stderr
+
+
+def test_existing_sqlite_study_survives_a_refused_run(tmp_path):
+    run_search(cfg_for("n_trials=1"), tmp_path)
+    con = sqlite3.connect(tmp_path / "study.db")
+    n = con.execute("select count(*) from trials").fetchone()[0]
+    con.close()
+    with pytest.raises(UserError):
+        run_search(cfg_for("n_trials=3", "proxy.lr=0.5"), tmp_path)
+    con = sqlite3.connect(tmp_path / "study.db")
+    assert con.execute("select count(*) from trials").fetchone()[0] == n
+    con.close()
