@@ -175,7 +175,8 @@ class Cifar10DataModule(ArrayDataModule):
         if missing:
             raise DataError(f"data.root={str(self.root)!r} lacks CIFAR-10 batch files: "
                             f"{', '.join(missing)} (expected data_batch_1..5 and test_batch)")
-        self._read(self.root / self.TEST)
+        # Read every file now so that a malformed one stops the run before any trial.
+        self._cache = {f: self._read(self.root / f) for f in (*self.TRAIN, self.TEST)}
 
     def _read(self, path: Path) -> Split:
         try:
@@ -192,10 +193,13 @@ class Cifar10DataModule(ArrayDataModule):
         return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
     def load(self) -> tuple[Split, Split]:
-        self.check()
-        parts = [self._read(self.root / f) for f in self.TRAIN]
+        if not getattr(self, "_cache", None):
+            self.check()
+        parts = [self._cache[f] for f in self.TRAIN]
         pool = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
-        return pool, self._read(self.root / self.TEST)
+        test = self._cache[self.TEST]
+        self._cache = {}
+        return pool, test
 
 
 class ImageFolderDataModule(ArrayDataModule):
