@@ -67,9 +67,29 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         kwargs["heartbeat_interval"] = heartbeat
         kwargs["grace_period"] = heartbeat * 4
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        storage = optuna.storages.RDBStorage(url, **kwargs)
     except Exception as err:
         raise StudyError(f"storage {url!r} cannot be opened: {_first_line(err)}") from None
+    if url.startswith("sqlite:///"):
+        _fast_sqlite(storage)
+    return storage
+
+
+def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging without an fsync per commit: halves the cost of each trial update.
+
+    WAL needs a local filesystem; for a shared one use the journal storage.
+    """
+    from sqlalchemy import event
+
+    def pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened so far predate the listener
 
 
 def _first_line(err: BaseException) -> str:
