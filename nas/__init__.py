@@ -1,7 +1,7 @@
 """nas: neural architecture search over MobileNet/Xception block spaces under budgets.
 
 The public API is loaded lazily so that `import nas` stays cheap:
-`nas.Genotype`, `nas.parse`, `nas.build_model`, `nas.cost`.
+`nas.Genotype`, `nas.parse`, `nas.build_model`, `nas.load_exported`, `nas.cost`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _EXPORTS = {
     "build_model": "nas.builder",
     "cost": "nas.cost",
     "param_groups": "nas.optim",
+    "load_exported": "nas.export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -64,7 +64,8 @@ class ProxyConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
-    threads: int = 0
+    bn_recalibration: int = 10
+    threads: int = 1
     deterministic: bool = True
 
 
@@ -166,6 +167,8 @@ class SearchConfig:
         if p.weight_decay < 0 or not 0 <= p.label_smoothing < 1 or p.warmup_epochs < 0:
             raise ConfigError("proxy.weight_decay and proxy.warmup_epochs must be >= 0 and "
                               "proxy.label_smoothing in [0, 1)")
+        if p.bn_recalibration < 0:
+            raise ConfigError(f"proxy.bn_recalibration={p.bn_recalibration} is not valid: 0 (off) or more")
         if p.threads < 0:
             raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)

@@ -27,6 +27,24 @@ class DataError(UserError):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+class EpochShuffle(RandomSampler):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order.
+
+    Lightning calls `set_epoch` before every epoch.
+    """
+
+    def __init__(self, data_source, seed: int):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        return super().__iter__()
+
+
 class _Batches(Dataset):
     """Indexable by a list of indices: returns a whole normalized float batch."""
 
@@ -127,8 +145,7 @@ class ArrayDataModule(pl.LightningDataModule):
         s = self.split(name)
         ds = _Batches(s.images, s.labels, self.mean, self.std, flip=self.augment and shuffle,
                       seed=self.seed)
-        base = (RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle
-                else SequentialSampler(ds))
+        base = EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds)
         return DataLoader(ds, sampler=BatchSampler(base, self.batch_size, drop_last=False),
                           batch_size=None)
 

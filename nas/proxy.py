@@ -38,9 +38,11 @@ class Classifier(pl.LightningModule):
 
     def __init__(self, model: nn.Module, optimizer: str = "sgd", lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
-                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1):
+                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
+                 bn_recalibration: int = 0):
         super().__init__()
         self.model = model
+        self.bn_recalibration = bn_recalibration
         self.opt_name, self.lr, self.momentum = optimizer, lr, momentum
         self.weight_decay, self.schedule = weight_decay, schedule
         self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
@@ -64,6 +66,36 @@ class Classifier(pl.LightningModule):
         acc = (logits.argmax(1) == y).float().mean()
         self.log(f"{prefix}_loss", loss, on_epoch=True, batch_size=len(y))
         self.log(f"{prefix}_acc", acc, on_epoch=True, batch_size=len(y))
+
+    def on_validation_epoch_start(self) -> None:
+        if self.bn_recalibration > 0 and not self.trainer.sanity_checking:
+            self.recalibrate_bn(self.bn_recalibration)
+
+    @torch.no_grad()
+    def recalibrate_bn(self, batches: int) -> None:
+        """Re-estimate BN running statistics on a few training batches.
+
+        After a short, high-learning-rate run the running averages lag far behind the
+        weights, so evaluation-mode accuracy sits near chance until the last epoch and
+        says nothing about the architecture; exact statistics of the current weights fix
+        that, and make per-epoch pruning meaningful.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        saved = [(m.momentum, m.training) for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+            m.train()
+        loader = self.trainer.datamodule.train_dataloader()
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            self.model(x.to(self.device))
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")

@@ -94,7 +94,8 @@ class Searcher:
         return train_proxy(model, dm, p.epochs, report=report, on_epoch=on_epoch, seed=seed,
                            deterministic=p.deterministic, optimizer=p.optimizer, lr=p.lr,
                            momentum=p.momentum, weight_decay=p.weight_decay, schedule=p.schedule,
-                           warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing)
+                           warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
+                           bn_recalibration=p.bn_recalibration)
 
     # ----- checks before any trial --------------------------------------------------------
     def check_budget_feasible(self) -> dict[str, tuple[int, int]]:

@@ -148,6 +148,9 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, An
     study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
                                 make_sampler(cfg, seed), make_pruner(cfg))
     searcher.study = study
+    if not existed:
+        study.set_user_attr("data_shape", {"num_classes": searcher.num_classes,
+                                           "in_channels": searcher.in_channels})
     searcher.print(
         f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
         f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "

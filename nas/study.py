@@ -37,7 +37,7 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
                  "val_fraction": cfg.data.val_fraction},
         "proxy": {"epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
                   "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,
-                  "lr": p.lr, "schedule": p.schedule},
+                  "lr": p.lr, "schedule": p.schedule, "bn_recalibration": p.bn_recalibration},
     }
 
 

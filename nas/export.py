@@ -1,0 +1,206 @@
+"""Export genotypes as models that need nothing but torch (or only onnxruntime) to run.
+
+    python -m nas.export outputs/mnv2-mflops300-digits --top-k 3
+    python -m nas.export sqlite:///path/study.db --study mnv2-mflops300-digits --pareto
+
+Each selected trial becomes a folder holding: `genotype.yaml` and `genotype.txt` (the
+canonical string), `info.json` (costs, proxy metrics, shapes, checks), `model.onnx`
+(checked against PyTorch with onnxruntime), `model.torchscript.pt`, `state_dict.pt`,
+and `retrain.yaml`, a `nas.train` config that trains it fully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.errors import UserError
+from nas.genotype import Genotype, load_genotype, parse
+
+
+class ExportError(UserError):
+    """Nothing to export, or an export that cannot be made."""
+
+
+def write_model_files(model: nn.Module, genotype: Genotype, folder: Path, in_channels: int,
+                      info: dict[str, Any], onnx: bool = True, opset: int = 17) -> dict[str, Any]:
+    """Write genotype, weights, TorchScript and ONNX files of `model` into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    (folder / "genotype.yaml").write_text(genotype.to_yaml())
+    (folder / "genotype.txt").write_text(str(genotype) + "\n")
+    torch.save(model.state_dict(), folder / "state_dict.pt")
+    res = genotype.resolution
+    example = torch.randn(2, in_channels, res, res, generator=torch.Generator().manual_seed(0))
+    scripted = torch.jit.script(model)
+    scripted.save(str(folder / "model.torchscript.pt"))
+    with torch.no_grad():
+        expected = model(example)
+        ts_diff = (torch.jit.load(str(folder / "model.torchscript.pt"))(example) - expected).abs().max()
+    info = {**info, "torchscript_max_abs_diff": float(ts_diff)}
+    if onnx:
+        info.update(_export_onnx(model, example, expected, folder / "model.onnx", opset))
+    info["files"] = sorted(p.name for p in folder.iterdir())
+    (folder / "info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path,
+                 opset: int) -> dict[str, Any]:
+    import warnings
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx extra: pip install -e '.[onnx]' "
+                          "(or pass --no-onnx)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                        "logits": {0: "batch"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": example.numpy()})[0]
+    diff = float(abs(torch.from_numpy(got) - expected).max())
+    if diff > 1e-4:
+        raise ExportError(f"ONNX output differs from PyTorch by {diff:.2e} (> 1e-4) in {path}")
+    return {"onnx_opset": opset, "onnx_max_abs_diff": diff}
+
+
+def retrain_config(genotype: Genotype, data: dict[str, Any] | None) -> str:
+    """A `nas.train` config (Hydra) that trains this genotype fully on the search's data."""
+    import yaml
+
+    data = dict(data or {"name": "digits"})
+    body: dict[str, Any] = {"defaults": ["train", {"override data": data.get("name", "digits")},
+                                         "_self_"],
+                            "genotype": str(genotype)}
+    if data.get("root"):
+        body["data"] = {"root": data["root"]}
+    header = ("# Train this genotype fully:\n"
+              "#   python -m nas.train --config-dir <this folder> --config-name retrain\n"
+              "# or change the data: ... --config-name retrain data=cifar10 data.root=<path>\n")
+    return header + yaml.safe_dump(body, sort_keys=False)
+
+
+def load_exported(folder: str | Path, num_classes: int | None = None) -> nn.Module:
+    """The model in an export folder, as a `torch.nn.Module` built by `nas` with its weights."""
+    from nas.builder import build_model
+
+    folder = Path(folder)
+    if not (folder / "genotype.yaml").is_file():
+        raise ExportError(f"{str(folder)!r} is not an export folder (no genotype.yaml)")
+    genotype = load_genotype(str(folder / "genotype.yaml"))
+    info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").is_file() else {}
+    model = build_model(genotype, num_classes or info.get("num_classes", 1000),
+                        info.get("in_channels", 3))
+    if (folder / "state_dict.pt").is_file():
+        state = torch.load(folder / "state_dict.pt", map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ExportError(f"weights in {str(folder)!r} do not fit its genotype: "
+                              f"{str(err).splitlines()[0]}") from None
+    return model
+
+
+# ----- selecting trials -----------------------------------------------------------------
+def _open(source: str, study_name: str | None):
+    import optuna
+
+    from nas.study import open_storage
+
+    path = Path(source).expanduser()
+    if "://" in source:
+        url = source
+    elif path.is_dir():
+        if not (path / "study.db").is_file():
+            raise ExportError(f"{source!r} holds no study.db: give a search run directory or a "
+                              "storage URL with --study")
+        url = f"sqlite:///{(path / 'study.db').resolve()}"
+    elif path.is_file() and path.suffix == ".db":
+        url = f"sqlite:///{path.resolve()}"
+    else:
+        raise ExportError(f"{source!r} is neither a run directory nor a storage URL")
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name is None:
+        if len(names) != 1:
+            raise ExportError(f"{source!r} holds {len(names)} studies; choose one with --study "
+                              f"({', '.join(names) or 'none'})")
+        study_name = names[0]
+    elif study_name not in names:
+        raise ExportError(f"no study {study_name!r} in {source!r}; studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=storage), path if path.is_dir() else None
+
+
+def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
+    from nas import report
+
+    best = report.ranked(study)
+    if not best:
+        n = report.counts(study)
+        summary = ", ".join(f"{v} {k}" for k, v in n.items() if v) or "no trials at all"
+        raise ExportError(f"no trial finished: nothing to export ({summary})")
+    if pareto:
+        return sorted(report.pareto_front(best), key=lambda r: r["mflops"])
+    return best[:top_k]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
+    ap.add_argument("source", help="search run directory, study.db file, or storage URL")
+    ap.add_argument("--study", help="study name (needed when the storage holds several)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--top-k", type=int, default=None, help="export the K best trials (default 1)")
+    group.add_argument("--pareto", action="store_true", help="export the accuracy/MFLOPs Pareto front")
+    ap.add_argument("--out", help="output folder (default <run dir>/exported or ./exported)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+    ap.add_argument("--opset", type=int, default=17)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    top_k = 1 if args.top_k is None else args.top_k
+    if top_k <= 0:
+        raise ExportError(f"--top-k {top_k} is not valid: must be >= 1")
+    study, run_dir = _open(args.source, args.study)
+    chosen = select(study, top_k, args.pareto)
+    out = Path(args.out) if args.out else (run_dir / "exported" if run_dir else Path("exported"))
+    identity = study.user_attrs.get("identity") or {}
+    shape = study.user_attrs.get("data_shape") or {"num_classes": 1000, "in_channels": 3}
+    from nas.builder import build_model
+    from nas.cost import cost
+
+    print(f"exporting {len(chosen)} genotype(s) of study {study.study_name} to {out}")
+    for rank, row in enumerate(chosen, start=1):
+        g = parse(row["genotype"])
+        folder = out / f"{rank:02d}-trial{row['number']}-{g.content_hash}"
+        c = cost(g, shape["num_classes"], shape["in_channels"])
+        info = {"rank": rank, "study": study.study_name, "trial": row["number"],
+                "genotype": str(g), "hash": g.content_hash, "proxy_accuracy": row["accuracy"],
+                "params": c.params, "macs": c.macs, "mflops": c.mflops, "params_m": c.params_m,
+                "latency_ms": row.get("latency_ms"), "resolution": g.resolution,
+                "num_classes": shape["num_classes"], "in_channels": shape["in_channels"],
+                "weights": "initialized, not trained: train with retrain.yaml"}
+        model = build_model(g, shape["num_classes"], shape["in_channels"])
+        info = write_model_files(model, g, folder, shape["in_channels"], info,
+                                 onnx=not args.no_onnx, opset=args.opset)
+        (folder / "retrain.yaml").write_text(retrain_config(g, identity.get("data")))
+        onnx = (f", ONNX max abs diff {info['onnx_max_abs_diff']:.2e}" if "onnx_max_abs_diff" in info
+                else "")
+        print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "
+              f"{c.params_m:.3f} M params -> {folder}{onnx}")
+    return 0
+
+
+if __name__ == "__main__":
+    from nas.cli import run
+
+    run(main)

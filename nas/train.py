@@ -1,0 +1,334 @@
+"""`python -m nas.train +genotype=<genotype.yaml | string>`: train one genotype fully.
+
+Lightning with the project's recipe (SGD/RMSprop/AdamW, cosine with warm-up, label
+smoothing, no weight decay on depthwise/BN/bias, optional EMA of the weights), a
+checkpoint every epoch, resumption from the last checkpoint, a progress bar, W&B
+logging, test accuracy at the end, and the same export as `nas.export` for the trained
+weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nas.config import ConfigError, DataConfig, WandbConfig, _build, _choice, _positive
+from nas.errors import UserError
+from nas.genotype import Genotype, load_genotype
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed."""
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.999
+    threads: int = 0
+    seed: int = 0
+    deterministic: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    genotype: str = ""
+    resolution: int | None = None
+    ckpt_path: str | None = None
+    export: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    @classmethod
+    def from_container(cls, data: dict[str, Any]) -> TrainConfig:
+        if not data.get("genotype"):
+            raise ConfigError("no genotype given: add +genotype=<path to genotype.yaml or a "
+                              "genotype string>")
+        cfg = _build(cls, data, "")
+        t = cfg.trainer
+        _positive("trainer.max_epochs", t.max_epochs)
+        _positive("trainer.batch_size", t.batch_size)
+        _choice("trainer.optimizer", t.optimizer, ("sgd", "rmsprop", "adamw"))
+        _choice("trainer.schedule", t.schedule, ("cosine", "onecycle", "constant"))
+        _choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
+        _choice("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+        if not t.lr > 0 or not 0 < t.ema_decay < 1:
+            raise ConfigError("trainer.lr must be positive and trainer.ema_decay in (0, 1)")
+        if cfg.resolution is not None:
+            _positive("resolution", cfg.resolution, minimum=8)
+        return cfg
+
+
+def _train_name(*, _root_: DictConfig) -> str:
+    text = str(_root_.get("genotype") or "none")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    with contextlib.suppress(UserError, OSError):
+        digest = load_genotype(text).content_hash
+    data = _root_.get("data")
+    return f"{digest}-{data.get('name') if isinstance(data, DictConfig) else 'data'}"
+
+
+OmegaConf.register_new_resolver("nas_train_name", _train_name, replace=True)
+
+
+class WeightEMA(pl.Callback):
+    """Exponential moving average of the weights (and BN statistics), used for evaluation."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] | None = None
+        self._backup: dict[str, torch.Tensor] | None = None
+
+    def _state(self, module) -> dict[str, torch.Tensor]:
+        return module.model.state_dict()
+
+    def on_fit_start(self, trainer, module):
+        if self.shadow is None:
+            self.shadow = {k: v.detach().clone() for k, v in self._state(module).items()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        with torch.no_grad():
+            for k, v in self._state(module).items():
+                s = self.shadow[k]
+                if v.dtype.is_floating_point:
+                    s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                else:
+                    s.copy_(v)
+
+    def swap_in(self, module) -> None:
+        self._backup = {k: v.detach().clone() for k, v in self._state(module).items()}
+        module.model.load_state_dict(self.shadow)
+
+    def swap_out(self, module) -> None:
+        if self._backup is not None:
+            module.model.load_state_dict(self._backup)
+            self._backup = None
+
+    def on_validation_start(self, trainer, module):
+        if self.shadow is not None and not trainer.sanity_checking:
+            self.swap_in(module)
+
+    def on_validation_end(self, trainer, module):
+        self.swap_out(module)
+
+    def state_dict(self):
+        return {"shadow": self.shadow, "decay": self.decay}
+
+    def load_state_dict(self, state):
+        self.shadow = state["shadow"]
+
+
+class GenotypeGuard(pl.Callback):
+    """Stores the genotype in every checkpoint and refuses to resume from another one."""
+
+    def __init__(self, genotype: Genotype):
+        self.text = str(genotype)
+
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        checkpoint["nas_genotype"] = self.text
+
+    def on_load_checkpoint(self, trainer, module, checkpoint):
+        stored = checkpoint.get("nas_genotype")
+        if stored != self.text:
+            raise CheckpointError(f"checkpoint is for another genotype ({stored!r}); "
+                                  "train it with its own genotype or start a new run directory")
+
+
+class EpochLog(pl.Callback):
+    def __init__(self, tracker, out=sys.stdout, progress: bool = True):
+        self.tracker, self.out, self.progress = tracker, out, progress
+
+    def on_validation_epoch_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **m}
+        self.tracker.log_epoch(row)
+        if not self.progress:
+            print(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
+                  f"val_loss {m.get('val_loss', float('nan')):.4f}", file=self.out, flush=True)
+
+
+def check_checkpoint(path: Path, genotype: Genotype) -> None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {type(err).__name__}") from None
+    stored = ckpt.get("nas_genotype") if isinstance(ckpt, dict) else None
+    if stored != str(genotype):
+        raise CheckpointError(f"checkpoint {str(path)!r} is for another genotype; train it with "
+                              "its own genotype or choose another run directory")
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
+                 callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train (or resume) `cfg.genotype`; returns the test metrics and file locations."""
+    from nas.builder import build_model
+    from nas.cost import cost
+    from nas.data import make_datamodule
+    from nas.export import write_model_files
+    from nas.proxy import Classifier
+    from nas.tracking import Tracker
+
+    t = cfg.trainer
+    genotype = load_genotype(cfg.genotype)
+    d = cfg.data
+    resolution = cfg.resolution or genotype.resolution
+    dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=t.batch_size,
+                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed,
+                         augment=d.augment, grayscale=d.grayscale)
+    dm.check()
+    ckpt_dir = run_dir / "checkpoints"
+    resume = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else ckpt_dir / "last.ckpt"
+    if cfg.ckpt_path and not resume.is_file():
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    if resume.is_file():
+        check_checkpoint(resume, genotype)
+    dm.setup()
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    pl.seed_everything(t.seed, verbose=False)
+    model = build_model(genotype, dm.num_classes, dm.in_channels)
+    c = cost(genotype, dm.num_classes, dm.in_channels)
+    print(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
+          f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
+          + (f"; resuming from {resume}" if resume.is_file() else ""), file=out, flush=True)
+    module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                        weight_decay=t.weight_decay, schedule=t.schedule,
+                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing)
+    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
+                      f"train-{genotype.content_hash}", run_dir)
+    if tracker.enabled:
+        tracker._run = tracker._init(f"train-{genotype.content_hash}-{d.name}", "train",
+                                     {"genotype": str(genotype), "mflops": c.mflops,
+                                      "params_m": c.params_m, **genotype.to_dict(),
+                                      "trainer": vars(t), "data": vars(d)})
+    callbacks = [
+        *(callbacks or []),
+        pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                     auto_insert_metric_name=False, save_last=True,
+                                     every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
+        GenotypeGuard(genotype), EpochLog(tracker, out, t.progress)]
+    ema = WeightEMA(t.ema_decay) if t.ema else None
+    if ema is not None:
+        callbacks.append(ema)
+    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator="cpu", devices=1, logger=False,
+                         callbacks=callbacks, enable_progress_bar=t.progress,
+                         enable_model_summary=False, deterministic=t.deterministic,
+                         num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
+    if ema is not None:
+        ema.swap_in(module)  # evaluate and export the averaged weights
+    test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
+              "params_m": c.params_m, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+              "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"),
+              "val_acc": float(trainer.callback_metrics.get("val_acc", float("nan"))),
+              "resolution": resolution, "data": d.name, "ema": t.ema}
+    tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
+    if cfg.export:
+        info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels,
+                "weights": "trained"}
+        export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
+        write_model_files(copy.deepcopy(module.model).eval(), export_g, run_dir / "exported",
+                          dm.in_channels, info, onnx=_has_onnxruntime())
+        result["exported"] = str(run_dir / "exported")
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"test accuracy {result['test_acc']:.4f} after {result['epochs']} epochs "
+          f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
+    return result
+
+
+def _at_resolution(genotype: Genotype, resolution: int) -> Genotype:
+    from dataclasses import replace
+
+    return replace(genotype, resolution=resolution)
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _task(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        tcfg = TrainConfig.from_container(container)
+        result = run_training(tcfg, Path(HydraConfig.get().runtime.output_dir))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    return result.get("test_acc")
+
+
+def precheck(argv: list[str]) -> TrainConfig:
+    """Compose and validate the command line before Hydra runs anything."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.cli import UsageError
+    from nas.search import GROUPS, _first_line, group_options
+
+    args = [a for a in argv if not a.startswith("-")]
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key in GROUPS and key == "data" and value not in group_options(key):
+            raise UsageError(f"unknown data {value!r}; valid: {', '.join(group_options(key))}")
+    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose("train", overrides=plain)
+        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+    except Exception as err:
+        raise UsageError(f"bad configuration: {_first_line(err)}") from None
+    cfg = TrainConfig.from_container(container)
+    load_genotype(cfg.genotype)
+    return cfg
+
+
+def main() -> None:
+    from nas.search import HELP_FLAGS
+
+    if not any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
+        cfg_dir = any(a.startswith(("-cd", "--config-dir", "-cn", "--config-name", "-cp",
+                                    "--config-path")) for a in sys.argv[1:])
+        if not cfg_dir:
+            try:
+                precheck(sys.argv[1:])
+            except UserError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
+    _task()
+
+
+if __name__ == "__main__":
+    main()
