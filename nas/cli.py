@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from nas.errors import UserError
 
@@ -64,3 +65,21 @@ def print_usage(usage: str, valid: Mapping[str, str]) -> None:
     print(usage)
     for key, text in valid.items():
         print(f"  {key:<{width}}{text}")
+
+
+def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict]) -> dict:
+    """Body of a Hydra task: validate the composed config, run `job` in Hydra's output folder.
+
+    A `UserError` ends the process with one line on stderr and exit status 2.
+    """
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return job(parse(container), Path(HydraConfig.get().runtime.output_dir))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -50,23 +50,29 @@ class DataConfig:
 
 
 @dataclass
-class ProxyConfig:
-    epochs: int = 5
-    resolution: int = 32
-    scale_resolution: bool = True
-    width_scale: float = 1.0
-    subset: float = 1.0
+class RecipeConfig:
+    """The optimization recipe shared by the proxy and full training."""
+
     batch_size: int = 64
     optimizer: str = "sgd"
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
-    bn_recalibration: int = 10
     threads: int = 1
     deterministic: bool = True
+
+
+@dataclass
+class ProxyConfig(RecipeConfig):
+    epochs: int = 4
+    resolution: int = 32
+    scale_resolution: bool = True
+    width_scale: float = 1.0
+    subset: float = 1.0
+    bn_recalibration: int = 10
 
 
 @dataclass

@@ -73,17 +73,23 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, expected: torch.Tensor
     return {"onnx_opset": opset, "onnx_max_abs_diff": diff}
 
 
-def retrain_config(genotype: Genotype, data: dict[str, Any] | None) -> str:
-    """A `nas.train` config (Hydra) that trains this genotype fully on the search's data."""
+def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
+                   resolution: int | None = None) -> str:
+    """A `nas.train` config (Hydra) that trains this genotype fully on the search's data.
+
+    `resolution` is the input size the search's proxy trained this genotype at; the
+    genotype's declared resolution is used when it is None.
+    """
     import yaml
 
     data = dict(data or {"name": "digits"})
     body: dict[str, Any] = {"defaults": ["train", {"override data": data.get("name", "digits")},
                                          "_self_"],
-                            "genotype": str(genotype)}
+                            "genotype": str(genotype), "resolution": resolution}
     if data.get("root"):
         body["data"] = {"root": data["root"]}
-    header = ("# Train this genotype fully:\n"
+    header = ("# Train this genotype fully (resolution: the size the search's proxy used;\n"
+              "# raise it for real high-resolution images):\n"
               "#   python -m nas.train --config-dir <this folder> --config-name retrain\n"
               "# or change the data: ... --config-name retrain data=cifar10 data.root=<path>\n")
     return header + yaml.safe_dump(body, sort_keys=False)
@@ -153,6 +159,17 @@ def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
     return best[:top_k]
 
 
+def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None:
+    """The resolution the search's proxy trained `genotype` at (None if unknown)."""
+    from search_spaces import get_space
+
+    proxy, space = identity.get("proxy") or {}, identity.get("space") or {}
+    if "resolution" not in proxy or not space.get("name"):
+        return None
+    ref = get_space(space["name"]).reference.resolution
+    return max(8, round(proxy["resolution"] * genotype.resolution / ref))
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
     ap.add_argument("source", help="search run directory, study.db file, or storage URL")
@@ -192,7 +209,8 @@ def main(argv: list[str]) -> int:
         model = build_model(g, shape["num_classes"], shape["in_channels"])
         info = write_model_files(model, g, folder, shape["in_channels"], info,
                                  onnx=not args.no_onnx, opset=args.opset)
-        (folder / "retrain.yaml").write_text(retrain_config(g, identity.get("data")))
+        (folder / "retrain.yaml").write_text(
+            retrain_config(g, identity.get("data"), proxy_resolution(g, identity)))
         onnx = (f", ONNX max abs diff {info['onnx_max_abs_diff']:.2e}" if "onnx_max_abs_diff" in info
                 else "")
         print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "

@@ -184,16 +184,9 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, An
 
 @hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
 def _task(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
+    from nas.cli import hydra_task
 
-    try:
-        container = OmegaConf.to_container(cfg, resolve=True)
-        scfg = SearchConfig.from_container(container)
-        summary = run_search(scfg, Path(HydraConfig.get().runtime.output_dir))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    return summary.get("best_accuracy")
+    return hydra_task(cfg, SearchConfig.from_container, run_search).get("best_accuracy")
 
 
 HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",

@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nas.config import ConfigError, DataConfig, WandbConfig, _build, _choice, _positive
+from nas.config import ConfigError, DataConfig, RecipeConfig, WandbConfig, _build, _choice, _positive
 from nas.errors import UserError
 from nas.genotype import Genotype, load_genotype
 
@@ -35,21 +35,12 @@ class CheckpointError(UserError):
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(RecipeConfig):
     max_epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    schedule: str = "cosine"
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
     ema: bool = False
     ema_decay: float = 0.999
-    threads: int = 0
     seed: int = 0
-    deterministic: bool = True
     progress: bool = True
 
 
@@ -279,16 +270,9 @@ def _has_onnxruntime() -> bool:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _task(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
+    from nas.cli import hydra_task
 
-    try:
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        tcfg = TrainConfig.from_container(container)
-        result = run_training(tcfg, Path(HydraConfig.get().runtime.output_dir))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    return result.get("test_acc")
+    return hydra_task(cfg, TrainConfig.from_container, run_training).get("test_acc")
 
 
 def precheck(argv: list[str]) -> TrainConfig:

@@ -184,3 +184,19 @@ def test_train_cli_bad_genotype_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nas.train"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "no genotype given" in r.stderr
+
+
+def test_retrain_config_trains_the_exported_genotype(searched, tmp_path):
+    export_main([str(searched), "--top-k", "1", "--out", str(tmp_path / "exp"), "--no-onnx"])
+    folder = next((tmp_path / "exp").iterdir())
+    r = subprocess.run([sys.executable, "-m", "nas.train", "--config-dir", str(folder),
+                        "--config-name", "retrain", "trainer.max_epochs=1", "trainer.progress=false",
+                        "wandb.mode=disabled", "export=false", f"hydra.run.dir={tmp_path / 'train'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "train" / "result.json").read_text())
+    info = json.loads((folder / "info.json").read_text())
+    assert result["genotype"] == info["genotype"]
+    # The search's proxy trained at 16 px for a 224 px mnv1 genotype, scaled with its resolution.
+    assert result["resolution"] == max(8, round(16 * info["resolution"] / 224))
+    assert result["epochs"] == 1 and 0 <= result["test_acc"] <= 1

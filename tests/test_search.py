@@ -48,15 +48,21 @@ def test_cli_search_writes_storage_table_csv_and_plots(tmp_path):
     assert trained_count(study) == 3
 
 
-def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, monkeypatch):
-    trained_hashes = []
+@pytest.fixture
+def trained_hashes(monkeypatch):
+    """Content hashes of every genotype the searcher actually trains, in order."""
+    hashes = []
     real_train = Searcher.train
 
     def spy(self, g, *args, **kw):
-        trained_hashes.append(g.content_hash)
+        hashes.append(g.content_hash)
         return real_train(self, g, *args, **kw)
 
     monkeypatch.setattr(Searcher, "train", spy)
+    return hashes
+
+
+def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, trained_hashes):
     cfg = cfg_for("n_trials=4")
     run_search(cfg, tmp_path)
     study = study_at(tmp_path, cfg.study_name)
@@ -111,15 +117,8 @@ def dump(db: Path) -> list[str]:
         con.close()
 
 
-def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch):
-    calls = []
-    real_train = Searcher.train
-
-    def spy(self, g, *args, **kw):
-        calls.append(g.content_hash)
-        return real_train(self, g, *args, **kw)
-
-    monkeypatch.setattr(Searcher, "train", spy)
+def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch, trained_hashes):
+    calls = trained_hashes
     # A space with exactly two genotypes under budget forces repeats.
     cfg = cfg_for("n_trials=3", "sampler=random", "max_proposals=12",
                   base=["+space=mnv1", "+budget.mflops=1000", "proxy.epochs=1",
