@@ -83,3 +83,7 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({err or 'Ctrl-C'}): the running trial was marked FAIL; rerun the same "
+              "command to resume", file=sys.stderr, flush=True)
+        sys.exit(130)

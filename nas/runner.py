@@ -34,6 +34,10 @@ from nas.study import trained_count
 from nas.tracking import Tracker
 
 
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM, Ctrl-C) while the search ran."""
+
+
 class BudgetError(UserError):
     """A budget that no genotype of the space can meet."""
 
@@ -177,6 +181,9 @@ class Searcher:
             trial.set_user_attr("reason", reason)
             trial.set_user_attr("seconds", time.perf_counter() - start)
             self.tracker.finish_trial({"state": "FAIL", "reason": reason})
+            if isinstance(err, Terminated):
+                # Optuna marks the trial FAIL and re-raises this, ending the loop.
+                raise KeyboardInterrupt(str(err)) from None
             raise
         trial.set_user_attr("seconds", time.perf_counter() - start)
         trial.set_user_attr("accuracy", result.accuracy)
@@ -206,6 +213,7 @@ class Searcher:
     def run(self) -> None:
         target = self.cfg.n_trials
         max_proposals = self.cfg.max_proposals or 50 * target
+        self._first_number = len(self.study.get_trials(deepcopy=False))
         done = trained_count(self.study)
         if done >= target:
             self.print(f"study {self.study.study_name} already has {done} trained trials "
@@ -224,8 +232,15 @@ class Searcher:
                            "rejects most of the space; loosen it or narrow the space")
                 study.stop()
 
-        self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
-                            catch=(Exception,), gc_after_trial=False)
+        try:
+            self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
+                                catch=(Exception,), gc_after_trial=False)
+        except Terminated as err:  # arrived outside training: nothing of ours is running
+            raise KeyboardInterrupt(str(err)) from None
+        failed_by_signal = [t for t in self.study.get_trials(deepcopy=False)
+                            if str(t.user_attrs.get("reason", "")).startswith("Terminated")]
+        if failed_by_signal and failed_by_signal[-1].number >= self._first_number:
+            raise KeyboardInterrupt(failed_by_signal[-1].user_attrs["reason"])
 
     def progress(self, trial: optuna.trial.FrozenTrial) -> None:
         if not self.cfg.progress:

@@ -128,11 +128,40 @@ def apply_space_overrides(cfg: SearchConfig):
     return space
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, Any]:
-    """Run (or resume) the study described by `cfg`, writing results into `run_dir`."""
+def storage_url(cfg: SearchConfig, shared_dir: Path) -> str:
+    """The storage URL: `storage.url`, or a file of the chosen kind in `shared_dir`."""
+    if cfg.storage.url:
+        return cfg.storage.url
+    if cfg.storage.name == "journal":
+        return f"journal:{shared_dir / 'study.journal'}"
+    if cfg.storage.name == "postgres":
+        raise ConfigError("storage=postgres needs storage.url=postgresql+psycopg2://USER@HOST:PORT/DB "
+                          "(or the NAS_STORAGE_URL environment variable)")
+    return f"sqlite:///{shared_dir / 'study.db'}"
+
+
+def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
+    """Open (creating if needed) the study `cfg` describes; refuses a mismatched one."""
+    from nas.study import make_pruner, make_sampler, open_storage, open_study, study_identity
+
+    url = storage_url(cfg, shared_dir)
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(url)
+    name = cfg.study_name or cfg.default_study_name()
+    study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
+                                make_sampler(cfg, seed), make_pruner(cfg))
+    return study, existed, url
+
+
+def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
+               shared_dir: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) the study described by `cfg`, writing results into `run_dir`.
+
+    `shared_dir` holds the default storage file; workers of one multirun pass the sweep
+    directory so that they share one study.
+    """
     from nas import report
     from nas.runner import Searcher, set_threads
-    from nas.study import make_pruner, make_sampler, open_storage, open_study, study_identity
     from nas.tracking import Tracker
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,11 +171,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, An
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
     searcher = Searcher(cfg, space, None, run_dir, tracker, out)  # loads and checks the data
     rng = searcher.check_budget_feasible()
-    url = cfg.storage.url or f"sqlite:///{run_dir / 'study.db'}"
-    storage = open_storage(url)
     seed = cfg.seed + (cfg.worker or 0)
-    study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
-                                make_sampler(cfg, seed), make_pruner(cfg))
+    study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
     searcher.study = study
     if not existed:
         study.set_user_attr("data_shape", {"num_classes": searcher.num_classes,
@@ -160,7 +186,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, An
         f"at {cfg.proxy.resolution}px; sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
         f"run directory {run_dir}")
     reference = searcher.train_reference() if cfg.reference else None
-    searcher.run()
+    with _sigterm_as_interrupt():
+        searcher.run()
 
     best = report.ranked(study)
     n = report.counts(study)
@@ -182,11 +209,67 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout) -> dict[str, An
     return summary
 
 
+class _sigterm_as_interrupt:
+    """SIGTERM or Ctrl-C (a scheduler ending the job, a user stopping it) stops the search
+    cleanly: the trial in training is marked FAIL with the reason, no trial is left
+    RUNNING, and the process exits with status 130."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        import signal
+
+        from nas.runner import Terminated
+
+        # An Exception, not KeyboardInterrupt: Lightning turns the latter into exit(1)
+        # without unwinding, which would leave the trial RUNNING.
+        raise Terminated(signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _shared_dir(run_dir: Path) -> Path:
+    """The sweep directory in a multirun (one study for all workers), else the run directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else run_dir
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
 def _task(cfg: DictConfig) -> float | None:
     from nas.cli import hydra_task
 
-    return hydra_task(cfg, SearchConfig.from_container, run_search).get("best_accuracy")
+    def job(scfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
+        return run_search(scfg, run_dir, shared_dir=_shared_dir(run_dir))
+
+    return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
+
+
+def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
+    """In a multirun, create (and check) the shared study once, before workers start."""
+    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
+                 f"multirun/{cfg.study_name}")
+    shared = Path(sweep).expanduser()
+    if cfg.storage.name != "postgres" or cfg.storage.url:
+        study, existed, url = open_search_study(cfg, shared.absolute(), cfg.seed)
+        print(f"study {study.study_name} ({'resumed' if existed else 'created'}) in {url}; "
+              "launching workers", flush=True)
 
 
 HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
@@ -198,7 +281,9 @@ def main() -> None:
         _task()
         return
     try:
-        precheck(sys.argv[1:])
+        cfg = precheck(sys.argv[1:])
+        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+            create_before_fanout(cfg, sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

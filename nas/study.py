@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from nas.config import SearchConfig
 from nas.errors import UserError
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by our progress lines
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
