@@ -95,6 +95,8 @@ class PrunerConfig:
 class StorageConfig:
     name: str = "sqlite"
     url: str | None = None
+    heartbeat: int = 60
+    max_retry: int = 2
 
 
 @dataclass
@@ -183,6 +185,8 @@ class SearchConfig:
         _positive("sampler.population_size", self.sampler.population_size, minimum=2)
         _choice("pruner.name", self.pruner.name, PRUNERS)
         _choice("storage.name", self.storage.name, STORAGES)
+        _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)
+        _positive("storage.max_retry", self.storage.max_retry, minimum=0)
         _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
 
     def budget_tag(self) -> str:

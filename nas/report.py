@@ -41,7 +41,8 @@ def ranked(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {"trained": 0, "pruned": 0, "rejected": 0, "duplicate": 0, "failed": 0, "running": 0}
+    out = {"trained": 0, "pruned": 0, "rejected": 0, "duplicate": 0, "stopped": 0, "failed": 0,
+           "running": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             out["running"] += 1

@@ -30,7 +30,7 @@ from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.proxy import train_proxy
 from nas.space import SearchSpace
-from nas.study import trained_count
+from nas.study import Beat, fail_dead_workers, trained_count, worker_id
 from nas.tracking import Tracker
 
 
@@ -135,6 +135,16 @@ class Searcher:
     def objective(self, trial: optuna.Trial) -> float:
         self.proposals += 1
         start = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        with Beat(trial, self.beat_interval()):
+            return self._objective(trial, start)
+
+    def beat_interval(self) -> int:
+        """Our own trial heartbeat, for storages without Optuna's (the journal file)."""
+        journal = isinstance(self.study._storage, optuna.storages.JournalStorage)
+        return self.cfg.storage.heartbeat if journal else 0
+
+    def _objective(self, trial: optuna.Trial, start: float) -> float:
         g = self.space.decode(lambda name, options: trial.suggest_categorical(name, options))
         c = cost(g, self.num_classes, self.in_channels)
         trial.set_user_attr("genotype", str(g))
@@ -168,8 +178,15 @@ class Searcher:
                   "params_m": c.params_m, "trial": trial.number, **trial.params}
         self.tracker.start_trial(trial.number, config)
 
+        full = []
+
         def report(epoch: int, value: float) -> bool:
             trial.report(value, epoch)
+            # Other workers may have filled the study meanwhile: finishing this trial would
+            # only make the run overshoot n_trials, so stop it at this epoch boundary.
+            if trained_count(self.study) >= self.cfg.n_trials:
+                full.append(epoch)
+                return True
             return trial.should_prune()
 
         try:
@@ -190,6 +207,13 @@ class Searcher:
         trial.set_user_attr("epochs", len(result.history))
         if not math.isfinite(result.accuracy):
             raise RuntimeError(f"validation accuracy is {result.accuracy}")
+        if full:
+            reason = f"stopped after epoch {full[0]}: the study reached n_trials meanwhile"
+            trial.set_user_attr("status", "stopped")
+            trial.set_user_attr("reason", reason)
+            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.accuracy,
+                                       "stopped_at": full[0]})
+            raise optuna.TrialPruned(reason)
         if result.pruned_at is not None:
             trial.set_user_attr("status", "pruned")
             trial.set_user_attr("pruned_at", result.pruned_at)
@@ -213,6 +237,7 @@ class Searcher:
     def run(self) -> None:
         target = self.cfg.n_trials
         max_proposals = self.cfg.max_proposals or 50 * target
+        self.reap_dead_workers()
         self._first_number = len(self.study.get_trials(deepcopy=False))
         done = trained_count(self.study)
         if done >= target:
@@ -225,6 +250,7 @@ class Searcher:
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             if trial.user_attrs.get("status") != "rejected" or self.proposals % 100 == 0:
                 self.progress(trial)
+                self.reap_dead_workers()
             if trained_count(study) >= target:
                 study.stop()
             elif self.proposals >= max_proposals:
@@ -241,6 +267,14 @@ class Searcher:
                             if str(t.user_attrs.get("reason", "")).startswith("Terminated")]
         if failed_by_signal and failed_by_signal[-1].number >= self._first_number:
             raise KeyboardInterrupt(failed_by_signal[-1].user_attrs["reason"])
+
+    def reap_dead_workers(self) -> None:
+        """Fail (and re-queue) trials left RUNNING by workers that died without a word."""
+        dead = fail_dead_workers(self.study, self.beat_interval(), self.cfg.storage.max_retry)
+        if dead:
+            requeued = " (re-queued)" if self.cfg.storage.max_retry else ""
+            self.print(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
+                       f"{', '.join(map(str, dead))}{requeued}")
 
     def progress(self, trial: optuna.trial.FrozenTrial) -> None:
         if not self.cfg.progress:

@@ -146,7 +146,7 @@ def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
 
     url = storage_url(cfg, shared_dir)
     shared_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(url)
+    storage = open_storage(url, cfg.storage.heartbeat, cfg.storage.max_retry)
     name = cfg.study_name or cfg.default_study_name()
     study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
                                 make_sampler(cfg, seed), make_pruner(cfg))
@@ -194,7 +194,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
     csv_path, json_path = report.write_tables(study, run_dir)
     plots = report.write_plots(study, run_dir, reference)
     searcher.print(f"\n{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} "
-                   f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed")
+                   f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed"
+                   + (f", {n['stopped']} stopped when the study was full" if n["stopped"] else ""))
     if best:
         searcher.print(report.format_table(best, reference, cfg.top_k))
     else:

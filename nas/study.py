@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import random
+import socket
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,13 +47,17 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
     }
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`, or a `StudyError` saying why it cannot be opened."""
+def open_storage(url: str, heartbeat: int | None = None,
+                 max_retry: int = 0) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`, or a `StudyError` saying why it cannot be opened.
+
+    With `heartbeat` (seconds), a database storage marks a trial whose worker stopped
+    beating (killed) FAIL after four intervals and re-queues it up to `max_retry` times.
+    """
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if path.exists():
-            head = path.read_bytes()[:16] if path.is_file() else b""
-            if head and head != b"SQLite format 3\x00":
+            if not _is_sqlite(path):
                 raise StudyError(f"storage {url!r} is not an SQLite database (file left untouched)")
         elif not path.parent.is_dir():
             raise StudyError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
@@ -66,13 +76,55 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
     if heartbeat:
         kwargs["heartbeat_interval"] = heartbeat
         kwargs["grace_period"] = heartbeat * 4
-    try:
-        storage = optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as err:
-        raise StudyError(f"storage {url!r} cannot be opened: {_first_line(err)}") from None
+        if max_retry:
+            kwargs["heartbeat_stale_trial_callback"] = \
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    storage = _connect(url, kwargs)
     if url.startswith("sqlite:///"):
         _fast_sqlite(storage)
     return storage
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether `path` is an SQLite database (an empty file counts: SQLite will fill it).
+
+    Asked through SQLite itself, read-only: a plain open() and close() of the file would
+    drop the POSIX locks that this process's live connections hold on it, and another
+    worker's writes could then corrupt what those connections read.
+    """
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        return "not a database" not in str(err)
+    return True
+
+
+def _connect(url: str, kwargs: dict[str, Any], attempts: int = 6) -> optuna.storages.RDBStorage:
+    """Open an RDB storage, riding out workers that create its schema at the same moment.
+
+    Two processes opening a fresh database together both try to create the tables and
+    the version row; the loser sees an integrity error although the schema is now fine.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as err:
+            text = f"{type(err).__name__} {err}"
+            racing = any(sign in text for sign in ("IntegrityError", "already exists", "locked",
+                                                    "malformed"))
+            if not racing or attempt == attempts - 1:
+                raise StudyError(f"storage {url!r} cannot be opened: {_first_line(err)}") \
+                    from None
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+    raise AssertionError("unreachable")
 
 
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
@@ -168,3 +220,86 @@ def trained_count(study: optuna.Study) -> int:
         if t.user_attrs.get("status") in ("trained", "pruned"):
             count += 1
     return count
+
+
+# ----- workers that died without a word (SIGKILL, node failure) ------------------------------
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def fail_dead_workers(study: optuna.Study, heartbeat: int, max_retry: int) -> list[int]:
+    """Fail RUNNING trials whose worker is gone, re-queueing each up to `max_retry` times.
+
+    A worker is gone when it ran on this host and its process no longer exists, or when its
+    trial's last beat (`beat` user attr, else its start) is older than four heartbeats. This
+    is what the journal storage has instead of Optuna's database heartbeats; on databases it
+    only catches same-host deaths sooner. Returns the failed trial numbers.
+    """
+    host, now, failed = socket.gethostname(), time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(t.user_attrs.get("worker", ""))
+        name, _, pid = owner.rpartition(":")
+        last = t.user_attrs.get("beat") or (t.datetime_start.timestamp() if t.datetime_start else now)
+        dead = (name == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)))
+        stale = heartbeat > 0 and now - float(last) > 4 * heartbeat
+        if not (dead or stale):
+            continue
+        why = f"worker {owner or '?'} died" if dead else f"worker {owner or '?'} stopped beating"
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            storage.set_trial_user_attr(t._trial_id, "reason", why)
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        failed.append(t.number)
+        if max_retry:
+            frozen = storage.get_trial(t._trial_id)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            retry(study, _without(frozen, ("status", "reason", "worker", "beat")))
+    return failed
+
+
+def _without(trial: optuna.trial.FrozenTrial, keys: tuple[str, ...]) -> optuna.trial.FrozenTrial:
+    clone = copy.deepcopy(trial)
+    for key in keys:
+        clone.user_attrs.pop(key, None)
+    return clone
+
+
+class Beat:
+    """Writes the trial's `beat` user attr every `interval` seconds while training runs."""
+
+    def __init__(self, trial: optuna.Trial, interval: int):
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.trial.set_user_attr("beat", time.time())
+            except Exception:  # the trial ended under us; the main thread reports that
+                return
+
+    def __enter__(self) -> Beat:
+        if self.interval > 0:
+            self.trial.set_user_attr("beat", time.time())
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

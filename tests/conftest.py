@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import torch
@@ -9,3 +10,34 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for this test session (skips without PostgreSQL,
+    fails instead when NAS_REQUIRE_POSTGRES=1, as in CI)."""
+    from tests.pg_server import PostgresUnavailable, Server
+
+    server = None
+    try:
+        server = Server()
+        url = server.start()
+    except PostgresUnavailable as err:
+        if server is not None:
+            server.stop()
+        if os.environ.get("NAS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (NAS_REQUIRE_POSTGRES=1): {err}")
+        pytest.skip(str(err))
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A fresh, empty database on the session's server, named for the test."""
+    from tests.pg_server import create_database
+
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return create_database(postgres_server, name)

@@ -29,26 +29,29 @@ def urls(tmp_path):
             "journal": f"journal:{tmp_path / 'study.journal'}"}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_two_concurrent_workers_reach_n_trials_together(tmp_path, kind):
-    url = urls(tmp_path)[kind]
+@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_four_concurrent_workers_reach_n_trials_together(tmp_path, kind, request):
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
+    workers, n_trials = 4, 6
     # As `-m` does: the study is created once, before the workers start.
     open_search_study(precheck([*TINY, f"storage={kind}", f"storage.url={url}"]), tmp_path, 0)
-    procs = [search(*TINY, "n_trials=4", f"storage={kind}", f"storage.url={url}", f"+worker={i}",
-                    f"hydra.run.dir={tmp_path / f'w{i}'}") for i in range(2)]
+    procs = [search(*TINY, f"n_trials={n_trials}", f"storage={kind}", f"storage.url={url}",
+                    f"+worker={i}", f"hydra.run.dir={tmp_path / f'w{i}'}") for i in range(workers)]
     for p in procs:
         _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     study = optuna.load_study(study_name="shared", storage=open_storage(url))
     trials = study.get_trials()
-    assert len({t.number for t in trials}) == len(trials)
-    # Each worker stops once the study holds n_trials; at most the other's trial in flight more.
-    assert 4 <= trained_count(study) <= 5
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    for t in trials:
-        if t.state == TrialState.COMPLETE and t.user_attrs["status"] == "trained":
-            assert t.user_attrs["mflops"] <= 28 and 0 <= t.value <= 1
-            assert t.user_attrs["genotype"] and t.user_attrs["hash"]
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    # Each worker stops once the study holds n_trials: at most the others' trials in flight more.
+    assert n_trials <= trained_count(study) <= n_trials + workers - 1
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    trained = [t for t in trials if t.user_attrs.get("status") in ("trained", "pruned")]
+    assert len({t.user_attrs["worker"] for t in trained}) >= 2  # the work was shared
+    for t in trained:
+        assert t.user_attrs["mflops"] <= 28 and t.user_attrs["params_m"] > 0
+        assert 0 <= t.user_attrs["accuracy"] <= 1
+        assert t.user_attrs["genotype"] and t.user_attrs["hash"]
 
 
 def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
@@ -63,24 +66,54 @@ def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
     assert trained_count(study) == 3
 
 
+def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_parallel(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from nas.search import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=["+space=mnv2", "hydra/launcher=slurm",
+                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.array_parallelism == 64
+    assert launcher.cpus_per_task == 4 and launcher.timeout_min == 240
+
+    p = search("-m", "hydra/launcher=local", *TINY, "n_trials=4", "+worker=range(2)",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "Submitit 'local' sweep" in out + err
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
+    trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("trained", "pruned")]
+    assert 4 <= len(trained) <= 5
+    assert len({t.user_attrs["worker"] for t in trained}) == 2
+    # Both workers were training at the same time (a parallel launcher, not one after another).
+    spans = {}
+    for t in trained:
+        w = t.user_attrs["worker"]
+        lo, hi = spans.get(w, (t.datetime_start, t.datetime_complete))
+        spans[w] = (min(lo, t.datetime_start), max(hi, t.datetime_complete))
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1
+
+
 def test_sigterm_fails_the_running_trial_and_exits(tmp_path):
     url = urls(tmp_path)["sqlite"]
+    args = [*TINY[:2], "proxy.epochs=200", *TINY[3:], "n_trials=2", f"storage.url={url}"]
+    # Created here first, so that our polling never races the worker's schema creation.
+    open_search_study(precheck(args), tmp_path, 0)
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - a file, not a pipe nobody reads while we poll
-    p = subprocess.Popen([sys.executable, "-m", "nas.search", *TINY[:2], "proxy.epochs=200",
-                          *TINY[3:], "n_trials=2", f"storage.url={url}",
+    p = subprocess.Popen([sys.executable, "-m", "nas.search", *args,
                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=log,
                          stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     running = []
-    while time.time() < deadline and not running:
+    while time.time() < deadline and not running and p.poll() is None:
         time.sleep(0.5)
-        if (tmp_path / "study.db").exists():
-            try:
-                study = optuna.load_study(study_name="shared", storage=url)
-                running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
-                           and "hash" in t.user_attrs and t.user_attrs.get("status") is None]
-            except Exception:
-                continue
+        study = optuna.load_study(study_name="shared", storage=open_storage(url))
+        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
+                   and "hash" in t.user_attrs and t.user_attrs.get("status") is None]
     assert running, f"no trial started training: {(tmp_path / 'worker.log').read_text()[-2000:]}"
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
@@ -114,3 +147,75 @@ def test_postgres_storage_needs_a_url():
     cfg = precheck([*TINY, "storage=postgres"])
     with pytest.raises(UserError, match=r"storage=postgres needs storage\.url"):
         storage_url(cfg, Path("."))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_sigkilled_worker_trial_is_failed_and_retried_by_the_other(tmp_path, kind, request):
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
+    args = [*TINY[:2], "proxy.epochs=20", *TINY[3:], "n_trials=4", f"storage={kind}",
+            f"storage.url={url}", "storage.heartbeat=1", "storage.max_retry=1"]
+    open_search_study(precheck(args), tmp_path, 0)
+    log = open(tmp_path / "victim.log", "w")  # noqa: SIM115 - read after the process dies
+    victim = subprocess.Popen([sys.executable, "-m", "nas.search", *args, "+worker=0",
+                               f"hydra.run.dir={tmp_path / 'victim'}"], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    survivor = search(*args, "+worker=1", f"hydra.run.dir={tmp_path / 'survivor'}")
+    deadline, killed = time.time() + 240, None
+    while time.time() < deadline and killed is None and victim.poll() is None:
+        time.sleep(0.2)
+        study = optuna.load_study(study_name="shared", storage=open_storage(url))
+        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
+                   and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")
+                   and "hash" in t.user_attrs and t.user_attrs.get("status") is None]
+        if running:
+            victim.kill()  # SIGKILL: no handler runs, its trial stays RUNNING
+            victim.wait()
+            killed = running[0]
+    log.close()
+    assert killed is not None, (tmp_path / "victim.log").read_text()[-2000:]
+    _out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    study = optuna.load_study(study_name="shared", storage=open_storage(url))
+    trials = study.get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].params == killed.params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert trained_count(study) >= 4
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_journal_trial_of_a_worker_that_stopped_beating_is_failed(tmp_path):
+    from nas.study import fail_dead_workers
+
+    storage = open_storage(urls(tmp_path)["journal"])
+    study = optuna.create_study(storage=storage, study_name="s")
+    gone = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    gone.set_user_attr("worker", "some-other-host:123")
+    gone.set_user_attr("beat", time.time() - 100)
+    alive = study.ask()
+    alive.set_user_attr("worker", "some-other-host:124")
+    alive.set_user_attr("beat", time.time())
+    assert fail_dead_workers(study, heartbeat=10, max_retry=0) == [gone.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {gone.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+    assert study.trials[gone.number].user_attrs["reason"] == "worker some-other-host:123 stopped beating"
+
+
+@pytest.mark.postgres
+def test_second_search_with_another_space_on_the_same_postgres_study_is_refused(tmp_path, postgres_url):
+    common = ["reference=false", "wandb.mode=disabled", "study_name=shared", "storage=postgres",
+              f"storage.url={postgres_url}", "n_trials=1"]
+    first = search(*TINY[:6], *common, f"hydra.run.dir={tmp_path / 'a'}")
+    _out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    before = [(t.number, t.state, t.params) for t in
+              optuna.load_study(study_name="shared", storage=postgres_url).get_trials()]
+    second = search("+space=mnv2", "+budget.mflops=300", "proxy.epochs=1", "proxy.resolution=16",
+                    *common, f"hydra.run.dir={tmp_path / 'b'}")
+    _out, err = second.communicate(timeout=300)
+    assert second.returncode == 2
+    assert "exists with a different space" in err and len(err.strip().splitlines()) == 1
+    after = [(t.number, t.state, t.params) for t in
+             optuna.load_study(study_name="shared", storage=postgres_url).get_trials()]
+    assert after == before and len(before) >= 1
