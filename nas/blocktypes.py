@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nas import kernels as K
+
 # (params, macs, output size) of one block instance.
 BlockCost = tuple[int, int, int]
 
@@ -34,6 +36,8 @@ class BlockType:
     # shortcut makes any shape possible (xc).
     projection_shortcut: bool
     cost: Callable[[Any, int, int, int, int, bool], BlockCost]
+    # The kernels one block instance (a `nas.genotype.BlockSpec`) runs, for the latency table.
+    kernels: Callable[[Any], list[tuple]]
     module: str
 
     def residual_possible(self, n: int, s: int, cin: int, cout: int) -> bool:
@@ -66,12 +70,36 @@ def _ir_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) ->
     return params, macs, ho
 
 
+def _ir_kernels(spec: Any) -> list[tuple]:
+    g, h, place = spec.gene, spec.h_in, spec.gene.place
+    hid = spec.cin * g.t
+    out = []
+    if g.t != 1:
+        out.append(K.conv(spec.cin, hid, 1, 1, h, act=g.act if "e" in place else ""))
+    out.append(K.conv(hid, hid, g.k, spec.stride, h, groups=hid, act=g.act if "d" in place else ""))
+    ho = _same_out(h, spec.stride)
+    out.append(K.conv(hid, spec.cout, 1, 1, ho, act=g.act if "p" in place else ""))
+    if spec.shortcut:
+        out.append(K.add(spec.cout, ho))
+    return out
+
+
 def _ds_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) -> BlockCost:
     k2 = stage.k * stage.k
     ho = _same_out(h, s)
     params = cin * k2 + 2 * cin + cin * cout + 2 * cout
     macs = (cin * k2 + cin * cout) * ho * ho
     return params, macs, ho
+
+
+def _ds_kernels(spec: Any) -> list[tuple]:
+    g, h, cin = spec.gene, spec.h_in, spec.cin
+    ho = _same_out(h, spec.stride)
+    out = [K.conv(cin, cin, g.k, spec.stride, h, groups=cin, act=g.act if "d" in g.place else ""),
+           K.conv(cin, spec.cout, 1, 1, ho, act=g.act if "p" in g.place else "")]
+    if spec.shortcut:
+        out.append(K.add(spec.cout, ho))
+    return out
 
 
 def xc_channels(m: int, grow: str, cin: int, cout: int) -> list[tuple[int, int]]:
@@ -97,6 +125,30 @@ def _xc_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) ->
     return params, macs, ho
 
 
+def _xc_kernels(spec: Any) -> list[tuple]:
+    g, h, s = spec.gene, spec.h_in, spec.stride
+    lead = g.lead_act or spec.repeat > 0
+    mid = g.act if "m" in g.place else ""
+    post = g.act if "o" in g.place else ""
+    out = []
+    for j, (ci, co) in enumerate(xc_channels(g.m, g.grow, spec.cin, spec.cout)):
+        if "i" in g.place and (lead or j > 0):
+            out.append(K.act(g.act, ci, h))
+        if g.order == "dp":  # no BN between the halves; the mid activation follows the first
+            out += [K.conv(ci, ci, g.k, 1, h, groups=ci, bn=False, act=mid),
+                    K.conv(ci, co, 1, 1, h, act=post)]
+        else:
+            out += [K.conv(ci, co, 1, 1, h, bn=False, act=mid),
+                    K.conv(co, co, g.k, 1, h, groups=co, act=post)]
+    if s != 1:
+        out.append(K.maxpool(spec.cout, h, s))
+    if spec.shortcut:
+        if s != 1 or spec.cin != spec.cout:
+            out.append(K.conv(spec.cin, spec.cout, 1, s, h, padding=0))
+        out.append(K.add(spec.cout, _same_out(h, s)))
+    return out
+
+
 BLOCK_TYPES: dict[str, BlockType] = {
     "ir": BlockType(
         name="ir",
@@ -107,6 +159,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         extra_genes=("t",),
         projection_shortcut=False,
         cost=_ir_cost,
+        kernels=_ir_kernels,
         module="nas.blocks:InvertedResidual",
     ),
     "xc": BlockType(
@@ -119,6 +172,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         extra_genes=("m", "order", "grow", "lead_act"),
         projection_shortcut=True,
         cost=_xc_cost,
+        kernels=_xc_kernels,
         module="nas.blocks:XceptionBlock",
     ),
     "ds": BlockType(
@@ -129,6 +183,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         extra_genes=(),
         projection_shortcut=False,
         cost=_ds_cost,
+        kernels=_ds_kernels,
         module="nas.blocks:DepthwiseSeparable",
     ),
 }
