@@ -23,7 +23,9 @@ class ConfigError(UserError):
 
 BUDGET_KEYS = {"mflops": "millions of multiply-accumulates", "params_m": "millions of parameters",
                "latency_ms": "median batch-1 latency in milliseconds"}
-SAMPLERS = ("tpe", "random", "nsga2")
+SAMPLERS = ("auto", "tpe", "random", "nsga2")
+OBJECTIVES = ("accuracy", "pareto")
+PARETO_COSTS = ("mflops", "latency_ms", "params_m")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -77,7 +79,7 @@ class ProxyConfig(RecipeConfig):
 
 @dataclass
 class SamplerConfig:
-    name: str = "tpe"
+    name: str = "auto"
     n_startup_trials: int = 10
     multivariate: bool = True
     constant_liar: bool = True
@@ -100,6 +102,17 @@ class StorageConfig:
 
 
 @dataclass
+class LatencyConfig:
+    lut: str | None = None  # table file; default <dir>/<space>-<device>-<threads>t-<fingerprint>.lut.jsonl
+    dir: str = "luts"
+    device: str = "cpu"
+    threads: int = 1
+    channels_last: bool = False
+    warmup: int = 5
+    repeats: int = 25
+
+
+@dataclass
 class WandbConfig:
     mode: str = "offline"
     project: str = "nas"
@@ -114,6 +127,7 @@ class SearchConfig:
     seed: int = 0
     study_name: str | None = None
     objective: str = "accuracy"
+    pareto_cost: str = "mflops"
     top_k: int = 5
     max_proposals: int | None = None
     reference: bool = True
@@ -124,6 +138,7 @@ class SearchConfig:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     worker: int | None = None
 
     @classmethod
@@ -156,7 +171,8 @@ class SearchConfig:
         _positive("top_k", self.top_k)
         if self.max_proposals is not None:
             _positive("max_proposals", self.max_proposals)
-        _choice("objective", self.objective, ("accuracy",))
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("pareto_cost", self.pareto_cost, PARETO_COSTS)
         _choice("data.name", self.data.name, ("digits", "cifar10", "imagefolder"))
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self.data, key)
@@ -188,6 +204,10 @@ class SearchConfig:
         _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)
         _positive("storage.max_retry", self.storage.max_retry, minimum=0)
         _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        _choice("latency.device", self.latency.device, ("cpu", "cuda"))
+        _positive("latency.threads", self.latency.threads)
+        _positive("latency.warmup", self.latency.warmup, minimum=0)
+        _positive("latency.repeats", self.latency.repeats)
 
     def budget_tag(self) -> str:
         return "-".join(f"{k}{_num(v)}" for k, v in sorted(self.budget.items()))

@@ -155,7 +155,10 @@ def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
         summary = ", ".join(f"{v} {k}" for k, v in n.items() if v) or "no trials at all"
         raise ExportError(f"no trial finished: nothing to export ({summary})")
     if pareto:
-        return sorted(report.pareto_front(best), key=lambda r: r["mflops"])
+        # A pareto study's own cost (e.g. "pareto:latency_ms"); MFLOPs for the others.
+        objective = str((study.user_attrs.get("identity") or {}).get("objective", ""))
+        cost = objective.split(":", 1)[1] if objective.startswith("pareto:") else "mflops"
+        return report.pareto_front(best, cost)
     return best[:top_k]
 
 

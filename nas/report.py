@@ -70,63 +70,79 @@ def write_tables(study: optuna.Study, run_dir: Path) -> tuple[Path, Path]:
 
 def format_table(best: list[dict[str, Any]], reference: dict[str, Any] | None,
                  top_k: int) -> str:
-    head = ("rank", "trial", "accuracy", "MFLOPs", "params M", "genotype")
-    lines = [head]
+    latency = any(r.get("latency_ms") is not None for r in best)
+    head = ("rank", "trial", "accuracy", "MFLOPs", "params M") + (("latency ms",) if latency else ())
+    lines = [(*head, "genotype")]
+
+    def cells(rank: str, number: str, r: dict[str, Any]) -> tuple[str, ...]:
+        out = (rank, number, f"{r['accuracy']:.4f}", f"{r['mflops']:.1f}", f"{r['params_m']:.3f}")
+        if latency:
+            lat = r.get("latency_ms")
+            out += ("-" if lat is None else f"{lat:.2f}",)
+        return (*out, r["genotype"])
+
     for i, r in enumerate(best[:top_k], start=1):
-        lines.append((str(i), str(r["number"]), f"{r['accuracy']:.4f}", f"{r['mflops']:.1f}",
-                      f"{r['params_m']:.3f}", r["genotype"]))
+        lines.append(cells(str(i), str(r["number"]), r))
     if reference and reference.get("accuracy") is not None:
-        lines.append(("ref", "-", f"{reference['accuracy']:.4f}", f"{reference['mflops']:.1f}",
-                      f"{reference['params_m']:.3f}", reference["genotype"]))
-    widths = [max(len(row[i]) for row in lines) for i in range(5)]
+        lines.append(cells("ref", "-", reference))
+    n = len(head)
+    widths = [max(len(row[i]) for row in lines) for i in range(n)]
     out = []
     for row in lines:
-        cells = [row[i].rjust(widths[i]) if i else row[i].ljust(widths[i]) for i in range(5)]
-        out.append("  ".join(cells) + "  " + row[5])
+        parts = [row[i].rjust(widths[i]) if i else row[i].ljust(widths[i]) for i in range(n)]
+        out.append("  ".join(parts) + "  " + row[n])
     return "\n".join(out)
 
 
-def pareto_figure(study: optuna.Study, reference: dict[str, Any] | None = None):
-    """Accuracy against MFLOPs of every trained trial, with the Pareto front drawn."""
+def pareto_figure(study: optuna.Study, reference: dict[str, Any] | None = None, cost: str = "mflops"):
+    """Accuracy against `cost` (MFLOPs by default) of every trained trial, with the Pareto front."""
     import plotly.graph_objects as go
 
-    pts = ranked(study)
+    label = {"mflops": "MFLOPs (MACs)", "latency_ms": "latency (ms)", "params_m": "params (M)"}[cost]
+    pts = [p for p in ranked(study) if p.get(cost) is not None]
     fig = go.Figure()
     if pts:
-        fig.add_trace(go.Scatter(x=[p["mflops"] for p in pts], y=[p["accuracy"] for p in pts],
+        fig.add_trace(go.Scatter(x=[p[cost] for p in pts], y=[p["accuracy"] for p in pts],
                                  mode="markers", name="trials",
                                  text=[f"trial {p['number']}" for p in pts]))
-        front = pareto_front(pts)
-        fig.add_trace(go.Scatter(x=[p["mflops"] for p in front], y=[p["accuracy"] for p in front],
+        front = pareto_front(pts, cost)
+        fig.add_trace(go.Scatter(x=[p[cost] for p in front], y=[p["accuracy"] for p in front],
                                  mode="lines+markers", name="Pareto front", line={"shape": "hv"}))
-    if reference and reference.get("accuracy") is not None:
-        fig.add_trace(go.Scatter(x=[reference["mflops"]], y=[reference["accuracy"]],
+    if reference and reference.get("accuracy") is not None and reference.get(cost) is not None:
+        fig.add_trace(go.Scatter(x=[reference[cost]], y=[reference["accuracy"]],
                                  mode="markers", name="reference", marker={"symbol": "star",
                                                                            "size": 14}))
-    fig.update_layout(title=f"{study.study_name}: accuracy vs MFLOPs", xaxis_title="MFLOPs (MACs)",
+    fig.update_layout(title=f"{study.study_name}: accuracy vs {label}", xaxis_title=label,
                       yaxis_title="proxy accuracy")
     return fig
 
 
-def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Points no other point beats on both accuracy (higher) and MFLOPs (lower)."""
+def pareto_front(points: list[dict[str, Any]], cost: str = "mflops") -> list[dict[str, Any]]:
+    """Points no other point beats on both accuracy (higher) and `cost` (lower), cheapest first."""
     front = []
     best = float("-inf")
-    for p in sorted(points, key=lambda p: (p["mflops"], -p["accuracy"])):
+    points = [p for p in points if p.get(cost) is not None]
+    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy"])):
         if p["accuracy"] > best:
             front.append(p)
             best = p["accuracy"]
     return front
 
 
-def write_plots(study: optuna.Study, run_dir: Path, reference: dict[str, Any] | None) -> list[Path]:
+def write_plots(study: optuna.Study, run_dir: Path, reference: dict[str, Any] | None,
+                cost: str = "mflops") -> list[Path]:
     """HTML plots in the run directory; plots that need more trials are skipped."""
     import optuna.visualization as vis
 
     written = []
-    makers = {"optimization_history": lambda: vis.plot_optimization_history(study),
-              "param_importances": lambda: vis.plot_param_importances(study),
-              "pareto_front": lambda: pareto_figure(study, reference)}
+    # A pareto study has two objectives: these plots follow accuracy.
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    name = "accuracy" if target else "Objective Value"
+    makers = {"optimization_history": lambda: vis.plot_optimization_history(
+                  study, target=target, target_name=name),
+              "param_importances": lambda: vis.plot_param_importances(
+                  study, target=target, target_name=name),
+              "pareto_front": lambda: pareto_figure(study, reference, cost)}
     for name, make in makers.items():
         try:
             with warnings.catch_warnings():

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -69,6 +70,16 @@ class Searcher:
         probe = self.datamodule(cfg.proxy.resolution)
         self.num_classes, self.in_channels = probe.num_classes, probe.in_channels
         self._seen: dict[str, int] = {}
+        self.judge = None
+        self.pareto = cfg.objective == "pareto"
+        if "latency_ms" in cfg.budget or (self.pareto and cfg.pareto_cost == "latency_ms"):
+            from nas.latency import Judge
+
+            lat = cfg.latency
+            self.judge = Judge(space, self.num_classes, self.in_channels, lat.lut, lat.dir,
+                               device=lat.device, threads=lat.threads,
+                               channels_last=lat.channels_last, warmup=lat.warmup,
+                               repeats=lat.repeats)
         self.proposals = 0
         self.started = time.perf_counter()
 
@@ -110,6 +121,13 @@ class Searcher:
                 raise BudgetError(
                     f"budget.{key}={self.cfg.budget[key]} is below the smallest genotype of space "
                     f"{self.space.name}: its minimum is {rng[field][0] / scale:.3f} {unit}")
+        if self.judge is not None and "latency_ms" in self.cfg.budget:
+            fastest = self.judge.minimum()
+            if fastest is not None and fastest > self.cfg.budget["latency_ms"]:
+                raise BudgetError(
+                    f"budget.latency_ms={self.cfg.budget['latency_ms']} is below the fastest genotype "
+                    f"of space {self.space.name} on this device: its predicted minimum is "
+                    f"{fastest:.3f} ms ({self.judge.source})")
         return rng
 
     # ----- the reference network -------------------------------------------------------
@@ -144,14 +162,18 @@ class Searcher:
         journal = isinstance(self.study._storage, optuna.storages.JournalStorage)
         return self.cfg.storage.heartbeat if journal else 0
 
-    def _objective(self, trial: optuna.Trial, start: float) -> float:
+    def _objective(self, trial: optuna.Trial, start: float) -> float | tuple[float, float]:
         g = self.space.decode(lambda name, options: trial.suggest_categorical(name, options))
         c = cost(g, self.num_classes, self.in_channels)
         trial.set_user_attr("genotype", str(g))
         trial.set_user_attr("hash", g.content_hash)
         trial.set_user_attr("mflops", c.mflops)
         trial.set_user_attr("params_m", c.params_m)
-        violations = budget_violations(c, self.cfg.budget)
+        latency = None
+        if self.judge is not None:
+            latency = self.judge(g)
+            trial.set_user_attr("latency_ms", latency)
+        violations = budget_violations(c, self.cfg.budget, latency)
         for key, amount in violations.items():
             trial.set_constraint(key, amount)
         over = {k: v for k, v in violations.items() if v > 0}
@@ -169,7 +191,7 @@ class Searcher:
             trial.set_user_attr("seconds", time.perf_counter() - start)
             if earlier.state == TrialState.COMPLETE:
                 trial.set_user_attr("status", "duplicate")
-                return earlier.value
+                return tuple(earlier.values) if self.pareto else earlier.value
             trial.set_user_attr("status", "duplicate")
             trial.set_user_attr("reason", f"same genotype as pruned trial {earlier.number}")
             raise optuna.TrialPruned(f"duplicate of pruned trial {earlier.number}")
@@ -180,13 +202,21 @@ class Searcher:
 
         full = []
 
+        cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
+            self.cfg.pareto_cost]
+        curve: list[float] = []
+
         def report(epoch: int, value: float) -> bool:
-            trial.report(value, epoch)
+            curve.append(value)
+            if not self.pareto:
+                trial.report(value, epoch)
             # Other workers may have filled the study meanwhile: finishing this trial would
             # only make the run overshoot n_trials, so stop it at this epoch boundary.
             if trained_count(self.study) >= self.cfg.n_trials:
                 full.append(epoch)
                 return True
+            if self.pareto:
+                return self.pareto_should_prune(epoch, value, cost_value)
             return trial.should_prune()
 
         try:
@@ -205,6 +235,7 @@ class Searcher:
         trial.set_user_attr("seconds", time.perf_counter() - start)
         trial.set_user_attr("accuracy", result.accuracy)
         trial.set_user_attr("epochs", len(result.history))
+        trial.set_user_attr("curve", curve)
         if not math.isfinite(result.accuracy):
             raise RuntimeError(f"validation accuracy is {result.accuracy}")
         if full:
@@ -223,7 +254,28 @@ class Searcher:
             raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at}")
         trial.set_user_attr("status", "trained")
         self.tracker.finish_trial({"state": "COMPLETE", "accuracy": result.accuracy})
-        return result.accuracy
+        return (result.accuracy, cost_value) if self.pareto else result.accuracy
+
+    def pareto_should_prune(self, epoch: int, value: float, cost_value: float) -> bool:
+        """Pruning for pareto studies, where Optuna's pruners cannot run.
+
+        A trial is stopped when its accuracy at this epoch is below the median, at the same
+        epoch, of the trained trials that cost no more than it does: such a trial is on its
+        way to being dominated. Comparing only with cheaper trials keeps the cheap end of
+        the front from being pruned for being less accurate than expensive networks.
+        """
+        p = self.cfg.pruner
+        if p.name == "none" or epoch < p.n_warmup_steps:
+            return False
+        peers = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            curve = t.user_attrs.get("curve") or []
+            if (t.user_attrs.get("status") == "trained" and len(curve) > epoch
+                    and t.values and t.values[1] <= cost_value):
+                peers.append(curve[epoch])
+        if len(peers) < max(1, p.n_startup_trials):
+            return False
+        return value < statistics.median(peers)
 
     def find_earlier(self, digest: str, number: int) -> optuna.trial.FrozenTrial | None:
         """The first finished trial of the study that trained the same genotype."""

@@ -142,14 +142,15 @@ def storage_url(cfg: SearchConfig, shared_dir: Path) -> str:
 
 def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
     """Open (creating if needed) the study `cfg` describes; refuses a mismatched one."""
-    from nas.study import make_pruner, make_sampler, open_storage, open_study, study_identity
+    from nas.study import directions, make_pruner, make_sampler, open_storage, open_study, study_identity
 
     url = storage_url(cfg, shared_dir)
     shared_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(url, cfg.storage.heartbeat, cfg.storage.max_retry)
     name = cfg.study_name or cfg.default_study_name()
-    study, existed = open_study(storage, name, study_identity(cfg, ["maximize"]),
-                                make_sampler(cfg, seed), make_pruner(cfg))
+    dirs = directions(cfg)
+    study, existed = open_study(storage, name, study_identity(cfg, dirs),
+                                make_sampler(cfg, seed, len(dirs)), make_pruner(cfg))
     return study, existed, url
 
 
@@ -184,7 +185,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
         + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
         + f"; data {cfg.data.name} ({searcher.num_classes} classes); proxy {cfg.proxy.epochs} epochs "
         f"at {cfg.proxy.resolution}px; sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
-        f"run directory {run_dir}")
+        + (f"latency {searcher.judge.source}; " if searcher.judge else "")
+        + f"run directory {run_dir}")
     reference = searcher.train_reference() if cfg.reference else None
     with _sigterm_as_interrupt():
         searcher.run()
@@ -192,11 +194,16 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
     best = report.ranked(study)
     n = report.counts(study)
     csv_path, json_path = report.write_tables(study, run_dir)
-    plots = report.write_plots(study, run_dir, reference)
+    plot_cost = cfg.pareto_cost if cfg.objective == "pareto" else "mflops"
+    plots = report.write_plots(study, run_dir, reference, plot_cost)
     searcher.print(f"\n{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} "
                    f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed"
                    + (f", {n['stopped']} stopped when the study was full" if n["stopped"] else ""))
-    if best:
+    if best and cfg.objective == "pareto":
+        front = report.pareto_front(best, cfg.pareto_cost)
+        searcher.print(f"Pareto front of accuracy and {cfg.pareto_cost} ({len(front)} trials):")
+        searcher.print(report.format_table(front, reference, len(front)))
+    elif best:
         searcher.print(report.format_table(best, reference, cfg.top_k))
     else:
         searcher.print("no trial finished training")
@@ -206,7 +213,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
                "best_mflops": best[0]["mflops"] if best else None,
                "best_genotype": best[0]["genotype"] if best else None,
                "reference_accuracy": reference.get("accuracy") if reference else None, **n}
-    tracker.study_summary(report.rows(study), report.pareto_figure(study, reference), summary)
+    tracker.study_summary(report.rows(study), report.pareto_figure(study, reference, plot_cost),
+                          summary)
     return summary
 
 

@@ -31,13 +31,18 @@ class StudyError(UserError):
 IDENTITY_KEYS = ("space", "budget", "objective", "directions", "data", "proxy")
 
 
+def directions(cfg: SearchConfig) -> list[str]:
+    """Accuracy is maximized; a pareto study also minimizes its cost."""
+    return ["maximize", "minimize"] if cfg.objective == "pareto" else ["maximize"]
+
+
 def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
     p = cfg.proxy
     return {
         "space": {"name": cfg.space.name, "width": cfg.space.width,
                   "resolution": cfg.space.resolution},
         "budget": {k: float(v) for k, v in sorted(cfg.budget.items())},
-        "objective": cfg.objective,
+        "objective": cfg.objective if cfg.objective == "accuracy" else f"pareto:{cfg.pareto_cost}",
         "directions": directions,
         "data": {"name": cfg.data.name, "root": cfg.data.root, "seed": cfg.data.seed,
                  "val_fraction": cfg.data.val_fraction},
@@ -151,15 +156,18 @@ def _first_line(err: BaseException) -> str:
 
 def make_sampler(cfg: SearchConfig, seed: int, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
     s = cfg.sampler
-    if s.name == "tpe":
+    name = s.name
+    if name == "auto":
+        name = "nsga2" if n_objectives > 1 else "tpe"
+    if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate,
                                           group=s.multivariate, n_startup_trials=s.n_startup_trials,
                                           constant_liar=s.constant_liar)
-    if s.name == "random":
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "nsga2":
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
-    raise StudyError(f"unknown sampler {s.name!r}; valid: tpe, random, nsga2")
+    raise StudyError(f"unknown sampler {s.name!r}; valid: auto, tpe, random, nsga2")
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:

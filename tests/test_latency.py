@@ -1,0 +1,267 @@
+"""Latency: measurement, the per-kernel lookup table, latency budgets and pareto search."""
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas import kernels as K
+from nas import report
+from nas.errors import UserError
+from nas.latency import (
+    LatencyError,
+    LookupTable,
+    Timing,
+    fingerprint,
+    kernel_module,
+    measure,
+    space_kernels,
+)
+from nas.search import precheck, run_search
+from nas.study import trained_count
+from search_spaces import get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"warmup": 0, "repeats": 2}
+TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
+        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "sampler.n_startup_trials=3",
+        "pruner=none"]
+
+
+def tiny_space():
+    """mnv1 at width 0.25 and 32 px: a few thousand tiny kernels."""
+    return replace(get_space("mnv1"), width=(0.25,), resolution=(32,))
+
+
+def synthetic_table(path: Path, space, num_classes=10, in_channels=1) -> LookupTable:
+    """A table for every kernel of `space` whose 'timings' are 1 ms per 10 MMACs (+1 us):
+    deterministic test data, so that which genotypes fit a budget is known in advance."""
+    table = LookupTable.create(path, space.name, fingerprint(), num_classes, in_channels)
+    rows = []
+    for k in space_kernels(space, num_classes, in_channels):
+        ms = 0.001 + macs(k) / 1e7
+        rows.append((k, Timing(ms, ms, 0.0, 1)))
+    table.append(rows)
+    return table
+
+
+def macs(k) -> int:
+    if k[0] == "conv":
+        _, cin, cout, ks, _s, _p, groups, _h, _bn, _act = k
+        return cin // groups * cout * ks * ks * K.out_size(k) ** 2
+    if k[0] == "linear":
+        return k[1] * k[2]
+    return 0
+
+
+def test_measure_gives_a_positive_median_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    t = measure(torch.nn.Conv2d(8, 8, 3, padding=1), (1, 8, 16, 16), threads=1, warmup=1, repeats=5)
+    assert t.n == 5 and 0 < t.median_ms < 1000 and t.var >= 0
+    assert torch.get_num_threads() == before
+
+
+def test_every_kernel_kind_has_a_module_that_runs_on_its_input():
+    space = get_space("xception")
+    kinds = {}
+    for k in space_kernels(replace(space, width=(0.25,), resolution=(64,)), 10, 3):
+        kinds.setdefault(k[0], k)
+    assert set(kinds) == {"conv", "act", "add", "maxpool", "pool", "linear"}
+    for k in kinds.values():
+        module, shape = kernel_module(k)
+        with torch.no_grad():
+            y = module.eval()(torch.randn(*shape))
+        if k[0] in ("conv", "maxpool"):
+            assert y.shape[-1] == K.out_size(k)
+
+
+def test_lut_build_on_a_tiny_space_measures_each_kernel_once_and_resumes(tmp_path):
+    space = tiny_space()
+    kernels = space_kernels(space, 10, 1)
+    # every kernel of 30 random genotypes is among the space's kernels
+    rng = random.Random(0)
+    for _ in range(30):
+        assert set(K.genotype_kernels(space.sample(rng), 10, 1)) <= set(kernels)
+    path = tmp_path / "t.lut.jsonl"
+    table = LookupTable.create(path, space.name, fingerprint(), 10, 1)
+    assert table.fill(kernels[:50], **FAST) == 50
+    # An interrupted build: the file ends in a half-written line.
+    with open(path, "a") as fh:
+        fh.write('{"kernel": "conv:8:8:3:1:1:8:16:1:re')
+    resumed = LookupTable.load(path)
+    assert set(resumed.entries) == set(kernels[:50])
+    assert resumed.fill(kernels, **FAST) == len(kernels) - 50
+    assert resumed.fill(kernels, **FAST) == 0
+    again = LookupTable.load(path)
+    assert set(again.entries) == set(kernels)
+    assert all(t.median_ms > 0 and t.n == 2 for t in again.entries.values())
+
+
+def test_prediction_is_the_sum_of_the_genotypes_entries(tmp_path):
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.lut.jsonl", space)
+    g = space.sample(3)
+    ks = K.genotype_kernels(g, 10, 1)
+    assert table.predict(g, 10, 1) == pytest.approx(sum(table.entries[k].median_ms for k in ks))
+    table.set_calibration({"depthwise": 2.0, "other": 0.5}, 1.25, samples=7)
+    expected = 1.25 + sum((2.0 if k[0] == "conv" and k[6] > 1 else 0.5) * table.entries[k].median_ms
+                          for k in ks)
+    assert table.predict(g, 10, 1) == pytest.approx(expected)
+    reloaded = LookupTable.load(table.path)
+    assert reloaded.predict(g, 10, 1) == pytest.approx(expected)
+
+
+def test_min_latency_is_the_smallest_prediction_in_the_space(tmp_path):
+    from nas.latency import min_latency
+
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.lut.jsonl", space)
+    fastest = min_latency(table, space, 10, 1)
+    rng = random.Random(1)
+    samples = [table.predict(space.sample(rng), 10, 1) for _ in range(300)]
+    assert fastest <= min(samples)
+    assert fastest > 0
+
+
+def test_table_from_another_device_is_refused(tmp_path):
+    space = tiny_space()
+    table = synthetic_table(tmp_path / "t.lut.jsonl", space)
+    table.check(space.name, fingerprint())  # this device: fine
+    other = {**fingerprint(), "name": "Some Other CPU"}
+    with pytest.raises(LatencyError, match=r"measured on another device.*Some Other CPU"):
+        table.check(space.name, other)
+    with pytest.raises(LatencyError, match="is for space 'mnv1', not 'mnv2'"):
+        table.check("mnv2", fingerprint())
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "nas.latency", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_refuses_a_foreign_table_and_keeps_it(tmp_path):
+    path = tmp_path / "foreign.lut.jsonl"
+    header = {"format": "nas-lut/1", "space": "mnv1", "num_classes": 10, "in_channels": 1,
+              "fingerprint": {**fingerprint(), "name": "Another CPU", "torch": "1.0"}}
+    path.write_text(json.dumps(header) + "\n")
+    before = path.read_text()
+    r = _cli("validate", "+space=mnv1", f"lut={path}", "n=2")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "another device" in r.stderr and "Another CPU" in r.stderr
+    assert path.read_text() == before
+
+
+@pytest.mark.parametrize("content", ["not json at all\n", '{"format": "nas-lut/1"}\n{"kernel": "x"}\n'])
+def test_cli_refuses_a_corrupt_table(tmp_path, content):
+    path = tmp_path / "bad.lut.jsonl"
+    path.write_text(content)
+    r = _cli("predict", "+space=mnv1", f"lut={path}", "+genotype=x")
+    assert r.returncode == 2 and "is not a valid nas-lut/1 file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and path.read_text() == content
+
+
+def test_cli_missing_table_and_bad_arguments(tmp_path):
+    r = _cli("validate", "+space=mnv1", f"lut={tmp_path / 'nope.jsonl'}")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = _cli("measure", "+space=mnv1")
+    assert r.returncode == 2 and "valid: build, calibrate, validate, predict" in r.stderr
+    r = _cli("build", "+space=mnv9")
+    assert r.returncode == 2 and "mnv9" in r.stderr
+
+
+def test_cli_build_then_predict_on_a_tiny_space(tmp_path):
+    # The mnv1 space at width 0.25 and 32 px only: a real build, with few repeats.
+    lut = tmp_path / "m.lut.jsonl"
+    r = _cli("build", "+space=mnv1", "width=0.25", "resolution=32", f"lut={lut}", "warmup=0",
+             "repeats=2", "calibration=4")
+    assert r.returncode == 0, r.stderr
+    assert "distinct kernels" in r.stdout and "calibrated on 4 networks" in r.stdout
+    table = LookupTable.load(lut)
+    assert table.scales != {"depthwise": 1.0, "other": 1.0}
+    space = tiny_space()
+    assert set(space_kernels(space, 10, 1)) == set(table.entries)
+    g = space.sample(5)
+    r = _cli("predict", "+space=mnv1", f"lut={lut}", f"+genotype={g}", "warmup=0", "repeats=2")
+    assert r.returncode == 0, r.stderr
+    assert f"predicted {table.predict(g, 10, 1):.3f} ms" in r.stdout and "0 newly measured" in r.stdout
+
+
+def test_latency_budget_rejects_over_budget_genotypes_before_training(tmp_path):
+    space = tiny_space()
+    lut = tmp_path / "lut.jsonl"
+    table = synthetic_table(lut, space)
+    rng = random.Random(0)
+    predicted = sorted(table.predict(space.sample(rng), 10, 1) for _ in range(200))
+    budget = round(predicted[len(predicted) // 2], 3)  # about half the space is over it
+    cfg = precheck([*TINY, "space.resolution=[32]", f"+budget.latency_ms={budget}", "n_trials=4",
+                    f"latency.lut={lut}"])
+    summary = run_search(cfg, tmp_path / "run")
+    study = optuna.load_study(study_name=summary["study"],
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
+    trained = [t for t in study.trials if t.user_attrs.get("status") in ("trained", "pruned")]
+    assert rejected and trained_count(study) == 4
+    for t in rejected:
+        assert t.user_attrs["latency_ms"] > budget and "latency_ms" in t.user_attrs["reason"]
+        assert "accuracy" not in t.user_attrs and "epochs" not in t.user_attrs
+        g = space.decode(lambda name, _o, t=t: t.params[name])
+        assert t.user_attrs["latency_ms"] == pytest.approx(table.predict(g, 10, 1))
+    assert all(t.user_attrs["latency_ms"] <= budget for t in trained)
+
+
+def test_latency_budget_below_the_fastest_genotype_fails_at_once(tmp_path):
+    space = tiny_space()
+    lut = tmp_path / "lut.jsonl"
+    synthetic_table(lut, space)
+    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=0.01", f"latency.lut={lut}"])
+    with pytest.raises(UserError, match=r"budget.latency_ms=0.01 is below the fastest genotype.*"
+                                        r"predicted minimum is"):
+        run_search(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
+def test_latency_budget_without_a_table_measures_each_candidate(tmp_path):
+    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "n_trials=2",
+                    f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
+    summary = run_search(cfg, tmp_path / "run")
+    study = optuna.load_study(study_name=summary["study"],
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    lats = [t.user_attrs["latency_ms"] for t in study.trials]
+    assert len(lats) >= 2 and all(0 < x < 1000 for x in lats)
+
+
+def test_negative_latency_budget_is_refused():
+    with pytest.raises(UserError, match=r"budget\.latency_ms=-1 is not valid: must be a positive"):
+        precheck([*TINY, "+budget.latency_ms=-1"])
+
+
+def test_pareto_search_prunes_and_produces_a_front(tmp_path):
+    base = [a for a in TINY if a != "pruner=none"]
+    cfg = precheck([*base, "+budget.mflops=28", "objective=pareto", "proxy.epochs=3", "n_trials=10",
+                    "pruner.n_startup_trials=2"])
+    summary = run_search(cfg, tmp_path)
+    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    from nas.study import make_sampler
+
+    assert isinstance(make_sampler(cfg, 0, 2), optuna.samplers.NSGAIISampler)  # sampler=auto
+    assert isinstance(make_sampler(cfg, 0, 1), optuna.samplers.TPESampler)
+    assert trained_count(study) == 10
+    pruned = [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
+    assert pruned, "the pareto pruner stopped nothing"
+    for t in pruned:  # stopped early, below the median of no-more-costly trials
+        assert t.user_attrs["epochs"] < 3
+    trained = report.ranked(study)
+    front = report.pareto_front(trained)
+    assert front
+    for p in front:
+        assert not any(q["accuracy"] >= p["accuracy"] and q["mflops"] < p["mflops"] for q in trained)
+    for t in study.best_trials:
+        assert t.values[1] == pytest.approx(t.user_attrs["mflops"])
+    assert (tmp_path / "pareto_front.html").is_file()
