@@ -25,6 +25,7 @@ BUDGET_KEYS = {"mflops": "millions of multiply-accumulates", "params_m": "millio
                "latency_ms": "median batch-1 latency in milliseconds"}
 SAMPLERS = ("auto", "tpe", "random", "nsga2")
 OBJECTIVES = ("accuracy", "pareto")
+ZERO_COST = ("synflow", "grad_norm", "naswot")  # nas.zero_cost.PROXIES, without importing torch
 PARETO_COSTS = ("mflops", "latency_ms", "params_m")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
@@ -69,6 +70,11 @@ class RecipeConfig:
 
 @dataclass
 class ProxyConfig(RecipeConfig):
+    kind: str = "train"
+    prefilter: str | None = None
+    prefilter_keep: float = 0.25
+    prefilter_warmup: int = 8
+    zero_cost_batch: int = 64
     epochs: int = 4
     resolution: int = 32
     scale_resolution: bool = True
@@ -195,6 +201,13 @@ class SearchConfig:
             raise ConfigError(f"proxy.bn_recalibration={p.bn_recalibration} is not valid: 0 (off) or more")
         if p.threads < 0:
             raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
+        _choice("proxy.kind", p.kind, ("train", *ZERO_COST))
+        if p.prefilter is not None:
+            _choice("proxy.prefilter", p.prefilter, ZERO_COST)
+        if not 0 < p.prefilter_keep <= 1:
+            raise ConfigError(f"proxy.prefilter_keep={p.prefilter_keep} is not valid: must be in (0, 1]")
+        _positive("proxy.prefilter_warmup", p.prefilter_warmup, minimum=0)
+        _positive("proxy.zero_cost_batch", p.zero_cost_batch, minimum=2)
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
         _choice("proxy.schedule", p.schedule, SCHEDULES)
         _choice("sampler.name", self.sampler.name, SAMPLERS)

@@ -365,7 +365,7 @@ def default_table_path(directory: str | Path, space: str, fp: dict[str, Any]) ->
     return Path(directory) / f"{space}-{fp['device']}-{fp['threads']}t-{digest}.lut.jsonl"
 
 
-def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, samples: int = 40,
+def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, samples: int = 100,
               seed: int = 1234, progress: Callable[[int, int], None] | None = None,
               **opts: Any) -> tuple[dict[str, float], float]:
     """Fit predicted = overhead + sum of per-group scale x kernel median, by least squares on
@@ -496,7 +496,8 @@ def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int,
     errors = [(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
     tau = kendalltau([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]).statistic
     return {"n": n, "within_10pct": sum(abs(e) <= 0.10 for e in errors) / n,
-            "mape": statistics.fmean(abs(e) for e in errors), "kendall_tau": float(tau),
+            "mape": statistics.fmean(abs(e) for e in errors), "bias": statistics.fmean(errors),
+            "kendall_tau": float(tau),
             "rows": rows}
 
 
@@ -529,7 +530,7 @@ _ARGS = {
     "repeats": "timed calls; the median counts (default 25)",
     "num_classes": "classifier outputs (default 10, as the digits data)",
     "in_channels": "input channels (default 1, as the digits data)",
-    "calibration": "random networks measured whole to fit the table's scales (default 40)",
+    "calibration": "random networks measured whole to fit the table's scales (default 100)",
     "rebuild": "validate: measure a table afresh when it does not match this device",
     "n": "validate: random genotypes to measure (default 100)",
     "seed": "validate: seed of the random genotypes (default 0)",
@@ -636,7 +637,7 @@ def main(argv: list[str]) -> int:
     table = open_table(path, space.name, fp, num_classes, in_channels,
                        rebuild=args.get("rebuild", "false").lower() == "true")
     if command == "calibrate":
-        samples = parse_int("calibration", args.get("calibration", "40"), 3)
+        samples = parse_int("calibration", args.get("calibration", "100"), 3)
         scales, overhead = calibrate(table, space, num_classes, in_channels, samples,
                                      progress=_progress("calibration networks"), **opts)
         terms = " + ".join(f"{v:.3f} x {g}" for g, v in scales.items())
@@ -660,7 +661,7 @@ def main(argv: list[str]) -> int:
                    f"{space.name}: predicted vs measured latency ({fp['name']}, {threads} thread(s))")
     print(f"{n} random {space.name} genotypes on {fp['name']}, {threads} thread(s):\n"
           f"  within +-10% of measured: {100 * result['within_10pct']:.1f}%\n"
-          f"  MAPE: {100 * result['mape']:.2f}%\n"
+          f"  MAPE: {100 * result['mape']:.2f}% (mean signed error {100 * result['bias']:+.2f}%)\n"
           f"  Kendall tau: {result['kendall_tau']:.3f}\n"
           f"scatter plot: {plot}")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-COLUMNS = ("number", "state", "status", "accuracy", "mflops", "params_m", "latency_ms",
+COLUMNS = ("number", "state", "status", "accuracy", "zero_cost", "mflops", "params_m", "latency_ms",
            "seconds", "pruned_at", "duplicate_of", "reason", "hash", "genotype")
 
 
@@ -22,7 +22,8 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         value = ua["accuracy"]
     return {
         "number": t.number, "state": t.state.name, "status": ua.get("status"),
-        "accuracy": value, "mflops": ua.get("mflops"), "params_m": ua.get("params_m"),
+        "accuracy": value, "zero_cost": ua.get("zero_cost"), "mflops": ua.get("mflops"),
+        "params_m": ua.get("params_m"),
         "latency_ms": ua.get("latency_ms"), "seconds": ua.get("seconds"),
         "pruned_at": ua.get("pruned_at"), "duplicate_of": ua.get("duplicate_of"),
         "reason": ua.get("reason"), "hash": ua.get("hash"), "genotype": ua.get("genotype"),
@@ -41,8 +42,8 @@ def ranked(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {"trained": 0, "pruned": 0, "rejected": 0, "duplicate": 0, "stopped": 0, "failed": 0,
-           "running": 0}
+    out = {"trained": 0, "pruned": 0, "rejected": 0, "duplicate": 0, "filtered": 0, "stopped": 0,
+           "failed": 0, "running": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             out["running"] += 1

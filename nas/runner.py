@@ -142,11 +142,17 @@ class Searcher:
         c = cost(g, self.num_classes, self.in_channels)
         self.print(f"reference: {self.space.name} reference at width {g.width} "
                    f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), training with the proxy ...")
-        result = self.train(g, seed=self.cfg.seed)
+        if self.cfg.proxy.kind != "train":  # a zero-cost study: score it like the trials
+            t0 = time.perf_counter()
+            accuracy = self.zero_cost(g, self.cfg.proxy.kind)
+            seconds = time.perf_counter() - t0
+        else:
+            result = self.train(g, seed=self.cfg.seed)
+            accuracy, seconds = result.accuracy, result.seconds
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
-               "accuracy": result.accuracy, "seconds": result.seconds}
+               "accuracy": accuracy, "seconds": seconds}
         self.study.set_user_attr("reference", ref)
-        self.print(f"reference: proxy accuracy {result.accuracy:.4f} in {result.seconds:.1f} s")
+        self.print(f"reference: proxy score {accuracy:.4f} in {seconds:.1f} s")
         return ref
 
     # ----- one trial ------------------------------------------------------------------------
@@ -196,14 +202,30 @@ class Searcher:
             trial.set_user_attr("reason", f"same genotype as pruned trial {earlier.number}")
             raise optuna.TrialPruned(f"duplicate of pruned trial {earlier.number}")
 
+        cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
+            self.cfg.pareto_cost]
+        p = self.cfg.proxy
+        if p.kind != "train" or p.prefilter:
+            name = p.kind if p.kind != "train" else p.prefilter
+            zscore = self.zero_cost(g, name)
+            trial.set_user_attr("zero_cost", zscore)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            if p.kind != "train":  # the score is the result: no training at all
+                trial.set_user_attr("status", "trained")
+                return (zscore, cost_value) if self.pareto else zscore
+            cut = self.prefilter_cut(trial.number)
+            if cut is not None and zscore < cut:
+                reason = f"{name} score {zscore:.4g} below the top-{p.prefilter_keep:g} cut {cut:.4g}"
+                trial.set_user_attr("status", "filtered")
+                trial.set_user_attr("reason", reason)
+                raise optuna.TrialPruned(reason)
+
         config = {"genotype": str(g), "hash": g.content_hash, "mflops": c.mflops,
                   "params_m": c.params_m, "trial": trial.number, **trial.params}
         self.tracker.start_trial(trial.number, config)
 
         full = []
 
-        cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
-            self.cfg.pareto_cost]
         curve: list[float] = []
 
         def report(epoch: int, value: float) -> bool:
@@ -255,6 +277,31 @@ class Searcher:
         trial.set_user_attr("status", "trained")
         self.tracker.finish_trial({"state": "COMPLETE", "accuracy": result.accuracy})
         return (result.accuracy, cost_value) if self.pareto else result.accuracy
+
+    def zero_cost(self, g: Genotype, name: str) -> float:
+        """Zero-cost score of the proxy stand-in of `g` on a fixed training mini-batch."""
+        from nas import zero_cost
+
+        p = self.cfg.proxy
+        model = build_model(replace(g, width=g.width * p.width_scale), self.num_classes,
+                            self.in_channels)
+        dm = self.datamodule(self.proxy_resolution(g))
+        split = dm.split("train")
+        n = min(p.zero_cost_batch, len(split.labels))
+        x = (split.images[:n].float() / 255.0 - dm.mean) / dm.std
+        torch.manual_seed(self.cfg.seed)
+        value = zero_cost.score(name, model, x, split.labels[:n])
+        return value if math.isfinite(value) else -1e30  # e.g. naswot's log det of a singular kernel
+
+    def prefilter_cut(self, number: int) -> float | None:
+        """Score a candidate must reach to be trained: the top `prefilter_keep` fraction of the
+        scores seen so far in the study (None while fewer than `prefilter_warmup`)."""
+        p = self.cfg.proxy
+        scores = sorted(t.user_attrs["zero_cost"] for t in self.study.get_trials(deepcopy=False)
+                        if t.number != number and "zero_cost" in t.user_attrs)
+        if len(scores) < max(1, p.prefilter_warmup):
+            return None
+        return scores[min(len(scores) - 1, int(len(scores) * (1 - p.prefilter_keep)))]
 
     def pareto_should_prune(self, epoch: int, value: float, cost_value: float) -> bool:
         """Pruning for pareto studies, where Optuna's pruners cannot run.

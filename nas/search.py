@@ -198,6 +198,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
     plots = report.write_plots(study, run_dir, reference, plot_cost)
     searcher.print(f"\n{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} "
                    f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed"
+                   + (f", {n['filtered']} skipped by the {cfg.proxy.prefilter} pre-filter"
+                      if n["filtered"] else "")
                    + (f", {n['stopped']} stopped when the study was full" if n["stopped"] else ""))
     if best and cfg.objective == "pareto":
         front = report.pareto_front(best, cfg.pareto_cost)

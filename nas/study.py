@@ -46,7 +46,8 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
         "directions": directions,
         "data": {"name": cfg.data.name, "root": cfg.data.root, "seed": cfg.data.seed,
                  "val_fraction": cfg.data.val_fraction},
-        "proxy": {"epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
+        "proxy": {"kind": p.kind, "prefilter": p.prefilter, "prefilter_keep": p.prefilter_keep,
+                  "epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
                   "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,
                   "lr": p.lr, "schedule": p.schedule, "bn_recalibration": p.bn_recalibration},
     }

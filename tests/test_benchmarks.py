@@ -1,0 +1,43 @@
+"""Smoke runs of the benchmark scripts on tiny settings: they run and write what they say."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_proxy_fidelity_script_smoke(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--space", "mnv1",
+                        "--mflops", "28", "--m", "4", "--long-factor", "2", "--out", str(tmp_path),
+                        "--set", "proxy.epochs=1", "--set", "proxy.subset=0.2",
+                        "--set", "space.width=[0.25]", "--set", "proxy.resolution=16"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ranking vs the long run (2 epochs" in r.stdout
+    data = json.loads((tmp_path / "fidelity.json").read_text())
+    names = [row["proxy"] for row in data["table"]]
+    assert names[0].startswith("default") and {"synflow", "grad_norm", "naswot"} <= set(names)
+    assert len(data["genotypes"]) == 4 and len(data["results"]["long"]["values"]) == 4
+    for row in data["table"]:
+        assert row["seconds"] > 0
+        assert row["tau"] != row["tau"] or -1 <= row["tau"] <= 1  # NaN when a proxy ties everything
+    assert (tmp_path / "fidelity.html").is_file()
+
+
+def test_search_efficiency_script_smoke(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench_search.py", "--space", "mnv1", "--mflops", "28",
+                        "--trials", "3", "--seeds", "1", "--out", str(tmp_path),
+                        "--set", "proxy.epochs=1", "--set", "proxy.subset=0.2",
+                        "--set", "space.width=[0.25]", "--set", "proxy.resolution=16",
+                        "--set", "proxy.prefilter_warmup=2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((tmp_path / "search.json").read_text())
+    assert set(data["curves"]) == {"tpe", "random", "nsga2", "tpe + synflow pre-filter"}
+    for runs in data["curves"].values():
+        (curve,) = runs
+        assert len(curve) == 3 and curve == sorted(curve)  # best-so-far never decreases
+    assert (tmp_path / "search.html").is_file()
+    assert "best proxy accuracy after n trained trials" in r.stdout
