@@ -152,7 +152,8 @@ class Searcher:
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
                "accuracy": accuracy, "seconds": seconds}
         self.study.set_user_attr("reference", ref)
-        self.print(f"reference: proxy score {accuracy:.4f} in {seconds:.1f} s")
+        what = f"{self.cfg.proxy.kind} score" if self.cfg.proxy.kind != "train" else "proxy accuracy"
+        self.print(f"reference: {what} {accuracy:.4f} in {seconds:.1f} s")
         return ref
 
     # ----- one trial ------------------------------------------------------------------------

@@ -234,11 +234,12 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
     if ema is not None:
         ema.swap_in(module)  # evaluate and export the averaged weights
+    val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
               "params_m": c.params_m, "epochs": trainer.current_epoch, "steps": trainer.global_step,
               "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"),
-              "val_acc": float(trainer.callback_metrics.get("val_acc", float("nan"))),
+              "val_acc": val_acc,
               "resolution": resolution, "data": d.name, "ema": t.ema}
     tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
     if cfg.export:

@@ -137,6 +137,7 @@ def test_training_improves_over_chance_and_exports_trained_weights(tmp_path):
     assert result["test_acc"] > 0.5  # chance is 0.1 on ten digits
     info = json.loads((tmp_path / "exported" / "info.json").read_text())
     assert info["weights"] == "trained" and info["onnx_max_abs_diff"] <= 1e-4
+    assert 0.5 < info["val_acc"] <= 1 and info["test_acc"] == result["test_acc"]
     model = load_exported(tmp_path / "exported")
     assert model.classifier.out_features == 10
 
