@@ -225,8 +225,7 @@ class Searcher:
                   "params_m": c.params_m, "trial": trial.number, **trial.params}
         self.tracker.start_trial(trial.number, config)
 
-        full = []
-
+        full: list[int] = []  # the epoch at which the study turned out full, if it did
         curve: list[float] = []
 
         def report(epoch: int, value: float) -> bool:
