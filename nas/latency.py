@@ -194,42 +194,56 @@ def kernel_module(key: K.Kernel) -> tuple[nn.Module, tuple[int, ...]]:
 
 # ----- which kernels a space can run ----------------------------------------------------------
 def space_kernels(space: Any, num_classes: int, in_channels: int) -> list[K.Kernel]:
-    """Every distinct kernel of every genotype of `space` (by dynamic programming over
-    stages: the state between stages is channels and feature-map size)."""
+    """Every distinct kernel of every genotype of `space`."""
     found: set[K.Kernel] = set()
+
+    def collect(kernels: list[K.Kernel]) -> float:
+        found.update(kernels)
+        return 0.0
+
+    _cheapest(space, num_classes, in_channels, collect)
+    return sorted(found, key=K.to_text)
+
+
+def _cheapest(space: Any, num_classes: int, in_channels: int,
+              price: Callable[[list[K.Kernel]], float]) -> float:
+    """Smallest total `price` of a genotype's kernels over the whole space, by dynamic
+    programming over stages (the state between stages is channels and feature-map size).
+    Every kernel any genotype of the space runs is priced at least once on the way."""
+    best = float("inf")
     for width in space.width:
-        states: set[tuple[int, int]] = set()
+        states: dict[tuple[int, int], float] = {}
         for stem in space.stem:
             for res in space.resolution:
-                probe = Genotype(stages=space.reference.stages, stem=stem, width=width,
-                                 resolution=res)
+                probe = Genotype(stages=space.reference.stages, stem=stem, width=width, resolution=res)
                 ks = K.stem_kernels(probe, in_channels)
-                found.update(ks)
-                states.add((scale_channels(stem[-1].c, width), K.out_size(ks[-1])))
+                key = (scale_channels(stem[-1].c, width), K.out_size(ks[-1]))
+                states[key] = min(states.get(key, float("inf")), price(ks))
         for i in range(len(space.stages)):
-            nxt: set[tuple[int, int]] = set()
+            nxt: dict[tuple[int, int], float] = {}
             options_by_cin: dict[int, Any] = {}
-            for cin, h in states:
+            for (cin, h), acc in states.items():
                 if cin not in options_by_cin:
                     options_by_cin[cin] = space._stage_options(i, cin, width)
                 for stage in options_by_cin[cin]:
-                    c, hh = cin, h
+                    c, hh, total = cin, h, acc
                     cout = scale_channels(stage.c, width)
                     for r in range(stage.n):
                         stride = stage.s if r == 0 else 1
                         spec = BlockSpec(i, r, stage, c, cout, stride,
                                          stage.type.shortcut_on_repeat(stage.residual, stride, c, cout), hh)
-                        found.update(stage.type.kernels(spec))
+                        total += price(stage.type.kernels(spec))
                         hh = (hh - 1) // stride + 1
                         c = cout
-                    nxt.add((cout, hh))
+                    if total < nxt.get((cout, hh), float("inf")):
+                        nxt[(cout, hh)] = total
             states = nxt
         for head in space.head:
             probe = Genotype(stages=space.reference.stages, stem=space.reference.stem, head=head,
                              width=width, resolution=space.reference.resolution)
-            for cin, h in states:
-                found.update(K.head_kernels(probe, cin, h, num_classes))
-    return sorted(found, key=K.to_text)
+            for (cin, h), acc in states.items():
+                best = min(best, acc + price(K.head_kernels(probe, cin, h, num_classes)))
+    return best
 
 
 # ----- the lookup table -------------------------------------------------------------------
@@ -401,42 +415,8 @@ def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int
 
 
 def min_latency(table: LookupTable, space: Any, num_classes: int, in_channels: int) -> float:
-    """Smallest predicted latency over the whole space (dynamic programming over stages)."""
-    best = None
-    for width in space.width:
-        states: dict[tuple[int, int], float] = {}
-        for stem in space.stem:
-            for res in space.resolution:
-                probe = Genotype(stages=space.reference.stages, stem=stem, width=width, resolution=res)
-                ks = K.stem_kernels(probe, in_channels)
-                key = (scale_channels(stem[-1].c, width), K.out_size(ks[-1]))
-                states[key] = min(states.get(key, float("inf")), table.weighted(ks))
-        for i in range(len(space.stages)):
-            nxt: dict[tuple[int, int], float] = {}
-            options_by_cin: dict[int, Any] = {}
-            for (cin, h), acc in states.items():
-                if cin not in options_by_cin:
-                    options_by_cin[cin] = space._stage_options(i, cin, width)
-                for stage in options_by_cin[cin]:
-                    c, hh, total = cin, h, acc
-                    cout = scale_channels(stage.c, width)
-                    for r in range(stage.n):
-                        stride = stage.s if r == 0 else 1
-                        spec = BlockSpec(i, r, stage, c, cout, stride,
-                                         stage.type.shortcut_on_repeat(stage.residual, stride, c, cout), hh)
-                        total += table.weighted(stage.type.kernels(spec))
-                        hh = (hh - 1) // stride + 1
-                        c = cout
-                    if total < nxt.get((cout, hh), float("inf")):
-                        nxt[(cout, hh)] = total
-            states = nxt
-        for head in space.head:
-            probe = Genotype(stages=space.reference.stages, stem=space.reference.stem, head=head,
-                             width=width, resolution=space.reference.resolution)
-            for (cin, h), acc in states.items():
-                total = acc + table.weighted(K.head_kernels(probe, cin, h, num_classes))
-                best = total if best is None else min(best, total)
-    return best + table.overhead_ms
+    """Smallest predicted latency over the whole space."""
+    return _cheapest(space, num_classes, in_channels, table.weighted) + table.overhead_ms
 
 
 class Judge:
