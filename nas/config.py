@@ -89,7 +89,7 @@ class SamplerConfig:
     n_startup_trials: int = 10
     multivariate: bool = True
     constant_liar: bool = True
-    population_size: int = 20
+    population_size: int | None = None  # None: population_for(n_trials)
 
 
 @dataclass
@@ -211,7 +211,8 @@ class SearchConfig:
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
         _choice("proxy.schedule", p.schedule, SCHEDULES)
         _choice("sampler.name", self.sampler.name, SAMPLERS)
-        _positive("sampler.population_size", self.sampler.population_size, minimum=2)
+        if self.sampler.population_size is not None:
+            _positive("sampler.population_size", self.sampler.population_size, minimum=2)
         _choice("pruner.name", self.pruner.name, PRUNERS)
         _choice("storage.name", self.storage.name, STORAGES)
         _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)

@@ -307,3 +307,32 @@ def test_existing_sqlite_study_survives_a_refused_run(tmp_path):
     con = sqlite3.connect(tmp_path / "study.db")
     assert con.execute("select count(*) from trials").fetchone()[0] == n
     con.close()
+
+
+def test_nsga2_population_follows_n_trials_so_a_short_search_breeds():
+    """With a population as large as the study, NSGA-II never leaves its random first
+    generation; the default sizes it from n_trials, and later generations are bred."""
+    from nas.study import make_sampler, population_for
+
+    assert [population_for(n) for n in (4, 20, 40, 200, 1000)] == [4, 5, 10, 50, 50]
+    cfg = precheck([*TINY, "sampler=nsga2", "n_trials=20"])
+    sampler = make_sampler(cfg, seed=0)
+    assert sampler.population_size == 5
+    explicit = make_sampler(precheck([*TINY, "sampler=nsga2", "sampler.population_size=7"]), seed=0)
+    assert explicit.population_size == 7
+
+    def proposals(sampler) -> list[dict]:
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: sum(t.suggest_int(f"x{i}", 0, 9) for i in range(4)), n_trials=20)
+        return [t.params for t in study.trials]
+
+    bred = proposals(make_sampler(cfg, seed=0))
+    random_ = proposals(optuna.samplers.NSGAIISampler(seed=0, population_size=20))
+    assert bred[:5] == random_[:5]  # the random first generation is the same
+    assert bred[5:] != random_[5:]  # then parents are selected and crossed
+
+
+@pytest.mark.parametrize("value", ["1", "-3"])
+def test_nsga2_population_below_two_is_refused(value):
+    with pytest.raises(UserError, match=rf"sampler\.population_size={value} is not valid"):
+        precheck([*TINY, "sampler=nsga2", f"sampler.population_size={value}"])
