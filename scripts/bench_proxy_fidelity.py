@@ -1,50 +1,103 @@
 """Proxy fidelity: do cheap proxies rank genotypes like a long training run does?
 
     python scripts/bench_proxy_fidelity.py                          # mnv2 under 300 MFLOPs, M=16
-    python scripts/bench_proxy_fidelity.py --mflops 100 --long-factor 5 --m 12
+    python scripts/bench_proxy_fidelity.py --mflops 100 --long-epochs 20 --m 12 --jobs 1
 
 Draws M random genotypes of a space under an MFLOPs budget, trains each with a long
-schedule (`--long-factor` x the default proxy's epochs) and with each cheap proxy setting,
-and scores each with the zero-cost proxies (synflow, grad_norm, naswot). Prints, per
-proxy, Kendall's tau and Spearman's rho of its ranking against the long run's and its
-seconds per genotype; writes `fidelity.json` and a scatter plot `fidelity.html` (default
-proxy accuracy vs long-run accuracy) into --out.
+schedule (`--long-epochs` at the proxy's full resolution) and with each cheap proxy setting
+below, and scores each with the zero-cost proxies (synflow, grad_norm, naswot). Prints, per
+proxy, Kendall's tau (with a bootstrap 90% interval over the genotypes) and Spearman's rho of
+its ranking against the long run's, and its seconds per genotype. The row "4 ep, 32 px,
+other seed" retrains the same networks with other seeds: its tau is how far seed noise
+alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html` (the
+current default proxy's accuracy vs the long run's) into --out.
+
+Trainings run in --jobs processes of one thread each (default 2, one per core); seconds
+per genotype are measured inside each process, so they hold for one core.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# name -> proxy overrides on top of the defaults in conf/proxy/default.yaml
+# name -> (proxy overrides on top of conf/proxy/default.yaml, seed offset). Every setting
+# names its epochs and resolution, so the rows mean the same whatever the defaults are.
 SETTINGS = {
-    "default (4 ep, 32 px)": [],
-    "2 epochs": ["proxy.epochs=2"],
-    "1 epoch": ["proxy.epochs=1"],
-    "4 ep, 16 px": ["proxy.resolution=16"],
-    "4 ep, half data": ["proxy.subset=0.5"],
+    "4 ep, 32 px": (["proxy.epochs=4", "proxy.resolution=32"], 0),
+    "4 ep, 32 px, other seed": (["proxy.epochs=4", "proxy.resolution=32"], 1000),
+    "2 ep, 32 px": (["proxy.epochs=2", "proxy.resolution=32"], 0),
+    "1 ep, 32 px": (["proxy.epochs=1", "proxy.resolution=32"], 0),
+    "4 ep, 16 px": (["proxy.epochs=4", "proxy.resolution=16"], 0),
+    "2 ep, 16 px": (["proxy.epochs=2", "proxy.resolution=16"], 0),
+    "1 ep, 16 px": (["proxy.epochs=1", "proxy.resolution=16"], 0),
+    "4 ep, 32 px, half data": (["proxy.epochs=4", "proxy.resolution=32", "proxy.subset=0.5"], 0),
+    "4 ep, 32 px, width x0.5": (["proxy.epochs=4", "proxy.resolution=32", "proxy.width_scale=0.5"], 0),
 }
+ZERO_COST = ("synflow", "grad_norm", "naswot")
+
+_SEARCHERS: dict[tuple, object] = {}  # per process: overrides -> Searcher (data loaded once)
 
 
-EXTRA: list[str] = []  # --set overrides, applied under every setting's own
+def searcher(space: str, mflops: float, overrides: list[str], out: Path, extra: list[str]):
+    key = (space, mflops, tuple(overrides), tuple(extra))
+    if key not in _SEARCHERS:
+        from nas.runner import Searcher
+        from nas.search import apply_space_overrides, precheck
+        from nas.tracking import Tracker
+
+        cfg = precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled",
+                        "reference=false", f"hydra.run.dir={out}", *extra, *overrides])
+        tracker = Tracker("disabled", "nas", None, "fidelity", out)
+        _SEARCHERS[key] = Searcher(cfg, apply_space_overrides(cfg), None, out, tracker)
+    return _SEARCHERS[key]
 
 
-def searcher(space: str, mflops: float, overrides: list[str], out: Path):
-    from nas.runner import Searcher
-    from nas.search import apply_space_overrides, precheck
-    from nas.tracking import Tracker
+def _worker_init() -> None:
+    from nas.runner import set_threads
 
-    cfg = precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled",
-                    "reference=false", f"hydra.run.dir={out}", *EXTRA, *overrides])
-    tracker = Tracker("disabled", "nas", None, "fidelity", out)
-    return Searcher(cfg, apply_space_overrides(cfg), None, out, tracker)
+    set_threads(1)
+
+
+def measure(job: dict) -> tuple[str, int, float, float]:
+    """One genotype under one setting: (setting, index, accuracy or score, seconds)."""
+    s = searcher(job["space"], job["mflops"], job["overrides"], Path(job["out"]), job["extra"])
+    g = job["genotype"]
+    start = time.perf_counter()
+    if job["zero_cost"]:
+        value = s.zero_cost(g, job["zero_cost"])
+    else:
+        value = s.train(g, seed=job["seed"]).accuracy
+    return job["name"], job["index"], float(value), time.perf_counter() - start
+
+
+def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: int = 0):
+    """5th and 95th percentiles of Kendall's tau over genotype resamples."""
+    import math
+
+    from scipy.stats import kendalltau
+
+    rng = random.Random(seed)
+    taus = []
+    for _ in range(n):
+        idx = [rng.randrange(len(truth)) for _ in truth]
+        t = kendalltau([values[i] for i in idx], [truth[i] for i in idx]).statistic
+        if not math.isnan(t):
+            taus.append(t)
+    taus.sort()
+    if not taus:
+        return float("nan"), float("nan")
+    return taus[int(0.05 * (len(taus) - 1))], taus[int(0.95 * (len(taus) - 1))]
 
 
 def main() -> None:
@@ -52,82 +105,101 @@ def main() -> None:
     ap.add_argument("--space", default="mnv2")
     ap.add_argument("--mflops", type=float, default=300)
     ap.add_argument("--m", type=int, default=16, help="genotypes")
-    ap.add_argument("--long-factor", type=int, default=10, help="long run = this x the default epochs")
+    ap.add_argument("--long-epochs", type=int, default=40,
+                    help="epochs of the reference run (10x the 4-epoch proxy), at 32 px")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="training processes, one thread each")
+    ap.add_argument("--only", action="append", default=[], metavar="SETTING",
+                    help="run only these proxy settings (repeatable); the long run always runs")
     ap.add_argument("--out", default="fidelity", help="folder for fidelity.json and fidelity.html")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a search override for every run, e.g. --set space.width=[0.5]")
     args = ap.parse_args()
-    EXTRA.extend(args.set)
+    unknown = [name for name in args.only if name not in SETTINGS and name not in ZERO_COST]
+    if unknown:
+        print(f"error: unknown setting {unknown[0]!r}; valid: {', '.join([*SETTINGS, *ZERO_COST])}",
+              file=sys.stderr)
+        sys.exit(2)
 
-    import torch
     from scipy.stats import kendalltau, spearmanr
 
     from nas.cost import cost
-    from nas.runner import set_threads
 
-    set_threads(1)
+    _worker_init()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = searcher(args.space, args.mflops, [], out)
+    base = searcher(args.space, args.mflops, [], out, args.set)
     rng = random.Random(args.seed)
     genotypes = []
     while len(genotypes) < args.m:
         g = base.space.sample(rng)
         if cost(g, base.num_classes, base.in_channels).mflops <= args.mflops:
             genotypes.append(g)
-    long_epochs = base.cfg.proxy.epochs * args.long_factor
+    default = f"{base.cfg.proxy.epochs} ep, {base.cfg.proxy.resolution} px"
     print(f"{args.m} random {args.space} genotypes under {args.mflops} MFLOPs; long run "
-          f"{long_epochs} epochs; {base.cfg.data.name} data", flush=True)
+          f"{args.long_epochs} epochs at 32 px; {base.cfg.data.name} data; {args.jobs} processes",
+          flush=True)
 
-    results: dict[str, dict] = {}
-
-    def run(name: str, overrides: list[str], zero_cost: str | None = None) -> None:
-        s = searcher(args.space, args.mflops, overrides, out)
-        values, seconds = [], []
-        for i, g in enumerate(genotypes):
-            start = time.perf_counter()
-            if zero_cost:
-                values.append(s.zero_cost(g, zero_cost))
-            else:
-                values.append(s.train(g, seed=args.seed + i).accuracy)
-            seconds.append(time.perf_counter() - start)
-        results[name] = {"values": values, "seconds": seconds}
-        print(f"  {name}: {sum(seconds) / len(seconds):.2f} s per genotype", flush=True)
-
-    run("long", [f"proxy.epochs={long_epochs}"])
-    for name, overrides in SETTINGS.items():
-        run(name, overrides)
-    for name in ("synflow", "grad_norm", "naswot"):
-        run(name, [], zero_cost=name)
-    torch.set_num_threads(1)
+    runs = {"long": ([f"proxy.epochs={args.long_epochs}", "proxy.resolution=32"], 0, None)}
+    for name, (overrides, offset) in SETTINGS.items():
+        if not args.only or name in args.only:
+            runs[name] = (overrides, offset, None)
+    for name in ZERO_COST:
+        if not args.only or name in args.only:
+            runs[name] = ([], 0, name)
+    jobs = [{"name": name, "index": i, "genotype": g,
+             "space": args.space, "mflops": args.mflops, "out": str(out), "extra": args.set,
+             "overrides": overrides, "zero_cost": zc, "seed": args.seed + offset + i}
+            for name, (overrides, offset, zc) in runs.items() for i, g in enumerate(genotypes)]
+    results = {name: {"values": [None] * args.m, "seconds": [None] * args.m} for name in runs}
+    started = time.perf_counter()
+    done = 0
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        # the long runs are submitted first, so the slowest jobs do not end up alone on one core
+        for fut in as_completed([pool.submit(measure, j) for j in jobs]):
+            name, i, value, seconds = fut.result()
+            results[name]["values"][i], results[name]["seconds"][i] = value, seconds
+            done += 1
+            if all(v is not None for v in results[name]["values"]):
+                per = sum(results[name]["seconds"]) / args.m
+                print(f"  {name}: {per:.2f} s per genotype ({done}/{len(jobs)} jobs, "
+                      f"{time.perf_counter() - started:.0f} s)", flush=True)
 
     truth = results["long"]["values"]
     rows = []
     for name, r in results.items():
         if name == "long":
             continue
-        tau = kendalltau(r["values"], truth).statistic
-        rho = spearmanr(r["values"], truth).statistic
+        tau = float(kendalltau(r["values"], truth).statistic)
+        rho = float(spearmanr(r["values"], truth).statistic)
+        low, high = bootstrap_tau(r["values"], truth, seed=args.seed)
         per = sum(r["seconds"]) / len(r["seconds"])
-        rows.append((name, float(tau), float(rho), per))
+        rows.append({"proxy": name, "tau": tau, "tau_90": [low, high], "rho": rho, "seconds": per})
     long_s = sum(results["long"]["seconds"]) / args.m
-    print(f"\nranking vs the long run ({long_epochs} epochs, {long_s:.1f} s per genotype):")
-    print(f"{'proxy':<24}{'tau':>7}{'rho':>7}{'s/genotype':>12}{'tau per s':>11}")
-    for name, tau, rho, per in rows:
-        print(f"{name:<24}{tau:>7.3f}{rho:>7.3f}{per:>12.2f}{tau / per:>11.3f}")
-    payload = {"space": args.space, "mflops": args.mflops, "m": args.m, "long_epochs": long_epochs,
-               "genotypes": [str(g) for g in genotypes], "results": results,
-               "table": [dict(zip(("proxy", "tau", "rho", "seconds"), r, strict=True)) for r in rows]}
+    print(f"\nranking vs the long run ({args.long_epochs} epochs, {long_s:.1f} s per genotype); "
+          f"current default: {default}")
+    print(f"{'proxy':<26}{'tau':>7}{'tau 90% interval':>18}{'rho':>7}{'s/genotype':>12}{'tau per s':>11}")
+    for r in rows:
+        low, high = r["tau_90"]
+        print(f"{r['proxy']:<26}{r['tau']:>7.3f}{f'[{low:.2f}, {high:.2f}]':>18}{r['rho']:>7.3f}"
+              f"{r['seconds']:>12.2f}{r['tau'] / r['seconds']:>11.3f}")
+    print(f"wall time {time.perf_counter() - started:.0f} s")
+    payload = {"space": args.space, "mflops": args.mflops, "m": args.m,
+               "long_epochs": args.long_epochs, "default": default, "jobs": args.jobs,
+               "wall_seconds": time.perf_counter() - started,
+               "genotypes": [str(g) for g in genotypes], "results": results, "table": rows}
     (out / "fidelity.json").write_text(json.dumps(payload, indent=2))
 
     import plotly.graph_objects as go
 
-    default = results["default (4 ep, 32 px)"]["values"]
-    fig = go.Figure(go.Scatter(x=truth, y=default, mode="markers", text=[str(g) for g in genotypes]))
-    fig.update_layout(title=f"{args.space}: default proxy vs {long_epochs}-epoch accuracy",
-                      xaxis_title=f"accuracy after {long_epochs} epochs",
-                      yaxis_title="default proxy accuracy")
+    shown = default if default in results else next(n for n in results if n != "long")
+    fig = go.Figure(go.Scatter(x=truth, y=results[shown]["values"], mode="markers",
+                               text=[str(g) for g in genotypes]))
+    fig.update_layout(title=f"{args.space}: proxy '{shown}' vs {args.long_epochs}-epoch accuracy",
+                      xaxis_title=f"accuracy after {args.long_epochs} epochs",
+                      yaxis_title=f"proxy '{shown}' accuracy")
     fig.write_html(out / "fidelity.html", include_plotlyjs="cdn")
     print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.html'}")
 

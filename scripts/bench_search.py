@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,52 +49,85 @@ def best_curve(study) -> list[float]:
     return curve
 
 
+def one_search(common: list[str], overrides: list[str], seed: int, run_dir: str) -> list[float]:
+    """One seeded search in its own SQLite study; its best-so-far curve."""
+    import optuna
+
+    from nas.runner import set_threads
+    from nas.search import precheck, run_search
+
+    set_threads(1)
+    name = f"bench-{Path(run_dir).name}"
+    cfg = precheck([*common, *overrides, f"seed={seed}", f"study_name={name}"])
+    run_search(cfg, Path(run_dir), out=io.StringIO())
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(run_dir) / 'study.db'}")
+    return best_curve(study)
+
+
+def one_reference(common: list[str], width: float, out: str) -> dict | None:
+    """The space's reference network at `width`, trained with the same proxy (None: over budget)."""
+    from nas.cost import cost
+    from nas.runner import Searcher, set_threads
+    from nas.search import apply_space_overrides, precheck
+    from nas.tracking import Tracker
+
+    set_threads(1)
+    cfg = precheck(common)
+    space = apply_space_overrides(cfg)
+    s = Searcher(cfg, space, None, Path(out), Tracker("disabled", "nas", None, "bench", Path(out)))
+    g = replace(space.reference, width=width)
+    c = cost(g, s.num_classes, s.in_channels)
+    if c.mflops > cfg.budget["mflops"]:
+        return None
+    acc = s.train(g, seed=0).accuracy
+    return {"width": g.width, "mflops": c.mflops, "accuracy": acc, "space": space.name}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="mnv2")
     ap.add_argument("--mflops", type=float, default=300)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="searches run at once, one process and one thread each")
     ap.add_argument("--out", default="search-bench")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a search override for every run, e.g. --set proxy.epochs=2")
     args = ap.parse_args()
 
-    import optuna
+    from nas.search import precheck
 
-    from nas.cost import cost
-    from nas.runner import Searcher, set_threads
-    from nas.search import apply_space_overrides, precheck, run_search
-    from nas.tracking import Tracker
-
-    set_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"+space={args.space}", f"+budget.mflops={args.mflops}", f"n_trials={args.trials}",
               "wandb.mode=disabled", "reference=false", "pruner=none", *args.set]
-    curves: dict[str, list[list[float]]] = {}
-    for method, overrides in METHODS.items():
-        for seed in range(args.seeds):
-            run_dir = out / f"{method.split()[0]}{'-pf' if 'pre-filter' in method else ''}-{seed}"
-            name = f"bench-{run_dir.name}"
-            cfg = precheck([*common, *overrides, f"seed={seed}", f"study_name={name}"])
-            run_search(cfg, run_dir, out=io.StringIO())
-            study = optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
-            curves.setdefault(method, []).append(best_curve(study)[: args.trials])
-            print(f"{method:<26} seed {seed}: best {curves[method][-1][-1]:.4f}", flush=True)
-
-    cfg = precheck(common)
-    space = apply_space_overrides(cfg)
-    s = Searcher(cfg, space, None, out, Tracker("disabled", "nas", None, "bench", out))
+    precheck(common)  # bad overrides fail here, once, before any process starts
+    started = time.perf_counter()
+    curves: dict[str, list[list[float]]] = {m: [None] * args.seeds for m in METHODS}
     references = []
-    for step in (35, 50, 75, 100, 130, 140):
-        g = replace(space.reference, width=step / 100)
-        c = cost(g, s.num_classes, s.in_channels)
-        if c.mflops <= args.mflops:
-            acc = s.train(g, seed=0).accuracy
-            references.append({"width": g.width, "mflops": c.mflops, "accuracy": acc})
-            print(f"reference {space.name} width {g.width}: {c.mflops:.1f} MFLOPs, accuracy {acc:.4f}",
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {}
+        for method, overrides in METHODS.items():
+            for seed in range(args.seeds):
+                run_dir = out / f"{method.split()[0]}{'-pf' if 'pre-filter' in method else ''}-{seed}"
+                futures[pool.submit(one_search, common, overrides, seed, str(run_dir))] = (method, seed)
+        for width in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
+            futures[pool.submit(one_reference, common, width, str(out))] = ("reference", width)
+        for fut in as_completed(futures):
+            method, seed = futures[fut]
+            elapsed = time.perf_counter() - started
+            if method == "reference":
+                ref = fut.result()
+                if ref is not None:
+                    references.append(ref)
+                    print(f"reference {ref['space']} width {ref['width']}: {ref['mflops']:.1f} MFLOPs, "
+                          f"accuracy {ref['accuracy']:.4f} ({elapsed:.0f} s)", flush=True)
+                continue
+            curves[method][seed] = fut.result()[: args.trials]
+            print(f"{method:<26} seed {seed}: best {curves[method][seed][-1]:.4f} ({elapsed:.0f} s)",
                   flush=True)
+    references.sort(key=lambda r: r["width"])
 
     marks = sorted({max(1, args.trials // 4), max(1, args.trials // 2), args.trials})
     print(f"\nbest proxy accuracy after n trained trials (mean over {args.seeds} seeds, [min, max]):")
@@ -105,6 +142,7 @@ def main() -> None:
         print(f"{method:<26}" + "".join(f"{m:>8.4f} [{lo:.3f},{hi:.3f}]" for m, lo, hi in cells))
     for ref in references:
         print(f"{'reference w' + str(ref['width']):<26}{ref['accuracy']:>8.4f} ({ref['mflops']:.1f} MFLOPs)")
+    print(f"wall time {time.perf_counter() - started:.0f} s")
     (out / "search.json").write_text(json.dumps({"args": vars(args), "curves": curves,
                                                  "table": table, "references": references}, indent=2))
 

@@ -10,20 +10,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_proxy_fidelity_script_smoke(tmp_path):
     r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--space", "mnv1",
-                        "--mflops", "28", "--m", "4", "--long-factor", "2", "--out", str(tmp_path),
-                        "--set", "proxy.epochs=1", "--set", "proxy.subset=0.2",
-                        "--set", "space.width=[0.25]", "--set", "proxy.resolution=16"],
+                        "--mflops", "28", "--m", "4", "--long-epochs", "2", "--out", str(tmp_path),
+                        "--only", "1 ep, 16 px", "--only", "2 ep, 16 px", "--only", "synflow",
+                        "--only", "grad_norm", "--only", "naswot", "--jobs", "2",
+                        "--set", "proxy.subset=0.2", "--set", "space.width=[0.25]"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ranking vs the long run (2 epochs" in r.stdout
     data = json.loads((tmp_path / "fidelity.json").read_text())
     names = [row["proxy"] for row in data["table"]]
-    assert names[0].startswith("default") and {"synflow", "grad_norm", "naswot"} <= set(names)
+    assert names == ["2 ep, 16 px", "1 ep, 16 px", "synflow", "grad_norm", "naswot"]
     assert len(data["genotypes"]) == 4 and len(data["results"]["long"]["values"]) == 4
     for row in data["table"]:
         assert row["seconds"] > 0
         assert row["tau"] != row["tau"] or -1 <= row["tau"] <= 1  # NaN when a proxy ties everything
+        low, high = row["tau_90"]
+        assert low != low or -1 <= low <= high <= 1
+    assert all(0 <= v <= 1 for v in data["results"]["long"]["values"])
     assert (tmp_path / "fidelity.html").is_file()
+
+
+def test_proxy_fidelity_script_rejects_unknown_setting(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--only", "3 ep",
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "unknown setting '3 ep'" in r.stderr and "1 ep, 16 px" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_search_efficiency_script_smoke(tmp_path):
