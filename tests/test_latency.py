@@ -236,6 +236,27 @@ def test_latency_budget_without_a_table_measures_each_candidate(tmp_path):
     assert len(lats) >= 2 and all(0 < x < 1000 for x in lats)
 
 
+def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_path, monkeypatch):
+    from nas.latency import Judge
+
+    timed = []
+    real = Judge.__call__
+    monkeypatch.setattr(Judge, "__call__", lambda self, g: timed.append(g) or real(self, g))
+    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "+budget.mflops=1.0",
+                    "n_trials=2", f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
+    summary = run_search(cfg, tmp_path / "run")
+    study = optuna.load_study(study_name=summary["study"],
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    over = [t for t in study.trials if t.user_attrs["mflops"] > 1.0]
+    within = [t for t in study.trials if t.user_attrs["mflops"] <= 1.0]
+    assert over and within, "the budget should split this space"
+    for t in over:  # rejected on MFLOPs alone, never timed, still infeasible for the sampler
+        assert "latency_ms" not in t.user_attrs and t.user_attrs["status"] == "rejected"
+        assert t.constraints["mflops"] > 0
+    assert all(0 < t.user_attrs["latency_ms"] < 1000 for t in within)
+    assert len(timed) == len(within)
+
+
 def test_negative_latency_budget_is_refused():
     with pytest.raises(UserError, match=r"budget\.latency_ms=-1 is not valid: must be a positive"):
         precheck([*TINY, "+budget.latency_ms=-1"])
