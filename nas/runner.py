@@ -104,6 +104,7 @@ class Searcher:
     def train(self, g: Genotype, seed: int, report=None, on_epoch=None):
         p = self.cfg.proxy
         proxy_g = replace(g, width=g.width * p.width_scale)
+        torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
         model = build_model(proxy_g, self.num_classes, self.in_channels)
         dm = self.datamodule(self.proxy_resolution(g))
         return train_proxy(model, dm, p.epochs, report=report, on_epoch=on_epoch, seed=seed,
@@ -286,6 +287,7 @@ class Searcher:
         from nas import zero_cost
 
         p = self.cfg.proxy
+        torch.manual_seed(self.cfg.seed)  # the same initial weights whatever ran before
         model = build_model(replace(g, width=g.width * p.width_scale), self.num_classes,
                             self.in_channels)
         dm = self.datamodule(self.proxy_resolution(g))

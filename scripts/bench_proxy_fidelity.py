@@ -12,7 +12,8 @@ other seed" retrains the same networks with other seeds: its tau is how far seed
 alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html` (the
 current default proxy's accuracy vs the long run's) into --out.
 
-Trainings run in --jobs processes of one thread each (default 2, one per core); seconds
+Finished trainings are kept in `fidelity.partial.jsonl`: rerunning the same command after
+an interruption resumes. Trainings run in --jobs processes of one thread each (default 2, one per core); seconds
 per genotype are measured inside each process, so they hold for one core.
 """
 
@@ -153,14 +154,35 @@ def main() -> None:
              "overrides": overrides, "zero_cost": zc, "seed": args.seed + offset + i}
             for name, (overrides, offset, zc) in runs.items() for i, g in enumerate(genotypes)]
     results = {name: {"values": [None] * args.m, "seconds": [None] * args.m} for name in runs}
+    # Every finished job is appended to a journal in --out; a rerun with the same arguments
+    # skips what it holds, so an interrupted hour is not lost.
+    journal = out / "fidelity.partial.jsonl"
+    keys = {json.dumps([j["name"], j["index"], str(j["genotype"]), j["seed"], j["overrides"],
+                        j["zero_cost"], args.set]): j for j in jobs}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short when the run was killed
+            job = keys.pop(rec["key"], None)
+            if job is not None:
+                results[job["name"]]["values"][job["index"]] = rec["value"]
+                results[job["name"]]["seconds"][job["index"]] = rec["seconds"]
+        if len(keys) < len(jobs):
+            print(f"resuming: {len(jobs) - len(keys)} of {len(jobs)} jobs already in {journal}",
+                  flush=True)
     started = time.perf_counter()
-    done = 0
+    done = len(jobs) - len(keys)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
-                             initializer=_worker_init) as pool:
+                             initializer=_worker_init) as pool, journal.open("a") as log:
         # the long runs are submitted first, so the slowest jobs do not end up alone on one core
-        for fut in as_completed([pool.submit(measure, j) for j in jobs]):
+        futures = {pool.submit(measure, j): key for key, j in keys.items()}
+        for fut in as_completed(futures):
             name, i, value, seconds = fut.result()
             results[name]["values"][i], results[name]["seconds"][i] = value, seconds
+            log.write(json.dumps({"key": futures[fut], "value": value, "seconds": seconds}) + "\n")
+            log.flush()
             done += 1
             if all(v is not None for v in results[name]["values"]):
                 per = sum(results[name]["seconds"]) / args.m

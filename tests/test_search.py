@@ -336,3 +336,27 @@ def test_nsga2_population_follows_n_trials_so_a_short_search_breeds():
 def test_nsga2_population_below_two_is_refused(value):
     with pytest.raises(UserError, match=rf"sampler\.population_size={value} is not valid"):
         precheck([*TINY, "sampler=nsga2", f"sampler.population_size={value}"])
+
+
+def test_proxy_training_and_zero_cost_do_not_depend_on_what_the_process_ran_before(tmp_path):
+    """A trial's initial weights come from its seed: the same genotype and seed give the same
+    accuracy and score after other work has consumed the random stream (a worker's history)."""
+    import random
+
+    import torch
+
+    from nas.search import apply_space_overrides
+    from nas.tracking import Tracker
+
+    cfg = precheck([*TINY, "proxy.subset=0.2"])
+    s = Searcher(cfg, apply_space_overrides(cfg), None, tmp_path, Tracker("disabled", "nas", None, "t", tmp_path))
+    g = s.space.sample(random.Random(0))
+    first = s.train(g, seed=5)
+    score = s.zero_cost(g, "synflow")
+    torch.rand(12345)
+    s.train(s.space.sample(random.Random(1)), seed=9)
+    again = s.train(g, seed=5)
+    assert again.accuracy == first.accuracy
+    assert [h["val_acc"] for h in again.history] == [h["val_acc"] for h in first.history]
+    torch.rand(777)
+    assert s.zero_cost(g, "synflow") == score
