@@ -75,7 +75,7 @@ class ProxyConfig(RecipeConfig):
     prefilter_keep: float = 0.25
     prefilter_warmup: int = 8
     zero_cost_batch: int = 64
-    epochs: int = 4
+    epochs: int = 2
     resolution: int = 32
     scale_resolution: bool = True
     width_scale: float = 1.0
@@ -96,7 +96,7 @@ class SamplerConfig:
 class PrunerConfig:
     name: str = "median"
     n_startup_trials: int = 5
-    n_warmup_steps: int = 1
+    n_warmup_steps: int = 0
 
 
 @dataclass

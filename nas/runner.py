@@ -241,6 +241,8 @@ class Searcher:
             if trained_count(self.study) >= self.cfg.n_trials:
                 full.append(epoch)
                 return True
+            if epoch >= self.cfg.proxy.epochs - 1:
+                return False  # pruning after the last epoch saves nothing and loses a finished trial
             if self.pareto:
                 return self.pareto_should_prune(epoch, value, cost_value)
             return trial.should_prune()

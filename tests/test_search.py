@@ -178,9 +178,10 @@ def test_pruner_stops_trials_and_they_count_as_trained(tmp_path):
     study = study_at(tmp_path, cfg.study_name)
     pruned = [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
     assert trained_count(study) == 6
+    assert pruned, "the median pruner stopped nothing"
     for t in pruned:
         assert t.state == optuna.trial.TrialState.PRUNED
-        assert t.user_attrs["pruned_at"] < 2
+        assert t.user_attrs["pruned_at"] < 2  # never after the last epoch: that would save nothing
         assert t.intermediate_values
 
 
