@@ -13,8 +13,9 @@ alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html`
 current default proxy's accuracy vs the long run's) into --out.
 
 Finished trainings are kept in `fidelity.partial.jsonl`: rerunning the same command after
-an interruption resumes. Trainings run in --jobs processes of one thread each (default 2, one per core); seconds
-per genotype are measured inside each process, so they hold for one core.
+an interruption resumes. Trainings run in --jobs processes of one thread each (default 2,
+one per core); seconds per genotype are measured inside each process, so they hold for one
+core. `--plot-only` redraws the plot from an existing fidelity.json.
 """
 
 from __future__ import annotations
@@ -101,6 +102,26 @@ def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: 
     return taus[int(0.05 * (len(taus) - 1))], taus[int(0.95 * (len(taus) - 1))]
 
 
+def plot(payload: dict, path: Path) -> None:
+    """Scatter of every training proxy's accuracy against the long run's, one trace each
+    (click the legend to hide some); the default proxy when the run was made comes first."""
+    import plotly.graph_objects as go
+
+    results, truth = payload["results"], payload["results"]["long"]["values"]
+    taus = {row["proxy"]: row["tau"] for row in payload["table"]}
+    trained = [n for n in results if n != "long" and n not in ZERO_COST]
+    trained.sort(key=lambda n: n != payload["default"])
+    fig = go.Figure()
+    for name in trained:
+        fig.add_trace(go.Scatter(x=truth, y=results[name]["values"], mode="markers",
+                                 name=f"{name} (tau {taus[name]:.2f})", text=payload["genotypes"]))
+    fig.update_layout(title=f"{payload['space']} under {payload['mflops']:g} MFLOPs: proxy accuracy vs "
+                            f"{payload['long_epochs']}-epoch accuracy ({payload['m']} genotypes)",
+                      xaxis_title=f"accuracy after {payload['long_epochs']} epochs",
+                      yaxis_title="proxy accuracy")
+    fig.write_html(path, include_plotlyjs="cdn")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="mnv2")
@@ -116,7 +137,17 @@ def main() -> None:
     ap.add_argument("--out", default="fidelity", help="folder for fidelity.json and fidelity.html")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a search override for every run, e.g. --set space.width=[0.5]")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw fidelity.html from the fidelity.json in --out, run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        source = Path(args.out) / "fidelity.json"
+        if not source.is_file():
+            print(f"error: --plot-only needs {source}, which does not exist", file=sys.stderr)
+            sys.exit(2)
+        plot(json.loads(source.read_text()), Path(args.out) / "fidelity.html")
+        print(f"wrote {Path(args.out) / 'fidelity.html'}")
+        return
     unknown = [name for name in args.only if name not in SETTINGS and name not in ZERO_COST]
     if unknown:
         print(f"error: unknown setting {unknown[0]!r}; valid: {', '.join([*SETTINGS, *ZERO_COST])}",
@@ -214,15 +245,7 @@ def main() -> None:
                "genotypes": [str(g) for g in genotypes], "results": results, "table": rows}
     (out / "fidelity.json").write_text(json.dumps(payload, indent=2))
 
-    import plotly.graph_objects as go
-
-    shown = default if default in results else next(n for n in results if n != "long")
-    fig = go.Figure(go.Scatter(x=truth, y=results[shown]["values"], mode="markers",
-                               text=[str(g) for g in genotypes]))
-    fig.update_layout(title=f"{args.space}: proxy '{shown}' vs {args.long_epochs}-epoch accuracy",
-                      xaxis_title=f"accuracy after {args.long_epochs} epochs",
-                      yaxis_title=f"proxy '{shown}' accuracy")
-    fig.write_html(out / "fidelity.html", include_plotlyjs="cdn")
+    plot(payload, out / "fidelity.html")
     print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.html'}")
 
 

@@ -53,3 +53,18 @@ def test_search_efficiency_script_smoke(tmp_path):
         assert len(curve) == 3 and curve == sorted(curve)  # best-so-far never decreases
     assert (tmp_path / "search.html").is_file()
     assert "best proxy accuracy after n trained trials" in r.stdout
+
+
+def test_proxy_fidelity_plot_only_redraws_from_the_json(tmp_path):
+    missing = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--plot-only",
+                              "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "fidelity.json" in missing.stderr
+    (tmp_path / "fidelity.json").write_text((ROOT / "docs" / "bench" / "fidelity.json").read_text())
+    r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--plot-only",
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    html = (tmp_path / "fidelity.html").read_text()
+    data = json.loads((tmp_path / "fidelity.json").read_text())
+    for row in data["table"]:  # every training proxy is a trace named with its tau; zero-cost not
+        shown = f"{row['proxy']} (tau {row['tau']:.2f})" in html
+        assert shown == (row["proxy"] not in ("synflow", "grad_norm", "naswot")), row["proxy"]
