@@ -350,7 +350,8 @@ def test_proxy_training_and_zero_cost_do_not_depend_on_what_the_process_ran_befo
     from nas.tracking import Tracker
 
     cfg = precheck([*TINY, "proxy.subset=0.2"])
-    s = Searcher(cfg, apply_space_overrides(cfg), None, tmp_path, Tracker("disabled", "nas", None, "t", tmp_path))
+    tracker = Tracker("disabled", "nas", None, "t", tmp_path)
+    s = Searcher(cfg, apply_space_overrides(cfg), None, tmp_path, tracker)
     g = s.space.sample(random.Random(0))
     first = s.train(g, seed=5)
     score = s.zero_cost(g, "synflow")
