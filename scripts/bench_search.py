@@ -143,8 +143,9 @@ def main() -> None:
     for ref in references:
         print(f"{'reference w' + str(ref['width']):<26}{ref['accuracy']:>8.4f} ({ref['mflops']:.1f} MFLOPs)")
     print(f"wall time {time.perf_counter() - started:.0f} s")
-    (out / "search.json").write_text(json.dumps({"args": vars(args), "curves": curves,
-                                                 "table": table, "references": references}, indent=2))
+    settings = {k: v for k, v in vars(args).items() if k != "out"}  # no machine paths in the data
+    (out / "search.json").write_text(json.dumps({"args": settings, "curves": curves, "table": table,
+                                                 "references": references}, indent=2))
 
     import plotly.graph_objects as go
 
