@@ -289,14 +289,14 @@ class Searcher:
         from nas import zero_cost
 
         p = self.cfg.proxy
-        torch.manual_seed(self.cfg.seed)  # the same initial weights whatever ran before
-        model = build_model(replace(g, width=g.width * p.width_scale), self.num_classes,
-                            self.in_channels)
         dm = self.datamodule(self.proxy_resolution(g))
         split = dm.split("train")
         n = min(p.zero_cost_batch, len(split.labels))
         x = (split.images[:n].float() / 255.0 - dm.mean) / dm.std
+        # one seed for the initial weights and any dropout draws, whatever ran before
         torch.manual_seed(self.cfg.seed)
+        model = build_model(replace(g, width=g.width * p.width_scale), self.num_classes,
+                            self.in_channels)
         value = zero_cost.score(name, model, x, split.labels[:n])
         return value if math.isfinite(value) else -1e30  # e.g. naswot's log det of a singular kernel
 

@@ -9,8 +9,8 @@ below, and scores each with the zero-cost proxies (synflow, grad_norm, naswot). 
 proxy, Kendall's tau (with a bootstrap 90% interval over the genotypes) and Spearman's rho of
 its ranking against the long run's, and its seconds per genotype. The row "4 ep, 32 px,
 other seed" retrains the same networks with other seeds: its tau is how far seed noise
-alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html` (the
-current default proxy's accuracy vs the long run's) into --out.
+alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html` (each
+training proxy's accuracy vs the long run's) into --out.
 
 Finished trainings are kept in `fidelity.partial.jsonl`: rerunning the same command after
 an interruption resumes. Trainings run in --jobs processes of one thread each (default 2,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -48,32 +49,34 @@ SETTINGS = {
 }
 ZERO_COST = ("synflow", "grad_norm", "naswot")
 
-_SEARCHERS: dict[tuple, object] = {}  # per process: overrides -> Searcher (data loaded once)
+_COMMON: list = []  # per process: space, mflops, out folder, --set overrides (see _worker_init)
+_SEARCHERS: dict[tuple, object] = {}  # per process: setting overrides -> Searcher (data loaded once)
 
 
-def searcher(space: str, mflops: float, overrides: list[str], out: Path, extra: list[str]):
-    key = (space, mflops, tuple(overrides), tuple(extra))
-    if key not in _SEARCHERS:
+def searcher(overrides: list[str]):
+    if tuple(overrides) not in _SEARCHERS:
         from nas.runner import Searcher
         from nas.search import apply_space_overrides, precheck
         from nas.tracking import Tracker
 
+        space, mflops, out, extra = _COMMON
         cfg = precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled",
                         "reference=false", f"hydra.run.dir={out}", *extra, *overrides])
         tracker = Tracker("disabled", "nas", None, "fidelity", out)
-        _SEARCHERS[key] = Searcher(cfg, apply_space_overrides(cfg), None, out, tracker)
-    return _SEARCHERS[key]
+        _SEARCHERS[tuple(overrides)] = Searcher(cfg, apply_space_overrides(cfg), None, out, tracker)
+    return _SEARCHERS[tuple(overrides)]
 
 
-def _worker_init() -> None:
+def _worker_init(space: str, mflops: float, out: Path, extra: list[str]) -> None:
     from nas.runner import set_threads
 
+    _COMMON[:] = [space, mflops, out, extra]
     set_threads(1)
 
 
 def measure(job: dict) -> tuple[str, int, float, float]:
     """One genotype under one setting: (setting, index, accuracy or score, seconds)."""
-    s = searcher(job["space"], job["mflops"], job["overrides"], Path(job["out"]), job["extra"])
+    s = searcher(job["overrides"])
     g = job["genotype"]
     start = time.perf_counter()
     if job["zero_cost"]:
@@ -85,8 +88,6 @@ def measure(job: dict) -> tuple[str, int, float, float]:
 
 def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: int = 0):
     """5th and 95th percentiles of Kendall's tau over genotype resamples."""
-    import math
-
     from scipy.stats import kendalltau
 
     rng = random.Random(seed)
@@ -158,10 +159,11 @@ def main() -> None:
 
     from nas.cost import cost
 
-    _worker_init()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = searcher(args.space, args.mflops, [], out, args.set)
+    common = (args.space, args.mflops, out, args.set)
+    _worker_init(*common)
+    base = searcher([])
     rng = random.Random(args.seed)
     genotypes = []
     while len(genotypes) < args.m:
@@ -180,9 +182,8 @@ def main() -> None:
     for name in ZERO_COST:
         if not args.only or name in args.only:
             runs[name] = ([], 0, name)
-    jobs = [{"name": name, "index": i, "genotype": g,
-             "space": args.space, "mflops": args.mflops, "out": str(out), "extra": args.set,
-             "overrides": overrides, "zero_cost": zc, "seed": args.seed + offset + i}
+    jobs = [{"name": name, "index": i, "genotype": g, "overrides": overrides, "zero_cost": zc,
+             "seed": args.seed + offset + i}
             for name, (overrides, offset, zc) in runs.items() for i, g in enumerate(genotypes)]
     results = {name: {"values": [None] * args.m, "seconds": [None] * args.m} for name in runs}
     # Every finished job is appended to a journal in --out; a rerun with the same arguments
@@ -205,8 +206,8 @@ def main() -> None:
                   flush=True)
     started = time.perf_counter()
     done = len(jobs) - len(keys)
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
-                             initializer=_worker_init) as pool, journal.open("a") as log:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=common) as pool, journal.open("a") as log:
         # the long runs are submitted first, so the slowest jobs do not end up alone on one core
         futures = {pool.submit(measure, j): key for key, j in keys.items()}
         for fut in as_completed(futures):
