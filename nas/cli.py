@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nas.errors import UserError
@@ -58,6 +58,48 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type's name)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -> str:
+    """Hydra's "Could not override 'x'" with the closest valid key and the `+` rule."""
+    import difflib
+    import re
+
+    keys, groups = sorted(set(keys)), sorted(set(groups))
+    missing = re.search(r"Could not override '([^']+)'", message)
+    if missing:
+        key = missing.group(1)
+        if key in groups:
+            return f"{key}=<name> needs a leading +: +{key}=<name> ({key} has no default)"
+        if key.split(".")[0] == "budget":
+            return (f"{key} needs a leading +: +{key}=<value> (budget keys are added, not "
+                    "overridden: +budget.mflops, +budget.params_m, +budget.latency_ms)")
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return (f"unknown config key {key!r}: {hint}(keys that are not in the config, like "
+                f"+space=, +budget.*= and +worker=, take a leading +; groups: {', '.join(groups)})")
+    present = re.search(r"An item is already at '([^']+)'", message)
+    if present:
+        key = present.group(1)
+        return f"{key} is already in the config: set it without the leading + ({key}=<value>)"
+    return f"bad configuration: {message}"
+
+
+def config_keys(container: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a nested mapping."""
+    out = []
+    if isinstance(container, Mapping):
+        for key, value in container.items():
+            path = f"{prefix}{key}"
+            out.append(path)
+            out += config_keys(value, path + ".")
+    return out
 
 
 def print_usage(usage: str, valid: Mapping[str, str]) -> None:

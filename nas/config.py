@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
 WANDB_MODES = ("offline", "online", "disabled")
 STORAGES = ("sqlite", "journal", "postgres")
+DATASETS = ("digits", "cifar10", "imagefolder")
 
 
 @dataclass
@@ -50,6 +52,19 @@ class DataConfig:
     seed: int = 0
     augment: bool = False
     grayscale: bool = False
+
+    def validate(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0 < value < 0.5:
+                raise ConfigError(f"data.{key}={value} is not valid: must be in (0, 0.5)")
+        _positive("data.seed", self.seed, minimum=0)
+        if self.root is not None:
+            # Absolute from here on: a study or a retrain.yaml must find the data from any folder.
+            from pathlib import Path
+
+            self.root = str(Path(self.root).expanduser().absolute())
 
 
 @dataclass
@@ -173,20 +188,27 @@ class SearchConfig:
                 raise ConfigError(f"budget.{key}={value!r} is not a number ({BUDGET_KEYS[key]})")
             if not value > 0 or value == float("inf"):
                 raise ConfigError(f"budget.{key}={value} is not valid: must be a positive number")
+        if self.study_name is not None and (not self.study_name.strip() or "/" in self.study_name
+                                            or self.study_name in (".", "..")):
+            raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
+                              "without '/', or leave it out to derive one")
+        for key in ("width", "resolution"):
+            if getattr(self.space, key) == []:
+                raise ConfigError(f"space.{key}=[] is empty: give at least one choice, e.g. "
+                                  f"space.{key}=[{'1.0' if key == 'width' else '224'}], or leave it "
+                                  "out to keep the space's own choices")
         _positive("n_trials", self.n_trials)
+        _positive("seed", self.seed, minimum=0)
+
         _positive("top_k", self.top_k)
         if self.max_proposals is not None:
             _positive("max_proposals", self.max_proposals)
         _choice("objective", self.objective, OBJECTIVES)
         _choice("pareto_cost", self.pareto_cost, PARETO_COSTS)
-        _choice("data.name", self.data.name, ("digits", "cifar10", "imagefolder"))
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self.data, key)
-            if not 0 < value < 0.5:
-                raise ConfigError(f"data.{key}={value} is not valid: must be in (0, 0.5)")
+        self.data.validate()
         p = self.proxy
         _positive("proxy.epochs", p.epochs)
-        _positive("proxy.resolution", p.resolution)
+        _in_range("proxy.resolution", p.resolution, 8, MAX_RESOLUTION)
         _positive("proxy.batch_size", p.batch_size)
         if not 0 < p.width_scale <= 4:
             raise ConfigError(f"proxy.width_scale={p.width_scale} is not valid: must be in (0, 4]")
@@ -213,7 +235,10 @@ class SearchConfig:
         _choice("sampler.name", self.sampler.name, SAMPLERS)
         if self.sampler.population_size is not None:
             _positive("sampler.population_size", self.sampler.population_size, minimum=2)
+        _positive("sampler.n_startup_trials", self.sampler.n_startup_trials, minimum=0)
         _choice("pruner.name", self.pruner.name, PRUNERS)
+        _positive("pruner.n_startup_trials", self.pruner.n_startup_trials, minimum=0)
+        _positive("pruner.n_warmup_steps", self.pruner.n_warmup_steps, minimum=0)
         _choice("storage.name", self.storage.name, STORAGES)
         _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)
         _positive("storage.max_retry", self.storage.max_retry, minimum=0)
@@ -223,11 +248,36 @@ class SearchConfig:
         _positive("latency.warmup", self.latency.warmup, minimum=0)
         _positive("latency.repeats", self.latency.repeats)
 
-    def budget_tag(self) -> str:
-        return "-".join(f"{k}{_num(v)}" for k, v in sorted(self.budget.items()))
-
     def default_study_name(self) -> str:
-        return f"{self.space.name}-{self.budget_tag()}-{self.data.name}"
+        return derive_study_name(dataclasses.asdict(self))
+
+
+def derive_study_name(cfg: Mapping[str, Any]) -> str:
+    """`<space>-<budget>-<data>`, plus a tag for each setting that makes a different search
+    (objective, zero-cost proxy, pre-filter, sampler, seed) when it is not the default,
+    so that the README's examples, run one after another in one folder, are separate studies
+    while re-running one command resumes its own."""
+
+    def get(section: str, key: str, default: Any) -> Any:
+        value = cfg.get(section)
+        return value.get(key, default) if isinstance(value, Mapping) else default
+
+    budget = cfg.get("budget") or {}
+    parts = [get("space", "name", "") or "nospace",
+             "-".join(f"{k}{_num(v) if isinstance(v, (int, float)) else v}"
+                      for k, v in sorted(budget.items())),
+             get("data", "name", "data")]
+    if cfg.get("objective", "accuracy") == "pareto":
+        parts.append(f"pareto_{cfg.get('pareto_cost', 'mflops')}")
+    if get("proxy", "kind", "train") != "train":
+        parts.append(str(get("proxy", "kind", "")))
+    if get("proxy", "prefilter", None):
+        parts.append(f"prefilter_{get('proxy', 'prefilter', '')}")
+    if get("sampler", "name", "auto") != "auto":
+        parts.append(f"sampler_{get('sampler', 'name', '')}")
+    if cfg.get("seed", 0) != 0:
+        parts.append(f"seed{cfg.get('seed')}")
+    return "-".join(str(p) for p in parts if p != "")
 
 
 def _num(value: float) -> str:
@@ -237,6 +287,14 @@ def _num(value: float) -> str:
 def _positive(key: str, value: int, minimum: int = 1) -> None:
     if value < minimum:
         raise ConfigError(f"{key}={value} is not valid: must be an integer >= {minimum}")
+
+
+MAX_RESOLUTION = 1024  # pixels; beyond this a batch of feature maps no longer fits in memory
+
+
+def _in_range(key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key}={value} is not valid: must be an integer in [{low}, {high}]")
 
 
 def _choice(key: str, value: Any, valid: tuple) -> None:

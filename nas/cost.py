@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"format={fmt!r} is not valid; valid: table, json")
     num_classes = parse_int("num_classes", args.get("num_classes", "1000"))
     in_channels = parse_int("in_channels", args.get("in_channels", "3"))
+    if "space" in args and "genotype" in args:
+        raise UsageError("give either +space=NAME (its reference network and the space summary) or "
+                         "+genotype=STRING_OR_YAML, not both")
     space = None
     if "space" in args:
         from search_spaces import get_space

@@ -24,6 +24,7 @@ class DataError(UserError):
     """A dataset that is missing or malformed."""
 
 
+MIN_TRAIN = 8  # training images below which no proxy can rank anything
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -91,6 +92,10 @@ class ArrayDataModule(pl.LightningDataModule):
         self.num_classes = 0
         self.in_channels = 0
 
+    def describe(self) -> str:
+        root = getattr(self, "root", None)
+        return f"{self.name} (data.root={str(root)!r})" if root else self.name
+
     # -- to implement ----------------------------------------------------------------
     def load(self) -> tuple[Split, Split | None]:
         """(training pool, fixed test split or None) as uint8 tensors at native size."""
@@ -112,6 +117,11 @@ class ArrayDataModule(pl.LightningDataModule):
         val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
         if self.subset < 1.0:
             train_idx = train_idx[: max(1, int(len(train_idx) * self.subset))]
+        if len(train_idx) < MIN_TRAIN or len(val_idx) < 1:
+            raise DataError(
+                f"data {self.describe()} has {n} training images in {int(pool.labels.max()) + 1} "
+                f"classes: after the validation/test split and subset {len(train_idx)} remain for "
+                f"training (need at least {MIN_TRAIN}); add images or raise proxy.subset")
         if test is None:
             test = Split(pool.images[test_idx], pool.labels[test_idx])
         self._splits = {
@@ -146,7 +156,9 @@ class ArrayDataModule(pl.LightningDataModule):
         ds = _Batches(s.images, s.labels, self.mean, self.std, flip=self.augment and shuffle,
                       seed=self.seed)
         base = EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, sampler=BatchSampler(base, self.batch_size, drop_last=False),
+        # A last training batch of one image cannot be batch-normalized: drop it (only then).
+        drop = shuffle and len(ds) % self.batch_size == 1
+        return DataLoader(ds, sampler=BatchSampler(base, self.batch_size, drop_last=drop),
                           batch_size=None)
 
     def train_dataloader(self) -> DataLoader:

@@ -553,8 +553,23 @@ def load_genotype(value: str) -> Genotype:
 
     text = value.strip()
     path = Path(text).expanduser()
-    if text.endswith((".yaml", ".yml")) or (":" not in text and path.exists()):
+    if text.endswith((".yaml", ".yml", ".txt")) or (":" not in text and path.exists()):
         if not path.is_file():
-            raise GenotypeError("", f"genotype file {text!r} does not exist")
-        return Genotype.from_yaml(path.read_text())
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise GenotypeError("", f"genotype file {text!r} {what}: give a genotype.yaml, "
+                                    "a genotype.txt or a genotype string")
+        try:
+            body = path.read_bytes()[:1_000_000].decode("utf-8")
+        except (UnicodeDecodeError, OSError) as err:
+            raise GenotypeError("", f"genotype file {text!r} cannot be read as text "
+                                    f"({type(err).__name__}): give a genotype.yaml or .txt") from None
+        if "\x00" in body:
+            raise GenotypeError("", f"genotype file {text!r} is binary: give a genotype.yaml or .txt")
+        stripped = "\n".join(line for line in body.splitlines() if not line.startswith("#")).strip()
+        try:
+            if stripped.startswith("res") and "\n" not in stripped:  # genotype.txt: the string
+                return parse(stripped)
+            return Genotype.from_yaml(body)
+        except GenotypeError as err:
+            raise GenotypeError("", f"genotype file {text!r}: {err}") from None
     return parse(text)

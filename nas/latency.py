@@ -92,6 +92,9 @@ def steady_allocator() -> str:
 
 def fingerprint(device: str = "cpu", threads: int = 1, channels_last: bool = False) -> dict[str, Any]:
     """What a latency figure depends on besides the network: hardware, software, settings."""
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise LatencyError(f"latency device {device!r} is not available here; valid: cpu"
+                           + (", cuda" if torch.cuda.is_available() else ""))
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {"device": dev.type, "name": name, "torch": torch.__version__.split("+")[0],
@@ -453,7 +456,13 @@ class Judge:
         """The space's smallest predicted latency (None without a table)."""
         if self.table is None:
             return None
-        self.table.fill(space_kernels(self.space, self.num_classes, self.in_channels), **self.opts)
+        kernels = space_kernels(self.space, self.num_classes, self.in_channels)
+        missing = len(self.table.missing(kernels))
+        if missing:
+            print(f"latency table {self.path} lacks {missing} of the space's {len(kernels)} kernels "
+                  "(another number of classes or channels, or an interrupted build): measuring them "
+                  "once", flush=True)
+        self.table.fill(kernels, progress=_progress("kernels") if missing else None, **self.opts)
         return min_latency(self.table, self.space, self.num_classes, self.in_channels)
 
 
@@ -583,10 +592,7 @@ def main(argv: list[str]) -> int:
             if any(v <= 0 for v in values):
                 raise UsageError(f"{key}={args[key]!r} is not valid: values must be positive")
             space = replace(space, **{key: values})
-    device = args.get("device", "cpu")
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        raise UsageError(f"device={device!r} is not available here; valid: cpu"
-                         + (", cuda" if torch.cuda.is_available() else ""))
+    device = args.get("device", "cpu")  # checked by fingerprint()
     flag = args.get("channels_last", "false").lower()
     if flag not in ("true", "false"):
         raise UsageError(f"channels_last={flag!r} is not valid; valid: true, false")
@@ -628,6 +634,10 @@ def main(argv: list[str]) -> int:
         if "genotype" not in args:
             raise UsageError("predict needs +genotype=STRING_OR_YAML")
         g = load_genotype(args["genotype"])
+        if (len(g.stages) != len(space.stages)
+                or any(st.block not in ch.block for st, ch in zip(g.stages, space.stages, strict=True))):
+            raise UsageError(f"the genotype's stages do not match space {space.name} (the space of "
+                             f"table {path}): give the space it comes from, +space=NAME")
         ks = K.genotype_kernels(g, num_classes, in_channels)
         filled = table.fill(ks, **opts)
         print(f"predicted {table.predict_kernels(ks):.3f} ms ({len(ks)} kernels, {filled} newly "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,25 @@ def write_plots(study: optuna.Study, run_dir: Path, reference: dict[str, Any] | 
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances need at least two finished trials
         path = run_dir / f"{name}.html"
-        fig.write_html(path, include_plotlyjs="directory")
+        fig.write_html(path, include_plotlyjs=shared_plotly_js(run_dir))
         written.append(path)
     return written
+
+
+def shared_plotly_js(run_dir: Path) -> str:
+    """One copy of plotly.js (4.8 MB) for all run folders beside `run_dir`, not one each.
+
+    Returns the script's address relative to `run_dir`, for the plots' HTML; the files
+    still open offline, as long as the folders stay together.
+    """
+    import shutil
+
+    import plotly
+
+    target = run_dir.resolve().parent / "plotly.min.js"
+    if not target.is_file():
+        source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        tmp = target.with_name(f".plotly.min.js.{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)  # atomic: parallel workers may do this at once
+    return "../plotly.min.js"

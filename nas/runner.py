@@ -30,9 +30,13 @@ from nas.data import ArrayDataModule, make_datamodule
 from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.proxy import train_proxy
+from nas.report import counts, ranked
 from nas.space import SearchSpace
 from nas.study import Beat, fail_dead_workers, trained_count, worker_id
 from nas.tracking import Tracker
+
+FAILURES_IN_A_ROW = 5  # trials failing one after another: the cause is not the genotype
+MEASURED_REJECTIONS = 50  # proposals timed one by one (~1 s each) before giving up on a budget
 
 
 class Terminated(Exception):
@@ -81,6 +85,7 @@ class Searcher:
                                channels_last=lat.channels_last, warmup=lat.warmup,
                                repeats=lat.repeats)
         self.proposals = 0
+        self.abort: str | None = None  # why the loop stopped early, when it did
         self.started = time.perf_counter()
 
     # ----- data -----------------------------------------------------------------------
@@ -311,25 +316,11 @@ class Searcher:
         return scores[min(len(scores) - 1, int(len(scores) * (1 - p.prefilter_keep)))]
 
     def pareto_should_prune(self, epoch: int, value: float, cost_value: float) -> bool:
-        """Pruning for pareto studies, where Optuna's pruners cannot run.
-
-        A trial is stopped when its accuracy at this epoch is below the median, at the same
-        epoch, of the trained trials that cost no more than it does: such a trial is on its
-        way to being dominated. Comparing only with cheaper trials keeps the cheap end of
-        the front from being pruned for being less accurate than expensive networks.
-        """
         p = self.cfg.pruner
-        if p.name == "none" or epoch < p.n_warmup_steps:
+        if p.name == "none":
             return False
-        peers = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            curve = t.user_attrs.get("curve") or []
-            if (t.user_attrs.get("status") == "trained" and len(curve) > epoch
-                    and t.values and t.values[1] <= cost_value):
-                peers.append(curve[epoch])
-        if len(peers) < max(1, p.n_startup_trials):
-            return False
-        return value < statistics.median(peers)
+        return pareto_verdict(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                              epoch, value, cost_value, p.n_startup_trials, p.n_warmup_steps)
 
     def find_earlier(self, digest: str, number: int) -> optuna.trial.FrozenTrial | None:
         """The first finished trial of the study that trained the same genotype."""
@@ -353,15 +344,36 @@ class Searcher:
         if done:
             self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
 
+        failures: list[str] = []  # reasons of the trials that failed in a row
+        rejections = [0]  # proposals rejected in a row
+
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if trial.user_attrs.get("status") != "rejected" or self.proposals % 100 == 0:
+            status = trial.user_attrs.get("status")
+            if status != "rejected" or self.proposals % 100 == 0:
                 self.progress(trial)
                 self.reap_dead_workers()
+            failures[:] = [*failures, str(trial.user_attrs.get("reason", "?"))] \
+                if trial.state == TrialState.FAIL else []
+            rejections[0] = rejections[0] + 1 if status == "rejected" else 0
             if trained_count(study) >= target:
                 study.stop()
+            elif len(failures) >= FAILURES_IN_A_ROW:
+                self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
+                              "stopping (the data or the settings do not fit these networks)")
+                study.stop()
+            elif (self.judge is not None and self.judge.table is None and trained_count(study) == 0
+                  and rejections[0] >= MEASURED_REJECTIONS):
+                self.abort = (f"none of {rejections[0]} proposals measured met "
+                              f"budget.latency_ms={self.cfg.budget.get('latency_ms')}; build a latency "
+                              f"table (python -m nas.latency build +space={self.space.name}) to find "
+                              "the space's fastest genotype, or raise the budget")
+                study.stop()
             elif self.proposals >= max_proposals:
-                self.print(f"stopping after {self.proposals} proposals (max_proposals): the budget "
-                           "rejects most of the space; loosen it or narrow the space")
+                n = counts(study)
+                self.print(f"stopping after {self.proposals} proposals (max_proposals): "
+                           f"{n['rejected']} over the budget, {n['failed']} failed"
+                           + ("; the budget rejects most of the space: loosen it or narrow the space"
+                              if n["rejected"] > n["failed"] else ""))
                 study.stop()
 
         try:
@@ -385,18 +397,19 @@ class Searcher:
     def progress(self, trial: optuna.trial.FrozenTrial) -> None:
         if not self.cfg.progress:
             return
-        from nas.report import counts, ranked
 
         n = counts(self.study)
         best = ranked(self.study)
-        best_text = (f"best {best[0]['accuracy']:.4f} @ {best[0]['mflops']:.1f} MFLOPs" if best
-                     else "best -")
+        # A zero-cost study's objective is a score, not an accuracy: say which.
+        what = "acc" if self.cfg.proxy.kind == "train" else self.cfg.proxy.kind
+        best_text = (f"best {what} {best[0]['accuracy']:.4f} @ {best[0]['mflops']:.1f} MFLOPs"
+                     if best else "best -")
         ua = trial.user_attrs
         status = ua.get("status") or trial.state.name.lower()
         value = trial.values[0] if trial.values else ua.get("accuracy")
         this = f"trial {trial.number} {status}"
         if value is not None:
-            this += f" acc {value:.4f}"
+            this += f" {what} {value:.4f}"
         if ua.get("mflops") is not None:
             this += f" {ua['mflops']:.1f} MFLOPs"
         if ua.get("seconds") is not None:
@@ -410,6 +423,29 @@ class Searcher:
 
     def print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def pareto_verdict(trials: list[optuna.trial.FrozenTrial], epoch: int, value: float,
+                   cost_value: float, n_startup_trials: int, n_warmup_steps: int) -> bool:
+    """Whether a pareto trial at `epoch` with accuracy `value` and cost `cost_value` should stop.
+
+    Optuna's pruners cannot run on multi-objective studies. A trial is stopped when its
+    accuracy at this epoch is below the median, at the same epoch, of the trained trials
+    that cost no more than it does: such a trial is on its way to being dominated.
+    Comparing only with cheaper trials keeps the cheap end of the front from being pruned
+    for being less accurate than expensive networks.
+    """
+    if epoch < n_warmup_steps:
+        return False
+    peers = []
+    for t in trials:
+        curve = t.user_attrs.get("curve") or []
+        if (t.state == TrialState.COMPLETE and t.user_attrs.get("status") == "trained"
+                and len(curve) > epoch and t.values and t.values[1] <= cost_value):
+            peers.append(curve[epoch])
+    if len(peers) < max(1, n_startup_trials):
+        return False
+    return value < statistics.median(peers)
 
 
 def set_threads(threads: int) -> None:

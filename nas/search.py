@@ -18,8 +18,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from nas.cli import UsageError
-from nas.config import ConfigError, SearchConfig, _num
+from nas.cli import UsageError, config_keys, explain_override, first_line
+from nas.config import ConfigError, SearchConfig, derive_study_name
 from nas.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -27,26 +27,31 @@ GROUPS = ("space", "data", "sampler", "pruner", "storage", "proxy")
 
 
 def _study_name(*, _root_: DictConfig) -> str:
-    space = _root_.get("space")
-    name = space.get("name") if isinstance(space, DictConfig) else "nospace"
-    budget = _root_.get("budget") or {}
-    tag = "-".join(f"{k}{_num(v) if isinstance(v, (int, float)) else v}"
-                   for k, v in sorted(budget.items()))
-    data = _root_.get("data")
-    data_name = data.get("name") if isinstance(data, DictConfig) else "data"
-    return "-".join(x for x in (name, tag, data_name) if x)
+    return derive_study_name(OmegaConf.to_container(_root_, resolve=False))
 
 
 OmegaConf.register_new_resolver("nas_study_name", _study_name, replace=True)
+
+
+def _worker_dir(*, _root_: DictConfig) -> str:
+    worker = _root_.get("worker")
+    return f"/worker-{worker}" if worker is not None else ""
+
+
+OmegaConf.register_new_resolver("nas_worker_dir", _worker_dir, replace=True)
 
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+def search_keys() -> list[str]:
+    """Every key of the search config with its default groups (for "did you mean")."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=["+space=mnv2"])
+    return config_keys(OmegaConf.to_container(cfg, resolve=False))
 
 
 def precheck(argv: list[str]) -> SearchConfig:
@@ -58,7 +63,7 @@ def precheck(argv: list[str]) -> SearchConfig:
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:
-        raise UsageError(f"cannot parse the command line: {_first_line(err)}") from None
+        raise UsageError(f"cannot parse the command line: {first_line(err)}") from None
     plain: list[str] = []
     run_dir: str | None = None
     for o in parsed:
@@ -86,7 +91,7 @@ def precheck(argv: list[str]) -> SearchConfig:
         key = getattr(err, "full_key", None) or "a value"
         raise UsageError(f"{key} is required here: add {key}=<value>") from None
     except Exception as err:
-        raise UsageError(f"bad configuration: {_first_line(err)}") from None
+        raise UsageError(explain_override(first_line(err), search_keys(), GROUPS)) from None
     if "space" not in container:
         from search_spaces import NAMES
 
@@ -132,6 +137,7 @@ def storage_url(cfg: SearchConfig, shared_dir: Path) -> str:
     """The storage URL: `storage.url`, or a file of the chosen kind in `shared_dir`."""
     if cfg.storage.url:
         return cfg.storage.url
+    shared_dir = shared_dir.expanduser().absolute()  # Hydra's sweep dir is relative by default
     if cfg.storage.name == "journal":
         return f"journal:{shared_dir / 'study.journal'}"
     if cfg.storage.name == "postgres":
@@ -161,11 +167,19 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
     directory so that they share one study.
     """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = claim_run_dir(run_dir)
+    try:
+        return _search(cfg, run_dir, out, shared_dir)
+    finally:
+        lock.close()
+
+
+def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> dict[str, Any]:
     from nas import report
     from nas.runner import Searcher, set_threads
     from nas.tracking import Tracker
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.proxy.threads)
     space = apply_space_overrides(cfg)
     name = cfg.study_name or cfg.default_study_name()
@@ -183,13 +197,17 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
         f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
         f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
         + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
-        + f"; data {cfg.data.name} ({searcher.num_classes} classes); proxy {cfg.proxy.epochs} epochs "
-        f"at {cfg.proxy.resolution}px; sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
+        + f"; data {cfg.data.name} ({searcher.num_classes} classes); proxy "
+        + (f"{cfg.proxy.kind} score (zero-cost, no training)" if cfg.proxy.kind != "train"
+           else f"{cfg.proxy.epochs} epochs") + f" at {cfg.proxy.resolution}px; "
+        f"sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
         + (f"latency {searcher.judge.source}; " if searcher.judge else "")
         + f"run directory {run_dir}")
     reference = searcher.train_reference() if cfg.reference else None
     with _sigterm_as_interrupt():
         searcher.run()
+    if searcher.abort:
+        searcher.print(f"stopped early: {searcher.abort}")
 
     best = report.ranked(study)
     n = report.counts(study)
@@ -217,7 +235,38 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
                "reference_accuracy": reference.get("accuracy") if reference else None, **n}
     tracker.study_summary(report.rows(study), report.pareto_figure(study, reference, plot_cost),
                           summary)
+    if not best and (searcher.abort or n["failed"] or n["rejected"]):
+        raise SearchError(searcher.abort or (
+            f"no trial finished training: {n['rejected']} proposals over the budget, {n['failed']} "
+            f"failed (reasons in {json_path})"))
     return summary
+
+
+def claim_run_dir(run_dir: Path):
+    """An exclusive lock on `run_dir`, held until the returned file is closed (or the process
+    ends): two searches writing one folder would train the same genotypes and overwrite each
+    other's tables and W&B files."""
+    import fcntl
+
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held for the process's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise SearchError(f"run directory {str(run_dir)!r} is in use by another search ({owner}); "
+                          "wait for it to end, or add a worker to its study with +worker=N (a run "
+                          "directory of its own) or a multirun (-m)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class SearchError(UserError):
+    """A search that could not train a single genotype."""
 
 
 class _sigterm_as_interrupt:
@@ -259,7 +308,10 @@ def _shared_dir(run_dir: Path) -> Path:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else run_dir
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.sweep.dir)
+    # A worker started by hand (+worker=N) runs in outputs/<study>/worker-N, beside its study.
+    return run_dir.parent if run_dir.name.startswith("worker-") else run_dir
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")

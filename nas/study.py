@@ -103,7 +103,8 @@ def _is_sqlite(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)
+        # as_uri() needs an absolute path: a relative sqlite:///study.db is relative to the cwd
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
         finally:
@@ -211,8 +212,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[s
             if json.dumps(stored.get(key), sort_keys=True) != json.dumps(identity.get(key), sort_keys=True):
                 raise StudyError(
                     f"study {name!r} exists with a different {key}: stored {_short(stored.get(key))}, "
-                    f"requested {_short(identity.get(key))}; use another study_name= or storage, "
-                    "or the original settings")
+                    f"requested {_short(identity.get(key))}; to start a new study add "
+                    f"study_name=<new name> (e.g. study_name={name}-2), or resume this one with its "
+                    "original settings")
         return study, True
     if not create:
         names = ", ".join(sorted(existing)) or "none"

@@ -35,10 +35,14 @@ class Tracker:
                           job_type=job_type, name=name, config=config, dir=str(self.run_dir),
                           mode=self.mode, settings=settings, reinit="finish_previous")
 
-    def start_trial(self, number: int, config: dict[str, Any]) -> None:
+    def start_run(self, name: str, job_type: str, config: dict[str, Any]) -> None:
+        """Start one W&B run (finishing any open one first: two runs must never merge)."""
         if self.enabled:
-            self.finish_trial({})  # never let two trials share a run
-            self._run = self._init(f"{self.group}-trial-{number}", "trial", config)
+            self.finish_trial({})
+            self._run = self._init(name, job_type, config)
+
+    def start_trial(self, number: int, config: dict[str, Any]) -> None:
+        self.start_run(f"{self.group}-trial-{number}", "trial", config)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if self._run is not None:

@@ -9,10 +9,11 @@ weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,17 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nas.config import ConfigError, DataConfig, RecipeConfig, WandbConfig, _build, _choice, _positive
+from nas.config import (
+    MAX_RESOLUTION,
+    ConfigError,
+    DataConfig,
+    RecipeConfig,
+    WandbConfig,
+    _build,
+    _choice,
+    _in_range,
+    _positive,
+)
 from nas.errors import UserError
 from nas.genotype import Genotype, load_genotype
 
@@ -66,21 +77,62 @@ class TrainConfig:
         _choice("trainer.optimizer", t.optimizer, ("sgd", "rmsprop", "adamw"))
         _choice("trainer.schedule", t.schedule, ("cosine", "onecycle", "constant"))
         _choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
-        _choice("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+        cfg.data.validate()
+        _positive("trainer.seed", t.seed, minimum=0)
+        _positive("trainer.threads", t.threads, minimum=0)
         if not t.lr > 0 or not 0 < t.ema_decay < 1:
-            raise ConfigError("trainer.lr must be positive and trainer.ema_decay in (0, 1)")
+            raise ConfigError(f"trainer.lr={t.lr}, trainer.ema_decay={t.ema_decay} are not valid: "
+                              "trainer.lr must be positive and trainer.ema_decay in (0, 1)")
+        if t.weight_decay < 0 or not 0 <= t.label_smoothing < 1 or t.warmup_epochs < 0:
+            raise ConfigError("trainer.weight_decay and trainer.warmup_epochs must be >= 0 and "
+                              "trainer.label_smoothing in [0, 1)")
         if cfg.resolution is not None:
-            _positive("resolution", cfg.resolution, minimum=8)
+            _in_range("resolution", cfg.resolution, 8, MAX_RESOLUTION)
         return cfg
 
 
+# Settings that change what a training run produces; a run directory holds one of each.
+RUN_IDENTITY_EXCLUDES = ("progress", "threads")
+
+
+def _normal(value: Any) -> Any:
+    """Numbers as floats and mappings sorted, so 1 and 1.0 hash alike."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return str(value)
+
+
+def run_identity(genotype: Genotype, data: dict[str, Any], trainer: dict[str, Any],
+                 resolution: int | None) -> dict[str, Any]:
+    """What a training run is: the genotype, the data, the resolution and the recipe."""
+    root = data.get("root")
+    data = {**data, "root": str(Path(root).expanduser().absolute()) if root else None}
+    return _normal({"genotype": genotype.content_hash, "data": data,
+                    "resolution": resolution or genotype.resolution,
+                    "trainer": {k: v for k, v in trainer.items() if k not in RUN_IDENTITY_EXCLUDES}})
+
+
 def _train_name(*, _root_: DictConfig) -> str:
+    """`<genotype hash>-<data>-<settings hash>`: rerunning a command resumes its own run, and
+    another resolution, recipe or dataset trains in a folder of its own."""
     text = str(_root_.get("genotype") or "none")
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    with contextlib.suppress(UserError, OSError):
-        digest = load_genotype(text).content_hash
     data = _root_.get("data")
-    return f"{digest}-{data.get('name') if isinstance(data, DictConfig) else 'data'}"
+    data_name = data.get("name") if isinstance(data, DictConfig) else "data"
+    try:
+        genotype = load_genotype(text)
+    except (UserError, OSError, ValueError):
+        return f"{hashlib.sha256(text.encode()).hexdigest()[:16]}-{data_name}"
+    root = OmegaConf.to_container(_root_, resolve=False)
+    identity = run_identity(genotype, dict(root.get("data") or {}), dict(root.get("trainer") or {}),
+                            root.get("resolution"))
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{genotype.content_hash}-{data_name}-{digest}"
 
 
 OmegaConf.register_new_resolver("nas_train_name", _train_name, replace=True)
@@ -189,6 +241,15 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     genotype = load_genotype(cfg.genotype)
     d = cfg.data
     resolution = cfg.resolution or genotype.resolution
+    identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution)
+    claim_run_dir(run_dir, identity)
+    finished = run_dir / "result.json"
+    if finished.is_file() and not cfg.ckpt_path:
+        result = json.loads(finished.read_text())
+        print(f"{run_dir} already holds this training, finished: test accuracy "
+              f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
+              f"{finished.name} to train again", file=out, flush=True)
+        return result
     dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=t.batch_size,
                          val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed,
                          augment=d.augment, grayscale=d.grayscale)
@@ -213,11 +274,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
                         warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing)
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
                       f"train-{genotype.content_hash}", run_dir)
-    if tracker.enabled:
-        tracker._run = tracker._init(f"train-{genotype.content_hash}-{d.name}", "train",
-                                     {"genotype": str(genotype), "mflops": c.mflops,
-                                      "params_m": c.params_m, **genotype.to_dict(),
-                                      "trainer": vars(t), "data": vars(d)})
+    tracker.start_run(f"train-{genotype.content_hash}-{d.name}", "train",
+                      {"genotype": str(genotype), "mflops": c.mflops, "params_m": c.params_m,
+                       **genotype.to_dict(), "trainer": vars(t), "data": vars(d)})
     callbacks = [
         *(callbacks or []),
         pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
@@ -242,17 +301,63 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
               "val_acc": val_acc,
               "resolution": resolution, "data": d.name, "ema": t.ema}
     tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
+    write_json(finished, result)  # before the export: a failed export check loses no training
     if cfg.export:
         info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels,
                 "weights": "trained"}
         export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
-        write_model_files(copy.deepcopy(module.model).eval(), export_g, run_dir / "exported",
-                          dm.in_channels, info, onnx=_has_onnxruntime())
-        result["exported"] = str(run_dir / "exported")
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    print(f"test accuracy {result['test_acc']:.4f} after {result['epochs']} epochs "
+        try:
+            write_model_files(copy.deepcopy(module.model).eval(), export_g, run_dir / "exported",
+                              dm.in_channels, info, onnx=_has_onnxruntime())
+            result["exported"] = str(run_dir / "exported")
+        except UserError as err:
+            result["export_error"] = str(err)
+            print(f"warning: the trained model was not exported: {err} (the training, "
+                  f"{finished.name} and checkpoints/ are kept)", file=sys.stderr, flush=True)
+        write_json(finished, result)
+    print(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
           f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
     return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON: a NaN or infinite metric is written as null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(clean(data), indent=2, allow_nan=False))
+
+
+def claim_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Record what `run_dir` trains; refuse a folder that holds a training of other settings."""
+    path = run_dir / "run.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise CheckpointError(f"{str(path)!r} is not valid JSON: this folder cannot be resumed; "
+                                  "choose another hydra.run.dir=") from None
+        if stored != identity:
+            differ = [k for k in identity if stored.get(k) != identity[k]] or ["settings"]
+            was = json.dumps({k: stored.get(k) for k in differ})
+            raise CheckpointError(
+                f"run directory {str(run_dir)!r} holds a training with another {', '.join(differ)} "
+                f"(stored {was}); leave hydra.run.dir out to get a folder of its own, or choose "
+                "another one")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2, sort_keys=True))
 
 
 def _at_resolution(genotype: Genotype, resolution: int) -> Genotype:
@@ -280,8 +385,8 @@ def precheck(argv: list[str]) -> TrainConfig:
     """Compose and validate the command line before Hydra runs anything."""
     from hydra import compose, initialize_config_dir
 
-    from nas.cli import UsageError
-    from nas.search import GROUPS, _first_line, group_options
+    from nas.cli import UsageError, config_keys, explain_override, first_line
+    from nas.search import GROUPS, group_options
 
     args = [a for a in argv if not a.startswith("-")]
     for a in args:
@@ -294,7 +399,9 @@ def precheck(argv: list[str]) -> TrainConfig:
             composed = compose("train", overrides=plain)
         container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     except Exception as err:
-        raise UsageError(f"bad configuration: {_first_line(err)}") from None
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            keys = config_keys(OmegaConf.to_container(compose("train"), resolve=False))
+        raise UsageError(explain_override(first_line(err), keys, ("data", "genotype"))) from None
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
     return cfg

@@ -262,22 +262,52 @@ def test_negative_latency_budget_is_refused():
         precheck([*TINY, "+budget.latency_ms=-1"])
 
 
-def test_pareto_search_prunes_and_produces_a_front(tmp_path):
+def _trained(number: int, accuracy: float, cost: float, curve: list[float]):
+    return optuna.trial.create_trial(values=[accuracy, cost],
+                                     user_attrs={"status": "trained", "curve": curve, "mflops": cost,
+                                                 "params_m": 0.0, "genotype": f"fake-{number}"})
+
+
+def test_pareto_verdict_compares_with_no_more_costly_trials_at_the_same_epoch():
+    from nas.runner import pareto_verdict
+
+    peers = [_trained(0, 0.9, 10.0, [0.5, 0.9]), _trained(1, 0.8, 20.0, [0.6, 0.8]),
+             _trained(2, 0.95, 50.0, [0.9, 0.95])]
+    # At 20 MFLOPs the peers are the first two: median at epoch 0 is 0.55.
+    assert pareto_verdict(peers, 0, 0.50, 20.0, n_startup_trials=2, n_warmup_steps=0)
+    assert not pareto_verdict(peers, 0, 0.56, 20.0, n_startup_trials=2, n_warmup_steps=0)
+    # The expensive trial is no peer of a cheap one: nothing to compare with, no pruning.
+    assert not pareto_verdict(peers, 0, 0.10, 5.0, n_startup_trials=1, n_warmup_steps=0)
+    # Too few peers, or still warming up: no pruning.
+    assert not pareto_verdict(peers, 0, 0.10, 20.0, n_startup_trials=3, n_warmup_steps=0)
+    assert not pareto_verdict(peers, 0, 0.10, 20.0, n_startup_trials=2, n_warmup_steps=1)
+    # At epoch 1 the median of the first two is 0.85.
+    assert pareto_verdict(peers, 1, 0.84, 20.0, n_startup_trials=2, n_warmup_steps=0)
+
+
+def test_pareto_search_prunes_trials_below_cheaper_peers_and_produces_a_front(tmp_path):
+    """Pruning made certain: the study already holds trained trials that cost nothing and
+    reached accuracy 1.0 at every epoch, so every new trial is below its peers' median."""
     base = [a for a in TINY if a != "pruner=none"]
-    cfg = precheck([*base, "+budget.mflops=28", "objective=pareto", "proxy.epochs=3", "n_trials=10",
-                    "pruner.n_startup_trials=2"])
-    summary = run_search(cfg, tmp_path)
+    args = [*base, "+budget.mflops=28", "objective=pareto", "proxy.epochs=3", "pruner.n_startup_trials=2"]
+    summary = run_search(precheck([*args, "n_trials=2"]), tmp_path)
     study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    for i in range(2):
+        study.add_trial(_trained(100 + i, 1.0, 0.0, [1.0, 1.0, 1.0]))
+    run_search(precheck([*args, "n_trials=6"]), tmp_path)
+    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert trained_count(study) == 6
+    new = [t for t in study.trials if not str(t.user_attrs.get("genotype")).startswith("fake")
+           and t.user_attrs.get("status") in ("trained", "pruned")][2:]
+    assert len(new) == 2
+    for t in new:  # below the median (1.0) of the no-more-costly peers after the first epoch
+        assert t.user_attrs["status"] == "pruned" and t.user_attrs["epochs"] == 1, t.user_attrs
     from nas.study import make_sampler
 
+    cfg = precheck(args)
     assert isinstance(make_sampler(cfg, 0, 2), optuna.samplers.NSGAIISampler)  # sampler=auto
     assert isinstance(make_sampler(cfg, 0, 1), optuna.samplers.TPESampler)
-    assert trained_count(study) == 10
-    pruned = [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
-    assert pruned, "the pareto pruner stopped nothing"
-    for t in pruned:  # stopped early, below the median of no-more-costly trials
-        assert t.user_attrs["epochs"] < 3
     trained = report.ranked(study)
     front = report.pareto_front(trained)
     assert front

@@ -172,17 +172,42 @@ def test_a_nan_trial_fails_with_its_reason_and_the_study_continues(tmp_path, mon
 
 
 def test_pruner_stops_trials_and_they_count_as_trained(tmp_path):
-    cfg = cfg_for("n_trials=6", "pruner=median", "pruner.n_startup_trials=1",
-                  "pruner.n_warmup_steps=0", "proxy.epochs=3", "sampler=random")
+    """Pruning made certain: two stored trials reached accuracy 1.0 at every epoch, so every
+    new trial is below the median after its first epoch, whatever this CPU trains to."""
+    args = ("pruner=median", "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0", "proxy.epochs=3",
+            "sampler=random")
+    run_search(cfg_for("n_trials=1", *args), tmp_path)
+    cfg = cfg_for("n_trials=5", *args)
+    study = study_at(tmp_path, cfg.study_name)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0},
+            user_attrs={"status": "trained", "mflops": 1.0, "params_m": 0.1, "genotype": "stored"}))
     run_search(cfg, tmp_path)
     study = study_at(tmp_path, cfg.study_name)
-    pruned = [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
-    assert trained_count(study) == 6
-    assert pruned, "the median pruner stopped nothing"
-    for t in pruned:
-        assert t.state == optuna.trial.TrialState.PRUNED
-        assert t.user_attrs["pruned_at"] < 2  # never after the last epoch: that would save nothing
-        assert t.intermediate_values
+    assert trained_count(study) == 5
+    new = [t for t in study.trials if t.number > 2 and t.user_attrs.get("status") in ("trained", "pruned")]
+    assert len(new) == 2
+    for t in new:
+        assert t.user_attrs["status"] == "pruned" and t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["pruned_at"] == 0  # right after the first epoch
+        assert list(t.intermediate_values) == [0]
+
+
+def test_no_trial_is_pruned_after_its_last_epoch(tmp_path):
+    """Stopping after the last epoch saves nothing and would lose a finished trial."""
+    args = ("pruner=median", "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0", "proxy.epochs=1",
+            "sampler=random")
+    run_search(cfg_for("n_trials=1", *args), tmp_path)
+    cfg = cfg_for("n_trials=3", *args)
+    study = study_at(tmp_path, cfg.study_name)
+    study.add_trial(optuna.trial.create_trial(
+        value=1.0, intermediate_values={0: 1.0},
+        user_attrs={"status": "trained", "mflops": 1.0, "params_m": 0.1, "genotype": "stored"}))
+    run_search(cfg, tmp_path)
+    study = study_at(tmp_path, cfg.study_name)
+    assert not [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
+    assert trained_count(study) == 3
 
 
 def test_wandb_offline_runs_one_per_trial_grouped_by_study(tmp_path):
@@ -215,10 +240,12 @@ def test_reference_network_is_trained_with_the_same_proxy(tmp_path):
 
 def test_seeded_runs_propose_the_same_genotypes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_search(cfg_for("n_trials=2", "sampler=random"), a)
+    cfg = cfg_for("n_trials=2", "sampler=random")
+    assert cfg.study_name == "mnv1-mflops28-digits-sampler_random"
+    run_search(cfg, a)
     run_search(cfg_for("n_trials=2", "sampler=random"), b)
-    ga = [r["genotype"] for r in report.rows(study_at(a, "mnv1-mflops28-digits"))]
-    gb = [r["genotype"] for r in report.rows(study_at(b, "mnv1-mflops28-digits"))]
+    ga = [r["genotype"] for r in report.rows(study_at(a, cfg.study_name))]
+    gb = [r["genotype"] for r in report.rows(study_at(b, cfg.study_name))]
     assert ga == gb
 
 
@@ -241,7 +268,7 @@ BAD = [
     (["+space=mnv2", "+budget.mflops=300", "proxy.epochs=many"],
      "proxy.epochs='many' is not valid: expected an integer"),
     (["+space=mnv2", "+budget.mflops=300", "wandb.mode=loud"], "wandb.mode='loud' is not valid"),
-    (["+space=mnv2", "+budget.mflops=300", "bogus=1"], "bad configuration"),
+    (["+space=mnv2", "+budget.mflops=300", "bogus=1"], "unknown config key 'bogus'"),
 ]
 
 

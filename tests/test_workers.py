@@ -55,13 +55,14 @@ def test_four_concurrent_workers_reach_n_trials_together(tmp_path, kind, request
 
 
 def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
-    p = search("-m", *TINY, "n_trials=3", "+worker=range(2)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    # Hydra's default, relative sweep folder (multirun/<study>), from a fresh folder.
+    p = search("-m", *TINY, "n_trials=3", "+worker=range(2)", cwd=tmp_path)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "launching workers" in out
-    db = tmp_path / "sweep" / "study.db"
+    db = tmp_path / "multirun" / "shared" / "study.db"
     assert db.is_file()
-    assert not (tmp_path / "sweep" / "worker-0" / "study.db").exists()
+    assert not (tmp_path / "multirun" / "shared" / "worker-0" / "study.db").exists()
     study = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}")
     assert trained_count(study) == 3
 
@@ -79,12 +80,13 @@ def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_paral
     assert launcher.partition == "gpu" and launcher.array_parallelism == 64
     assert launcher.cpus_per_task == 4 and launcher.timeout_min == 240
 
-    p = search("-m", "hydra/launcher=local", *TINY, "n_trials=4", "+worker=range(2)",
-               f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    # The README's command: the default (relative) sweep folder, from a fresh folder.
+    p = search("-m", "hydra/launcher=local", *TINY, "n_trials=4", "+worker=range(2)", cwd=tmp_path)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "Submitit 'local' sweep" in out + err
-    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
+    db = tmp_path / "multirun" / "shared" / "study.db"
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}")
     trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("trained", "pruned")]
     assert 4 <= len(trained) <= 5
     assert len({t.user_attrs["worker"] for t in trained}) == 2
@@ -152,7 +154,8 @@ def test_postgres_storage_needs_a_url():
 @pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_sigkilled_worker_trial_is_failed_and_retried_by_the_other(tmp_path, kind, request):
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
-    args = [*TINY[:2], "proxy.epochs=20", *TINY[3:], "n_trials=4", f"storage={kind}",
+    # Long trials (20 epochs) of few images: the victim is surely killed mid-training, cheaply.
+    args = [*TINY[:2], "proxy.epochs=20", *TINY[3:], "proxy.subset=0.1", "n_trials=4", f"storage={kind}",
             f"storage.url={url}", "storage.heartbeat=1", "storage.max_retry=1"]
     open_search_study(precheck(args), tmp_path, 0)
     log = open(tmp_path / "victim.log", "w")  # noqa: SIM115 - read after the process dies

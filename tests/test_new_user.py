@@ -1,0 +1,274 @@
+"""What a new user hits first: README commands from a fresh folder with relative paths, and
+bad input refused in one line with exit status 2, leaving nothing stored behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas.errors import UserError
+from nas.search import claim_run_dir, precheck, run_search
+from nas.study import trained_count
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
+        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
+        "sampler.n_startup_trials=3", "pruner=none"]
+GENOTYPE = ("res128_w0.5_drop0.0:stem_c16_k3_s2_p1_relu:ds_r1_k3_s1_c32_adp_relu_noskip:"
+            "ds_r2_k3_s2_c64_adp_relu_skip:ds_r2_k3_s2_c128_adp_relu_skip")
+
+
+def nas(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"nas.{command}", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def refused(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["seed=-1"], ["seed=-1", ">= 0"]),
+    (["proxy.resolution=100000"], ["proxy.resolution=100000", "[8, 1024]"]),
+    (["pruner.n_startup_trials=-1"], ["pruner.n_startup_trials=-1", ">= 0"]),
+    (["study_name="], ["study_name=''", "non-empty"]),
+    (["space.width=[]"], ["space.width=[]", "at least one"]),
+    (["n_trial=5"], ["n_trial", "did you mean n_trials?", "leading +"]),
+    (["proxy.epoch=3"], ["proxy.epoch", "did you mean proxy.epochs?"]),
+    (["+proxy.epochs=3"], ["proxy.epochs is already in the config", "without the leading +"]),
+])
+def test_bad_search_settings_are_refused_before_anything_is_stored(tmp_path, args, words):
+    r = nas("search", *TINY, *args, cwd=tmp_path)
+    refused(r, *words)
+    assert not list(tmp_path.rglob("study.db"))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["space=mnv2", "+budget.mflops=300"], ["+space=<name>"]),
+    (["+space=mnv2", "budget.mflops=300"], ["+budget.mflops=<value>"]),
+])
+def test_a_missing_plus_is_explained(tmp_path, args, words):
+    refused(nas("search", *args, cwd=tmp_path), *words)
+
+
+def test_readme_multirun_with_the_default_relative_sweep_folder_fills_one_study(tmp_path):
+    r = nas("search", "-m", *TINY, "n_trials=2", "+worker=range(2)", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    db = tmp_path / "multirun" / "mnv1-mflops28-digits" / "study.db"
+    study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")
+    assert trained_count(study) >= 2
+
+
+def test_relative_sqlite_url_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = "storage.url=sqlite:///study.db"
+    run_search(precheck([*TINY, url, "n_trials=1"]), Path("run"))
+    summary = run_search(precheck([*TINY, url, "n_trials=2"]), Path("run"))
+    assert summary["trained"] + summary["pruned"] == 2
+    assert (tmp_path / "study.db").is_file()
+
+
+def test_readme_examples_are_separate_studies():
+    examples = [
+        ["+space=mnv2", "+budget.mflops=300"],
+        ["+space=mnv2", "+budget.mflops=300", "sampler=random", "pruner=none", "seed=3"],
+        ["+space=mnv2", "+budget.latency_ms=12", "objective=pareto", "pareto_cost=latency_ms"],
+        ["+space=mnv2", "+budget.mflops=300", "objective=pareto", "pareto_cost=latency_ms"],
+        ["+space=mnv2", "+budget.mflops=300", "proxy=zero_cost", "proxy.kind=naswot"],
+        ["+space=mnv2", "+budget.mflops=300", "proxy.prefilter=synflow"],
+    ]
+    names = [precheck(args).study_name for args in examples]
+    assert names[0] == "mnv2-mflops300-digits"  # the README's default name
+    assert len(set(names)) == len(names), names
+    assert precheck(examples[1]).study_name == precheck(examples[1]).study_name  # reruns resume
+
+
+def test_a_refused_resume_says_how_to_start_a_new_study(tmp_path):
+    run_search(precheck([*TINY, "n_trials=1", "study_name=mine"]), tmp_path)
+    with pytest.raises(UserError, match=r"study_name=<new name>"):
+        run_search(precheck([*TINY, "n_trials=1", "study_name=mine", "proxy.epochs=2"]), tmp_path)
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    lock = claim_run_dir(tmp_path)
+    try:
+        with pytest.raises(UserError, match="in use by another search"):
+            run_search(precheck([*TINY, "n_trials=1"]), tmp_path)
+    finally:
+        lock.close()
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_plots_share_one_plotly_script_beside_the_run_folders(tmp_path):
+    run = tmp_path / "outputs" / "one"
+    run_search(precheck([*TINY, "n_trials=2"]), run)
+    assert (tmp_path / "outputs" / "plotly.min.js").stat().st_size > 1_000_000
+    assert not (run / "plotly.min.js").exists()
+    html = (run / "pareto_front.html").read_text()
+    assert 'src="../plotly.min.js"' in html and len(html) < 200_000
+
+
+def test_zero_cost_progress_names_the_score_not_an_accuracy(tmp_path):
+    import io
+
+    out = io.StringIO()
+    run_search(precheck([*TINY, "n_trials=2", "proxy=zero_cost", "proxy.kind=naswot"]), tmp_path, out=out)
+    text = out.getvalue()
+    assert "naswot score (zero-cost, no training)" in text and "epochs at" not in text
+    assert " naswot " in text and " acc " not in text
+
+
+def test_failing_trials_stop_the_search_with_exit_2_naming_the_error(tmp_path, monkeypatch):
+    from nas.runner import Searcher
+
+    def broken(self, g, *args, **kw):
+        raise RuntimeError("the data do not fit")
+
+    monkeypatch.setattr(Searcher, "train", broken)
+    with pytest.raises(UserError, match=r"5 trials in a row failed.*the data do not fit"):
+        run_search(precheck([*TINY, "n_trials=3"]), tmp_path)
+
+
+def test_an_image_folder_too_small_to_split_is_refused(tmp_path):
+    from PIL import Image
+
+    for c in "abc":
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.new("RGB", (12, 12), (10, 20, 30)).save(tmp_path / "imgs" / c / "x.png")
+    r = nas("search", *TINY, "n_trials=1", "data=imagefolder", "data.root=imgs", cwd=tmp_path)
+    refused(r, "training images", "need at least")
+
+
+def test_binary_genotype_file_is_refused_by_train_and_cost(tmp_path):
+    (tmp_path / "g.yaml").write_bytes(bytes(range(256)) * 4)
+    refused(nas("train", "+genotype=g.yaml", cwd=tmp_path), "g.yaml", "cannot be read as text")
+    refused(nas("cost", "+genotype=g.yaml", cwd=tmp_path), "g.yaml")
+
+
+def test_cost_refuses_a_space_and_a_genotype_together(tmp_path):
+    refused(nas("cost", "+space=mnv2", f"+genotype={GENOTYPE}", cwd=tmp_path), "not both")
+
+
+def test_latency_device_cuda_without_cuda_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = nas("search", *TINY, "+budget.latency_ms=50", "latency.device=cuda", "n_trials=1", cwd=tmp_path)
+    refused(r, "'cuda'", "valid: cpu")
+    assert not list(tmp_path.rglob("study.db"))
+
+
+def test_train_help_lists_only_its_own_groups(tmp_path):
+    r = nas("train", "--help", cwd=tmp_path)
+    assert r.returncode == 0
+    assert "data: digits, cifar10, imagefolder" in r.stdout
+    assert "sampler" not in r.stdout and "pruner" not in r.stdout
+
+
+# ----- export --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    run = tmp_path_factory.mktemp("search") / "run"
+    run_search(precheck([*TINY, "n_trials=2"]), run)
+    return run
+
+
+def test_export_of_a_study_db_writes_beside_it(searched, tmp_path):
+    r = nas("export", str(searched / "study.db"), "--no-onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert list((searched / "exported").iterdir())
+    assert not (tmp_path / "exported").exists()
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--opset", "3"], ["--opset 3", "[14, 20]"]),
+    (["--top-k", "0"], ["--top-k 0"]),
+])
+def test_bad_export_arguments_are_refused(searched, tmp_path, args, words):
+    refused(nas("export", str(searched), *args, cwd=tmp_path), *words)
+
+
+def test_export_to_an_existing_file_is_refused(searched, tmp_path):
+    (tmp_path / "taken").write_text("keep me")
+    refused(nas("export", str(searched), "--out", "taken", cwd=tmp_path), "existing file")
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_onnx_check_is_relative_to_the_output_scale(tmp_path):
+    from nas.builder import build_model
+    from nas.export import write_model_files
+    from nas.genotype import parse
+
+    g = parse(GENOTYPE)
+    model = build_model(g, 10, 1).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(1e15)  # logits ~1e15: an absolute 1e-4 would fail them
+    info = write_model_files(model, g, tmp_path / "big", 1, {})
+    assert info["onnx_max_abs_diff"] > 1e-4
+    assert info["onnx_max_rel_diff"] <= 1e-4
+
+
+# ----- full training -------------------------------------------------------------------------
+def _train(run_dir: Path, *args: str):
+    from nas.train import precheck as train_precheck
+    from nas.train import run_training
+
+    cfg = train_precheck([f"+genotype={GENOTYPE}", "trainer.max_epochs=1", "wandb.mode=disabled",
+                          "trainer.progress=false", "export=false", *args])
+    return run_training(cfg, run_dir)
+
+
+def test_train_run_folder_has_an_identity(tmp_path):
+    first = _train(tmp_path, "resolution=16")
+    again = _train(tmp_path, "resolution=16")  # finished: reported, not retrained
+    assert again == first
+    with pytest.raises(UserError, match="holds a training with another resolution"):
+        _train(tmp_path, "resolution=24")
+    text = (tmp_path / "result.json").read_text()
+    assert "NaN" not in text and json.loads(text)["test_acc"] == first["test_acc"]
+
+
+def test_train_folder_name_follows_the_settings():
+    from omegaconf import OmegaConf
+
+    from nas.train import _train_name
+
+    def name(**over):
+        cfg = OmegaConf.create({"genotype": GENOTYPE, "data": {"name": "digits", "root": None},
+                                "resolution": over.pop("resolution", None),
+                                "trainer": {"lr": 0.05, "progress": True, **over}})
+        return _train_name(_root_=cfg)
+
+    assert name() == name(progress=False)  # display settings do not make another run
+    assert name() != name(resolution=32) != name(lr=0.1)
+
+
+def test_a_failed_export_check_keeps_the_finished_training(tmp_path, monkeypatch):
+    import nas.export
+    from nas.export import ExportError
+
+    def failing(*args, **kw):
+        raise ExportError("ONNX output differs")
+
+    monkeypatch.setattr(nas.export, "write_model_files", failing)
+    result = _train(tmp_path, "resolution=16", "export=true")
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert stored["test_acc"] == result["test_acc"] and "ONNX output differs" in stored["export_error"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from nas.config import DataConfig
+
+    d = DataConfig(name="cifar10", root="data/cifar")
+    d.validate()
+    assert d.root == str(tmp_path / "data" / "cifar")
