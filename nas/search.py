@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.cli import UsageError, config_keys, explain_override, first_line
-from nas.config import ConfigError, SearchConfig, derive_study_name
+from nas.config import MAX_RESOLUTION, ConfigError, SearchConfig, derive_study_name
 from nas.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -122,13 +122,13 @@ def apply_space_overrides(cfg: SearchConfig):
 
     space = get_space(cfg.space.name)
     if cfg.space.width:
-        if any(w <= 0 for w in cfg.space.width):
-            raise ConfigError(f"space.width={cfg.space.width} is not valid: widths must be positive")
+        if any(not 0 < w <= 4 for w in cfg.space.width):
+            raise ConfigError(f"space.width={cfg.space.width} is not valid: widths must be in (0, 4]")
         space = replace(space, width=tuple(cfg.space.width))
     if cfg.space.resolution:
-        if any(r < 8 for r in cfg.space.resolution):
+        if any(not 8 <= r <= MAX_RESOLUTION for r in cfg.space.resolution):
             raise ConfigError(f"space.resolution={cfg.space.resolution} is not valid: resolutions "
-                              "must be >= 8")
+                              f"must be in [8, {MAX_RESOLUTION}]")
         space = replace(space, resolution=tuple(cfg.space.resolution))
     return space
 

@@ -60,6 +60,10 @@ def open_storage(url: str, heartbeat: int | None = None,
     With `heartbeat` (seconds), a database storage marks a trial whose worker stopped
     beating (killed) FAIL after four intervals and re-queues it up to `max_retry` times.
     """
+    is_journal = url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal"))
+    if "://" not in url and not is_journal:
+        raise StudyError(f"storage {url!r} is not a storage URL; valid: sqlite:///FILE, journal:FILE, "
+                         "postgresql+psycopg2://USER@HOST:PORT/DB")
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if path.exists():
@@ -67,7 +71,7 @@ def open_storage(url: str, heartbeat: int | None = None,
                 raise StudyError(f"storage {url!r} is not an SQLite database (file left untouched)")
         elif not path.parent.is_dir():
             raise StudyError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
-    if url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal")):
+    if is_journal:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url

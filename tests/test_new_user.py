@@ -45,6 +45,9 @@ def refused(r: subprocess.CompletedProcess, *words: str) -> None:
     (["n_trial=5"], ["n_trial", "did you mean n_trials?", "leading +"]),
     (["proxy.epoch=3"], ["proxy.epoch", "did you mean proxy.epochs?"]),
     (["+proxy.epochs=3"], ["proxy.epochs is already in the config", "without the leading +"]),
+    (["space.width=[100]"], ["space.width=[100.0]", "(0, 4]"]),
+    (["space.resolution=[100000]"], ["space.resolution=[100000]", "[8, 1024]"]),
+    (["storage.url=study.db"], ["'study.db' is not a storage URL", "sqlite:///FILE"]),
 ])
 def test_bad_search_settings_are_refused_before_anything_is_stored(tmp_path, args, words):
     r = nas("search", *TINY, *args, cwd=tmp_path)
