@@ -15,8 +15,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.builder import build_model
-from nas.cost import cost
+from nas.arch.cost import cost
+from nas.model.builder import build_model
 from search_spaces import get_space
 
 

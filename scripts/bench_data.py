@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from nas.builder import build_model
+from nas.model.builder import build_model
 from nas.training.images import FolderDataset, build_transform, index_folder, make_loader
 from search_spaces import get_space
 

@@ -22,11 +22,13 @@ import optuna
 import torch
 from torch.nn import functional as F
 
-from nas.builder import build_model
-from nas.optim import param_groups
-from nas.runner import Searcher
-from nas.search import apply_space_overrides, precheck
-from nas.tracking import Tracker
+from nas.cli.search import precheck
+from nas.common.tracking import Tracker
+from nas.model.builder import build_model
+from nas.model.optim import param_groups
+from nas.search.evaluate import ProxyData
+from nas.search.loop import Searcher
+from nas.search.run import apply_space_overrides
 
 
 def plain_loop(searcher: Searcher, genotype, seed: int) -> float:
@@ -35,7 +37,7 @@ def plain_loop(searcher: Searcher, genotype, seed: int) -> float:
     torch.manual_seed(seed)
     model = build_model(replace(genotype, width=genotype.width * p.width_scale),
                         searcher.num_classes, searcher.in_channels)
-    dm = searcher.datamodule(searcher.proxy_resolution(genotype))
+    dm = searcher.data.for_genotype(genotype)
     opt = torch.optim.SGD(param_groups(model, p.weight_decay), lr=p.lr, momentum=p.momentum,
                           nesterov=True)
     steps = p.epochs * len(dm.train_dataloader())
@@ -72,7 +74,7 @@ def main() -> None:
     space = apply_space_overrides(cfg)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=10**6))
-    searcher = Searcher(cfg, space, study, ".", Tracker("disabled", "", None, "bench", "."))
+    searcher = Searcher(cfg, space, study, ProxyData(cfg, space), Tracker("disabled", "", None, "bench", "."))
     print(f"proxy: {cfg.proxy.epochs} epochs at {cfg.proxy.resolution}px, batch "
           f"{cfg.proxy.batch_size}, {args.threads} threads; {args.n} genotypes from {args.space}")
     # Warm both paths once (imports, allocator) before timing.
@@ -110,7 +112,7 @@ def main() -> None:
     # on in-memory storage and on the default SQLite file.
     import tempfile
 
-    from nas.study import make_sampler, open_storage
+    from nas.search.study import make_sampler, open_storage
 
     searcher.cfg = replace(cfg, budget={"mflops": 1e-3})
     with tempfile.TemporaryDirectory() as tmp:

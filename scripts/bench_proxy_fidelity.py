@@ -55,20 +55,23 @@ _SEARCHERS: dict[tuple, object] = {}  # per process: setting overrides -> Search
 
 def searcher(overrides: list[str]):
     if tuple(overrides) not in _SEARCHERS:
-        from nas.runner import Searcher
-        from nas.search import apply_space_overrides, precheck
-        from nas.tracking import Tracker
+        from nas.cli.search import precheck
+        from nas.common.tracking import Tracker
+        from nas.search.evaluate import ProxyData
+        from nas.search.loop import Searcher
+        from nas.search.run import apply_space_overrides
 
         space, mflops, out, extra = _COMMON
         cfg = precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled",
                         "reference=false", f"hydra.run.dir={out}", *extra, *overrides])
         tracker = Tracker("disabled", "nas", None, "fidelity", out)
-        _SEARCHERS[tuple(overrides)] = Searcher(cfg, apply_space_overrides(cfg), None, out, tracker)
+        space = apply_space_overrides(cfg)
+        _SEARCHERS[tuple(overrides)] = Searcher(cfg, space, None, ProxyData(cfg, space), tracker)
     return _SEARCHERS[tuple(overrides)]
 
 
 def _worker_init(space: str, mflops: float, out: Path, extra: list[str]) -> None:
-    from nas.runner import set_threads
+    from nas.search.loop import set_threads
 
     _COMMON[:] = [space, mflops, out, extra]
     set_threads(1)
@@ -157,7 +160,7 @@ def main() -> None:
 
     from scipy.stats import kendalltau, spearmanr
 
-    from nas.cost import cost
+    from nas.arch.cost import cost
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,9 @@ def one_search(common: list[str], overrides: list[str], seed: int, run_dir: str)
     """One seeded search in its own SQLite study; its best-so-far curve."""
     import optuna
 
-    from nas.runner import set_threads
-    from nas.search import precheck, run_search
+    from nas.cli.search import precheck
+    from nas.search.loop import set_threads
+    from nas.search.run import run_search
 
     set_threads(1)
     name = f"bench-{Path(run_dir).name}"
@@ -66,15 +67,18 @@ def one_search(common: list[str], overrides: list[str], seed: int, run_dir: str)
 
 def one_reference(common: list[str], width: float, out: str) -> dict | None:
     """The space's reference network at `width`, trained with the same proxy (None: over budget)."""
-    from nas.cost import cost
-    from nas.runner import Searcher, set_threads
-    from nas.search import apply_space_overrides, precheck
-    from nas.tracking import Tracker
+    from nas.arch.cost import cost
+    from nas.cli.search import precheck
+    from nas.common.tracking import Tracker
+    from nas.search.evaluate import ProxyData
+    from nas.search.loop import Searcher, set_threads
+    from nas.search.run import apply_space_overrides
 
     set_threads(1)
     cfg = precheck(common)
     space = apply_space_overrides(cfg)
-    s = Searcher(cfg, space, None, Path(out), Tracker("disabled", "nas", None, "bench", Path(out)))
+    tracker = Tracker("disabled", "nas", None, "bench", Path(out))
+    s = Searcher(cfg, space, None, ProxyData(cfg, space), tracker)
     g = replace(space.reference, width=width)
     c = cost(g, s.num_classes, s.in_channels)
     if c.mflops > cfg.budget["mflops"]:
@@ -96,7 +100,7 @@ def main() -> None:
                     help="a search override for every run, e.g. --set proxy.epochs=2")
     args = ap.parse_args()
 
-    from nas.search import precheck
+    from nas.cli.search import precheck
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from nas.arch.space import SearchSpace
 from nas.errors import UserError
-from nas.space import SearchSpace
 
 NAMES = ("mnv2", "xception", "mnv1")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from nas.genotype import Genotype, Stage, StemLayer
-from nas.space import SearchSpace, StageChoices, repeat_choices, scaled_choices
+from nas.arch.genotype import Genotype, Stage, StemLayer
+from nas.arch.space import SearchSpace, StageChoices, repeat_choices, scaled_choices
+
+__all__ = ["REFERENCE", "SPACE", "STEM", "TABLE", "reference"]
 
 # (c, n, s): output channels 64, 128 s2, 128, 256 s2, 256, 512 s2, 512 x5, 1024 s2, 1024.
 TABLE = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nas.genotype import Genotype, HeadLayer, Stage, StemLayer
-from nas.space import SearchSpace, StageChoices, repeat_choices, scaled_choices
+from nas.arch.genotype import Genotype, HeadLayer, Stage, StemLayer
+from nas.arch.space import SearchSpace, StageChoices, repeat_choices, scaled_choices
+
+__all__ = ["HEAD", "REFERENCE", "SPACE", "STEM", "TABLE", "reference"]
 
 # (t, c, n, s) rows of the paper's Table 2.
 TABLE = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

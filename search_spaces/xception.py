@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from nas.genotype import Genotype, HeadLayer, Stage, StemLayer
-from nas.space import SearchSpace, StageChoices, scaled_choices
+from nas.arch.genotype import Genotype, HeadLayer, Stage, StemLayer
+from nas.arch.space import SearchSpace, StageChoices, scaled_choices
+
+__all__ = ["HEAD", "REFERENCE", "SPACE", "STEM", "TABLE", "reference"]
 
 # Entry flow: two unpadded 3x3 convs, then blocks of 128, 256 and 728 channels; middle
 # flow: 8 blocks of 3 separable convs at 728; exit flow: a block to 1024 that grows

@@ -1,5 +1,5 @@
 """The kernels of a built model, read off its torch.fx graph: an independent check of the
-analytic decomposition in `nas.kernels` / `nas.blocktypes`."""
+analytic decomposition in `nas.arch.kernels` / `nas.arch.blocktypes`."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from nas.blocks import InvertedResidual, SeparableConv, XceptionBlock
-from nas.builder import build_model
-from nas.genotype import Genotype, Stage, StemLayer, parse
+from nas.arch.genotype import Genotype, Stage, StemLayer, parse
+from nas.model.blocks import InvertedResidual, SeparableConv, XceptionBlock
+from nas.model.builder import build_model
 from search_spaces import get_space, mnv1, mnv2, xception
 from tests import reference_nets
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.builder import build_model
-from nas.cost import cost
+from nas.arch.cost import cost
+from nas.model.builder import build_model
 from search_spaces import get_space, mnv1, mnv2, xception
 
 # DESIGN.md section 3: 1000 classes.

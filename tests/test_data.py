@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DataError, make_datamodule
-from nas.search import precheck, run_search
+from nas.cli.search import precheck
+from nas.search.run import run_search
+from nas.training.data import DataError, make_datamodule
 
 
 def write_cifar(root, n_per_batch=20, seed=0):

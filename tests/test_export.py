@@ -9,11 +9,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from nas.cli.export import main as export_main
+from nas.cli.search import precheck
+from nas.common.config import TrainConfig
 from nas.errors import UserError
-from nas.export import ExportError, load_exported
-from nas.export import main as export_main
-from nas.search import precheck, run_search
-from nas.train import TrainConfig, run_training
+from nas.model.files import ExportError, load_exported
+from nas.search.run import run_search
+from nas.training.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
@@ -108,7 +110,7 @@ def test_export_of_a_study_with_no_finished_trial(tmp_path):
     cfg.budget.pop("params_m")  # make the study, then ask the impossible through its identity
     import optuna
 
-    from nas.study import open_storage
+    from nas.search.study import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="empty", storage=storage, direction="maximize")

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from nas.genotype import (
+from nas.arch.genotype import (
     Genotype,
     GenotypeError,
     HeadLayer,

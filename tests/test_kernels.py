@@ -2,8 +2,8 @@
 
 import pytest
 
-from nas import kernels as K
-from nas.builder import build_model
+from nas.arch import kernels as K
+from nas.model.builder import build_model
 from search_spaces import get_space, mnv2, xception
 from tests.kernel_trace import traced_kernels
 

@@ -11,11 +11,12 @@ import optuna
 import pytest
 import torch
 
-from nas import kernels as K
-from nas import report
+from nas.arch import kernels as K
+from nas.cli.search import precheck
 from nas.errors import UserError
-from nas.latency import (
+from nas.hardware.latency import (
     LatencyError,
+    LatencyPredictor,
     LookupTable,
     Timing,
     fingerprint,
@@ -23,8 +24,9 @@ from nas.latency import (
     measure,
     space_kernels,
 )
-from nas.search import precheck, run_search
-from nas.study import trained_count
+from nas.search import report
+from nas.search.run import run_search
+from nas.search.study import trained_count
 from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +120,7 @@ def test_prediction_is_the_sum_of_the_genotypes_entries(tmp_path):
 
 
 def test_min_latency_is_the_smallest_prediction_in_the_space(tmp_path):
-    from nas.latency import min_latency
+    from nas.hardware.latency import min_latency
 
     space = tiny_space()
     table = synthetic_table(tmp_path / "t.lut.jsonl", space)
@@ -237,11 +239,10 @@ def test_latency_budget_without_a_table_measures_each_candidate(tmp_path):
 
 
 def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_path, monkeypatch):
-    from nas.latency import Judge
 
     timed = []
-    real = Judge.__call__
-    monkeypatch.setattr(Judge, "__call__", lambda self, g: timed.append(g) or real(self, g))
+    real = LatencyPredictor.__call__
+    monkeypatch.setattr(LatencyPredictor, "__call__", lambda self, g: timed.append(g) or real(self, g))
     cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "+budget.mflops=1.0",
                     "n_trials=2", f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
     summary = run_search(cfg, tmp_path / "run")
@@ -269,7 +270,7 @@ def _trained(number: int, accuracy: float, cost: float, curve: list[float]):
 
 
 def test_pareto_verdict_compares_with_no_more_costly_trials_at_the_same_epoch():
-    from nas.runner import pareto_verdict
+    from nas.search.pareto import pareto_verdict
 
     peers = [_trained(0, 0.9, 10.0, [0.5, 0.9]), _trained(1, 0.8, 20.0, [0.6, 0.8]),
              _trained(2, 0.95, 50.0, [0.9, 0.95])]
@@ -303,7 +304,7 @@ def test_pareto_search_prunes_trials_below_cheaper_peers_and_produces_a_front(tm
     assert len(new) == 2
     for t in new:  # below the median (1.0) of the no-more-costly peers after the first epoch
         assert t.user_attrs["status"] == "pruned" and t.user_attrs["epochs"] == 1, t.user_attrs
-    from nas.study import make_sampler
+    from nas.search.study import make_sampler
 
     cfg = precheck(args)
     assert isinstance(make_sampler(cfg, 0, 2), optuna.samplers.NSGAIISampler)  # sampler=auto

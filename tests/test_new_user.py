@@ -10,9 +10,10 @@ import optuna
 import pytest
 import torch
 
+from nas.cli.search import precheck
 from nas.errors import UserError
-from nas.search import claim_run_dir, precheck, run_search
-from nas.study import trained_count
+from nas.search.run import claim_run_dir, run_search
+from nas.search.study import trained_count
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
@@ -131,7 +132,7 @@ def test_zero_cost_progress_names_the_score_not_an_accuracy(tmp_path):
 
 
 def test_failing_trials_stop_the_search_with_exit_2_naming_the_error(tmp_path, monkeypatch):
-    from nas.runner import Searcher
+    from nas.search.loop import Searcher
 
     def broken(self, g, *args, **kw):
         raise RuntimeError("the data do not fit")
@@ -206,9 +207,9 @@ def test_export_to_an_existing_file_is_refused(searched, tmp_path):
 
 
 def test_onnx_check_is_relative_to_the_output_scale(tmp_path):
-    from nas.builder import build_model
-    from nas.export import write_model_files
-    from nas.genotype import parse
+    from nas.arch.genotype import parse
+    from nas.model.builder import build_model
+    from nas.model.files import write_model_files
 
     g = parse(GENOTYPE)
     model = build_model(g, 10, 1).eval()
@@ -221,8 +222,8 @@ def test_onnx_check_is_relative_to_the_output_scale(tmp_path):
 
 # ----- full training -------------------------------------------------------------------------
 def _train(run_dir: Path, *args: str):
-    from nas.train import precheck as train_precheck
-    from nas.train import run_training
+    from nas.cli.train import precheck as train_precheck
+    from nas.training.train import run_training
 
     cfg = train_precheck([f"+genotype={GENOTYPE}", "trainer.max_epochs=1", "wandb.mode=disabled",
                           "trainer.progress=false", "export=false", *args])
@@ -242,7 +243,7 @@ def test_train_run_folder_has_an_identity(tmp_path):
 def test_train_folder_name_follows_the_settings():
     from omegaconf import OmegaConf
 
-    from nas.train import _train_name
+    from nas.cli.train import _train_name
 
     def name(**over):
         cfg = OmegaConf.create({"genotype": GENOTYPE, "data": {"name": "digits", "root": None},
@@ -255,13 +256,13 @@ def test_train_folder_name_follows_the_settings():
 
 
 def test_a_failed_export_check_keeps_the_finished_training(tmp_path, monkeypatch):
-    import nas.export
-    from nas.export import ExportError
+    import nas.model.files
+    from nas.model.files import ExportError
 
     def failing(*args, **kw):
         raise ExportError("ONNX output differs")
 
-    monkeypatch.setattr(nas.export, "write_model_files", failing)
+    monkeypatch.setattr(nas.model.files, "write_model_files", failing)
     result = _train(tmp_path, "resolution=16", "export=true")
     stored = json.loads((tmp_path / "result.json").read_text())
     assert stored["test_acc"] == result["test_acc"] and "ONNX output differs" in stored["export_error"]
@@ -270,7 +271,7 @@ def test_a_failed_export_check_keeps_the_finished_training(tmp_path, monkeypatch
 
 def test_data_root_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from nas.config import DataConfig
+    from nas.common.config import DataConfig
 
     d = DataConfig(name="cifar10", root="data/cifar")
     d.validate()

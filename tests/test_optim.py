@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from nas.builder import build_model
-from nas.optim import is_depthwise, param_groups
+from nas.model.builder import build_model
+from nas.model.optim import is_depthwise, param_groups
 from search_spaces import get_space, mnv2, xception
 
 

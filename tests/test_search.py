@@ -7,11 +7,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas import report
+from nas.cli.search import precheck
 from nas.errors import UserError
-from nas.runner import Searcher
-from nas.search import precheck, run_search
-from nas.study import trained_count
+from nas.search import report
+from nas.search.loop import Searcher
+from nas.search.run import run_search
+from nas.search.study import trained_count
 from tests.wandb_files import all_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,13 +128,13 @@ def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch, tra
                         "pruner=none"])
     from dataclasses import replace
 
-    from nas.search import apply_space_overrides
-    from nas.space import StageChoices
+    from nas.arch.space import StageChoices
+    from nas.search.run import apply_space_overrides
 
     space = apply_space_overrides(cfg)
     fixed = tuple(StageChoices(block=("ds",), c=(st.c,), n=(st.n,), s=(st.s,), k=(3,), act=("relu",),
                                place=("dp",)) for st in space.reference.stages)
-    monkeypatch.setattr("nas.search.apply_space_overrides",
+    monkeypatch.setattr("nas.search.run.apply_space_overrides",
                         lambda _cfg: replace(space, stages=fixed))
     run_search(cfg, tmp_path)
     study = study_at(tmp_path, cfg.study_name)
@@ -340,7 +341,7 @@ def test_existing_sqlite_study_survives_a_refused_run(tmp_path):
 def test_nsga2_population_follows_n_trials_so_a_short_search_breeds():
     """With a population as large as the study, NSGA-II never leaves its random first
     generation; the default sizes it from n_trials, and later generations are bred."""
-    from nas.study import make_sampler, population_for
+    from nas.search.study import make_sampler, population_for
 
     assert [population_for(n) for n in (4, 20, 40, 200, 1000)] == [4, 5, 10, 50, 50]
     cfg = precheck([*TINY, "sampler=nsga2", "n_trials=20"])
@@ -373,12 +374,14 @@ def test_proxy_training_and_zero_cost_do_not_depend_on_what_the_process_ran_befo
 
     import torch
 
-    from nas.search import apply_space_overrides
-    from nas.tracking import Tracker
+    from nas.common.tracking import Tracker
+    from nas.search.evaluate import ProxyData
+    from nas.search.run import apply_space_overrides
 
     cfg = precheck([*TINY, "proxy.subset=0.2"])
     tracker = Tracker("disabled", "nas", None, "t", tmp_path)
-    s = Searcher(cfg, apply_space_overrides(cfg), None, tmp_path, tracker)
+    space = apply_space_overrides(cfg)
+    s = Searcher(cfg, space, None, ProxyData(cfg, space), tracker)
     g = s.space.sample(random.Random(0))
     first = s.train(g, seed=5)
     score = s.zero_cost(g, "synflow")

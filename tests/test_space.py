@@ -2,9 +2,9 @@ import itertools
 
 import pytest
 
-from nas.cost import cost
-from nas.genotype import HeadLayer, StemLayer
-from nas.space import SearchSpace, StageChoices
+from nas.arch.cost import cost
+from nas.arch.genotype import HeadLayer, StemLayer
+from nas.arch.space import SearchSpace, StageChoices
 from search_spaces import NAMES, UnknownSpaceError, get_space, mnv1, mnv2, xception
 
 
@@ -16,7 +16,7 @@ def tiny_space() -> SearchSpace:
         StageChoices(block=("ir", "ds"), c=(24,), n=(1,), s=(2,), k=(3,), t=(1, 3),
                      act=("relu6",), place=("d",), residual=(False,)),
     )
-    from nas.genotype import Genotype, Stage
+    from nas.arch.genotype import Genotype, Stage
 
     reference = Genotype(stages=(Stage("ir", 16, t=1, act="relu6", place="d"),
                                  Stage("ir", 24, s=2, t=1, act="relu6", place="d")),

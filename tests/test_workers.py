@@ -10,8 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import open_search_study, precheck
-from nas.study import open_storage, trained_count
+from nas.cli.search import precheck
+from nas.search.run import open_search_study
+from nas.search.study import open_storage, trained_count
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
@@ -70,7 +71,7 @@ def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
 def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_parallel(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from nas.search import CONF_DIR
+    from nas.cli.common import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("search", overrides=["+space=mnv2", "hydra/launcher=slurm",
@@ -144,7 +145,7 @@ def test_corrupt_journal_is_refused_and_left_untouched(tmp_path):
 
 def test_postgres_storage_needs_a_url():
     from nas.errors import UserError
-    from nas.search import storage_url
+    from nas.search.run import storage_url
 
     cfg = precheck([*TINY, "storage=postgres"])
     with pytest.raises(UserError, match=r"storage=postgres needs storage\.url"):
@@ -189,7 +190,7 @@ def test_sigkilled_worker_trial_is_failed_and_retried_by_the_other(tmp_path, kin
 
 
 def test_journal_trial_of_a_worker_that_stopped_beating_is_failed(tmp_path):
-    from nas.study import fail_dead_workers
+    from nas.search.study import fail_dead_workers
 
     storage = open_storage(urls(tmp_path)["journal"])
     study = optuna.create_study(storage=storage, study_name="s")

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas import zero_cost
-from nas.builder import build_model
+from nas.model import zero_cost
+from nas.model.builder import build_model
 from search_spaces import get_space
 
 
@@ -76,7 +76,8 @@ def _study(tmp_path, summary):
 
 
 def test_zero_cost_search_scores_without_training(tmp_path):
-    from nas.search import precheck, run_search
+    from nas.cli.search import precheck
+    from nas.search.run import run_search
 
     cfg = precheck([*TINY, "proxy=zero_cost", "proxy.kind=naswot", "n_trials=5"])
     study = _study(tmp_path, run_search(cfg, tmp_path))
@@ -88,7 +89,8 @@ def test_zero_cost_search_scores_without_training(tmp_path):
 
 
 def test_prefilter_trains_only_candidates_in_the_top_fraction(tmp_path):
-    from nas.search import precheck, run_search
+    from nas.cli.search import precheck
+    from nas.search.run import run_search
 
     cfg = precheck([*TINY, "proxy.epochs=1", "proxy.prefilter=synflow", "proxy.prefilter_keep=0.3",
                     "proxy.prefilter_warmup=3", "n_trials=5"])

@@ -1,6 +1,6 @@
 """Image folder trees decoded on the fly: an index, a Dataset, augmentations and a loader.
 
-`nas.data` decodes a whole folder into memory once, which suits small proxy data sets. Here each
+`nas.training.data` decodes a whole folder into memory once, which suits small proxy data sets. Here each
 image is decoded when a batch needs it, in DataLoader worker processes, so that folders of
 ImageNet's size fit: the index holds only relative paths and labels, and a worker's memory does
 not grow with the number of images (paths are packed into one bytes object, not a list of
@@ -242,7 +242,7 @@ def _bilinear(img: Image.Image, size: int, box: tuple[float, float, float, float
 
 
 class Resize:
-    """Resize a PIL image to size x size (aspect not kept, as `nas.data` does)."""
+    """Resize a PIL image to size x size (aspect not kept, as `nas.training.data` does)."""
 
     def __init__(self, size: int):
         self.size = _check_size(size)

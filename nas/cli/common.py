@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
+
+__all__ = [
+    "CONF_DIR",
+    "HELP_FLAGS",
+    "UsageError",
+    "config_keys",
+    "explain_override",
+    "first_line",
+    "hydra_task",
+    "parse_float",
+    "parse_int",
+    "parse_overrides",
+    "print_usage",
+    "run",
+]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # shipped inside the package
+# Hydra's own flags: they print and exit, so the command line is not checked first.
+HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+              "-sc", "--resolve")
 
 
 class UsageError(UserError):

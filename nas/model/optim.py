@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+__all__ = ["is_depthwise", "no_decay_names", "param_groups"]
+
 
 def is_depthwise(module: nn.Module) -> bool:
     """A convolution with one filter per input channel."""

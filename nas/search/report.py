@@ -12,6 +12,22 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.search.pareto import pareto_front
+from nas.search.status import Status
+
+__all__ = [
+    "COLUMNS",
+    "counts",
+    "format_table",
+    "pareto_figure",
+    "ranked",
+    "rows",
+    "shared_plotly_js",
+    "trial_row",
+    "write_plots",
+    "write_tables",
+]
+
 COLUMNS = ("number", "state", "status", "accuracy", "zero_cost", "mflops", "params_m", "latency_ms",
            "seconds", "pruned_at", "duplicate_of", "reason", "hash", "genotype")
 
@@ -38,7 +54,7 @@ def rows(study: optuna.Study) -> list[dict[str, Any]]:
 def ranked(study: optuna.Study) -> list[dict[str, Any]]:
     """Trained trials (not duplicates), best accuracy first, cheaper first on ties."""
     done = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("status") == "trained"]
+            if t.user_attrs.get("status") == Status.TRAINED]
     return sorted(done, key=lambda r: (-r["accuracy"], r["mflops"], r["number"]))
 
 
@@ -117,18 +133,6 @@ def pareto_figure(study: optuna.Study, reference: dict[str, Any] | None = None, 
     fig.update_layout(title=f"{study.study_name}: accuracy vs {label}", xaxis_title=label,
                       yaxis_title="proxy accuracy")
     return fig
-
-
-def pareto_front(points: list[dict[str, Any]], cost: str = "mflops") -> list[dict[str, Any]]:
-    """Points no other point beats on both accuracy (higher) and `cost` (lower), cheapest first."""
-    front = []
-    best = float("-inf")
-    points = [p for p in points if p.get(cost) is not None]
-    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy"])):
-        if p["accuracy"] > best:
-            front.append(p)
-            best = p["accuracy"]
-    return front
 
 
 def write_plots(study: optuna.Study, run_dir: Path, reference: dict[str, Any] | None,

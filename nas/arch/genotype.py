@@ -19,8 +19,27 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nas.blocktypes import BLOCK_TYPES, BlockType
+from nas.arch.blocktypes import BLOCK_TYPES, BlockType
 from nas.errors import UserError
+
+__all__ = [
+    "ACTIVATIONS",
+    "DIVISOR",
+    "GROWS",
+    "HEAD_KINDS",
+    "ORDERS",
+    "STRIDES",
+    "BlockSpec",
+    "Genotype",
+    "GenotypeError",
+    "HeadLayer",
+    "Stage",
+    "StemLayer",
+    "load_genotype",
+    "make_divisible",
+    "parse",
+    "scale_channels",
+]
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "silu")
 ORDERS = ("dp", "pd")  # xc: depthwise then pointwise (Xception), or the reverse

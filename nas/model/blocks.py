@@ -1,7 +1,7 @@
 """Torch modules for every block type. Imports torch only.
 
 Each block takes explicit arguments; `from_spec` maps one resolved block instance of
-a genotype (anything with the fields of `nas.genotype.BlockSpec`) onto them.
+a genotype (anything with the fields of `nas.arch.genotype.BlockSpec`) onto them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.blocktypes import xc_channels
+from nas.arch.blocktypes import xc_channels
+
+__all__ = [
+    "ConvBNAct",
+    "DepthwiseSeparable",
+    "InvertedResidual",
+    "Network",
+    "SeparableConv",
+    "XceptionBlock",
+    "activation",
+]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "silu": nn.SiLU}
 

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas.optim import param_groups
+from nas.model.optim import param_groups
+
+__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_trainer", "train_proxy"]
 
 for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nas.blocktypes import BLOCK_TYPES
-from nas.genotype import (
+from nas.arch.blocktypes import BLOCK_TYPES
+from nas.arch.genotype import (
     DIVISOR,
     Genotype,
     HeadLayer,
@@ -23,6 +23,8 @@ from nas.genotype import (
     StemLayer,
     scale_channels,
 )
+
+__all__ = ["SearchSpace", "StageChoices", "repeat_choices", "scaled_choices"]
 
 Chooser = Callable[[str, Sequence[Any]], Any]
 

@@ -16,8 +16,26 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.config import SearchConfig
+from nas.common.config import SearchConfig
 from nas.errors import UserError
+from nas.search.status import COUNTED, Status
+
+__all__ = [
+    "IDENTITY_KEYS",
+    "Beat",
+    "StudyError",
+    "directions",
+    "fail_dead_workers",
+    "has_own_heartbeat",
+    "make_pruner",
+    "make_sampler",
+    "open_storage",
+    "open_study",
+    "population_for",
+    "study_identity",
+    "trained_count",
+    "worker_id",
+]
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by our progress lines
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -239,11 +257,14 @@ def _short(value: Any) -> str:
 
 def trained_count(study: optuna.Study) -> int:
     """Trials that count toward n_trials: trained to the end or stopped by the pruner."""
-    count = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.user_attrs.get("status") in ("trained", "pruned"):
-            count += 1
-    return count
+    return sum(t.user_attrs.get("status") in COUNTED
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def has_own_heartbeat(study: optuna.Study) -> bool:
+    """Whether the study's storage fails a dead worker's trial by itself (databases do; the
+    journal file has no heartbeat, so workers write `beat` user attributes instead)."""
+    return not isinstance(study._storage, optuna.storages.JournalStorage)
 
 
 # ----- workers that died without a word (SIGKILL, node failure) ------------------------------
@@ -281,7 +302,7 @@ def fail_dead_workers(study: optuna.Study, heartbeat: int, max_retry: int) -> li
         why = f"worker {owner or '?'} died" if dead else f"worker {owner or '?'} stopped beating"
         storage = study._storage
         try:
-            storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            storage.set_trial_user_attr(t._trial_id, "status", Status.FAILED)
             storage.set_trial_user_attr(t._trial_id, "reason", why)
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue

@@ -19,6 +19,19 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "act",
+    "add",
+    "conv",
+    "from_text",
+    "genotype_kernels",
+    "head_kernels",
+    "maxpool",
+    "out_size",
+    "stem_kernels",
+    "to_text",
+]
+
 Kernel = tuple
 
 

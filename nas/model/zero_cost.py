@@ -19,6 +19,8 @@ import copy
 import torch
 from torch import nn
 
+__all__ = ["PROXIES", "grad_norm", "naswot", "score", "synflow"]
+
 PROXIES = ("synflow", "grad_norm", "naswot")
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)
 

@@ -19,6 +19,20 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from nas.errors import UserError
 
+__all__ = [
+    "DATASETS",
+    "IMAGE_SUFFIXES",
+    "MIN_TRAIN",
+    "ArrayDataModule",
+    "Cifar10DataModule",
+    "DataError",
+    "DigitsDataModule",
+    "EpochShuffle",
+    "ImageFolderDataModule",
+    "Split",
+    "make_datamodule",
+]
+
 
 class DataError(UserError):
     """A dataset that is missing or malformed."""

@@ -17,6 +17,35 @@ from typing import Any
 
 from nas.errors import UserError
 
+__all__ = [
+    "BUDGET_KEYS",
+    "DATASETS",
+    "MAX_RESOLUTION",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "PARETO_COSTS",
+    "PRUNERS",
+    "SAMPLERS",
+    "SCHEDULES",
+    "STORAGES",
+    "WANDB_MODES",
+    "ZERO_COST",
+    "ConfigError",
+    "DataConfig",
+    "LatencyConfig",
+    "ProxyConfig",
+    "PrunerConfig",
+    "RecipeConfig",
+    "SamplerConfig",
+    "SearchConfig",
+    "SpaceConfig",
+    "StorageConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "WandbConfig",
+    "derive_study_name",
+]
+
 
 class ConfigError(UserError):
     """A config value that is not valid."""
@@ -26,7 +55,7 @@ BUDGET_KEYS = {"mflops": "millions of multiply-accumulates", "params_m": "millio
                "latency_ms": "median batch-1 latency in milliseconds"}
 SAMPLERS = ("auto", "tpe", "random", "nsga2")
 OBJECTIVES = ("accuracy", "pareto")
-ZERO_COST = ("synflow", "grad_norm", "naswot")  # nas.zero_cost.PROXIES, without importing torch
+ZERO_COST = ("synflow", "grad_norm", "naswot")  # nas.model.zero_cost.PROXIES, without importing torch
 PARETO_COSTS = ("mflops", "latency_ms", "params_m")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
@@ -96,6 +125,13 @@ class ProxyConfig(RecipeConfig):
     width_scale: float = 1.0
     subset: float = 1.0
     bn_recalibration: int = 10
+
+    def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:
+        """The size the proxy trains a genotype declared at `genotype_resolution` at: `resolution`
+        for the space's reference resolution, in proportion for others (when `scale_resolution`)."""
+        if not self.scale_resolution:
+            return self.resolution
+        return max(8, round(self.resolution * genotype_resolution / reference_resolution))
 
 
 @dataclass
@@ -250,6 +286,52 @@ class SearchConfig:
 
     def default_study_name(self) -> str:
         return derive_study_name(dataclasses.asdict(self))
+
+
+@dataclass
+class TrainerConfig(RecipeConfig):
+    max_epochs: int = 30
+    warmup_epochs: float = 1.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    genotype: str = ""
+    resolution: int | None = None
+    ckpt_path: str | None = None
+    export: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    @classmethod
+    def from_container(cls, data: dict[str, Any]) -> TrainConfig:
+        if not data.get("genotype"):
+            raise ConfigError("no genotype given: add +genotype=<path to genotype.yaml or a "
+                              "genotype string>")
+        cfg = _build(cls, data, "")
+        t = cfg.trainer
+        _positive("trainer.max_epochs", t.max_epochs)
+        _positive("trainer.batch_size", t.batch_size)
+        _choice("trainer.optimizer", t.optimizer, ("sgd", "rmsprop", "adamw"))
+        _choice("trainer.schedule", t.schedule, ("cosine", "onecycle", "constant"))
+        _choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
+        cfg.data.validate()
+        _positive("trainer.seed", t.seed, minimum=0)
+        _positive("trainer.threads", t.threads, minimum=0)
+        if not t.lr > 0 or not 0 < t.ema_decay < 1:
+            raise ConfigError(f"trainer.lr={t.lr}, trainer.ema_decay={t.ema_decay} are not valid: "
+                              "trainer.lr must be positive and trainer.ema_decay in (0, 1)")
+        if t.weight_decay < 0 or not 0 <= t.label_smoothing < 1 or t.warmup_epochs < 0:
+            raise ConfigError("trainer.weight_decay and trainer.warmup_epochs must be >= 0 and "
+                              "trainer.label_smoothing in [0, 1)")
+        if cfg.resolution is not None:
+            _in_range("resolution", cfg.resolution, 8, MAX_RESOLUTION)
+        return cfg
 
 
 def derive_study_name(cfg: Mapping[str, Any]) -> str:

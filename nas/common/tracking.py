@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+__all__ = ["Tracker"]
+
 
 class Tracker:
     def __init__(self, mode: str, project: str, entity: str | None, group: str, run_dir: Path):

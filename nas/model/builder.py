@@ -7,9 +7,11 @@ from functools import cache
 
 from torch import nn
 
-from nas.blocks import ConvBNAct, Network, SeparableConv
-from nas.blocktypes import BLOCK_TYPES
-from nas.genotype import Genotype, load_genotype
+from nas.arch.blocktypes import BLOCK_TYPES
+from nas.arch.genotype import Genotype, load_genotype
+from nas.model.blocks import ConvBNAct, Network, SeparableConv
+
+__all__ = ["build_model"]
 
 
 @cache

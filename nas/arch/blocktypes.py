@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nas import kernels as K
+from nas.arch import kernels as K
+
+__all__ = ["BlockType", "xc_channels"]
 
 # (params, macs, output size) of one block instance.
 BlockCost = tuple[int, int, int]
@@ -36,7 +38,7 @@ class BlockType:
     # shortcut makes any shape possible (xc).
     projection_shortcut: bool
     cost: Callable[[Any, int, int, int, int, bool], BlockCost]
-    # The kernels one block instance (a `nas.genotype.BlockSpec`) runs, for the latency table.
+    # The kernels one block instance (a `nas.arch.genotype.BlockSpec`) runs, for the latency table.
     kernels: Callable[[Any], list[tuple]]
     module: str
 
@@ -160,7 +162,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         projection_shortcut=False,
         cost=_ir_cost,
         kernels=_ir_kernels,
-        module="nas.blocks:InvertedResidual",
+        module="nas.model.blocks:InvertedResidual",
     ),
     "xc": BlockType(
         name="xc",
@@ -173,7 +175,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         projection_shortcut=True,
         cost=_xc_cost,
         kernels=_xc_kernels,
-        module="nas.blocks:XceptionBlock",
+        module="nas.model.blocks:XceptionBlock",
     ),
     "ds": BlockType(
         name="ds",
@@ -184,6 +186,6 @@ BLOCK_TYPES: dict[str, BlockType] = {
         projection_shortcut=False,
         cost=_ds_cost,
         kernels=_ds_kernels,
-        module="nas.blocks:DepthwiseSeparable",
+        module="nas.model.blocks:DepthwiseSeparable",
     ),
 }

@@ -1,0 +1,1 @@
+"""The command-line entry points (`python -m nas.search|train|export|cost|latency`)."""

@@ -1,0 +1,162 @@
+"""`python -m nas.export`: export the best genotypes of a study as models that need nothing
+but torch (or only onnxruntime) to run.
+
+    python -m nas.export outputs/mnv2-mflops300-digits --top-k 3
+    python -m nas.export sqlite:///path/study.db --study mnv2-mflops300-digits --pareto
+
+Each selected trial becomes a folder holding: `genotype.yaml` and `genotype.txt` (the
+canonical string), `info.json` (costs, proxy metrics, shapes, checks), `model.onnx`
+(checked against PyTorch with onnxruntime), `model.torchscript.pt`, `state_dict.pt`,
+and `retrain.yaml`, a `nas.train` config that trains it fully.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nas.arch.genotype import Genotype, parse
+from nas.model.files import OPSETS, ExportError, write_model_files
+
+__all__ = ["main", "retrain_config", "select"]
+
+
+def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
+                   resolution: int | None = None) -> str:
+    """A `nas.train` config (Hydra) that trains this genotype fully on the search's data.
+
+    `resolution` is the input size the search's proxy trained this genotype at; the
+    genotype's declared resolution is used when it is None.
+    """
+    import yaml
+
+    data = dict(data or {"name": "digits"})
+    body: dict[str, Any] = {"defaults": ["train", {"override data": data.get("name", "digits")},
+                                         "_self_"],
+                            "genotype": str(genotype), "resolution": resolution}
+    if data.get("root"):
+        body["data"] = {"root": data["root"]}
+    header = ("# Train this genotype fully (resolution: the size the search's proxy used;\n"
+              "# raise it for real high-resolution images):\n"
+              "#   python -m nas.train --config-dir <this folder> --config-name retrain\n"
+              "# or change the data: ... --config-name retrain data=cifar10 data.root=<path>\n")
+    return header + yaml.safe_dump(body, sort_keys=False)
+
+
+def _open(source: str, study_name: str | None):
+    import optuna
+
+    from nas.search.study import open_storage
+
+    path = Path(source).expanduser()
+    run_dir = path if path.is_dir() else None
+    if "://" in source:
+        url = source
+    elif path.is_dir():
+        if not (path / "study.db").is_file():
+            raise ExportError(f"{source!r} holds no study.db: give a search run directory or a "
+                              "storage URL with --study")
+        url = f"sqlite:///{(path / 'study.db').resolve()}"
+    elif path.is_file() and path.suffix == ".db":
+        url = f"sqlite:///{path.resolve()}"
+        run_dir = path.parent  # a run directory's study.db: export next to it, as for the folder
+    else:
+        raise ExportError(f"{source!r} is neither a run directory nor a storage URL")
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name is None:
+        if len(names) != 1:
+            raise ExportError(f"{source!r} holds {len(names)} studies; choose one with --study "
+                              f"({', '.join(names) or 'none'})")
+        study_name = names[0]
+    elif study_name not in names:
+        raise ExportError(f"no study {study_name!r} in {source!r}; studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=storage), run_dir
+
+
+def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
+    from nas.search import report
+
+    best = report.ranked(study)
+    if not best:
+        n = report.counts(study)
+        summary = ", ".join(f"{v} {k}" for k, v in n.items() if v) or "no trials at all"
+        raise ExportError(f"no trial finished: nothing to export ({summary})")
+    if pareto:
+        # A pareto study's own cost (e.g. "pareto:latency_ms"); MFLOPs for the others.
+        objective = str((study.user_attrs.get("identity") or {}).get("objective", ""))
+        cost = objective.split(":", 1)[1] if objective.startswith("pareto:") else "mflops"
+        return report.pareto_front(best, cost)
+    return best[:top_k]
+
+
+def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None:
+    """The resolution the search's proxy trained `genotype` at (None if unknown)."""
+    from search_spaces import get_space
+
+    proxy, space = identity.get("proxy") or {}, identity.get("space") or {}
+    if "resolution" not in proxy or not space.get("name"):
+        return None
+    from nas.common.config import ProxyConfig
+
+    ref = get_space(space["name"]).reference.resolution
+    return ProxyConfig(resolution=proxy["resolution"]).resolution_for(genotype.resolution, ref)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
+    ap.add_argument("source", help="search run directory, study.db file, or storage URL")
+    ap.add_argument("--study", help="study name (needed when the storage holds several)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--top-k", type=int, default=None, help="export the K best trials (default 1)")
+    group.add_argument("--pareto", action="store_true", help="export the accuracy/MFLOPs Pareto front")
+    ap.add_argument("--out", help="output folder (default <run dir>/exported or ./exported)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+    ap.add_argument("--opset", type=int, default=17)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    top_k = 1 if args.top_k is None else args.top_k
+    if top_k <= 0:
+        raise ExportError(f"--top-k {top_k} is not valid: must be >= 1")
+    if not OPSETS[0] <= args.opset <= OPSETS[1]:
+        raise ExportError(f"--opset {args.opset} is not valid: must be in [{OPSETS[0]}, {OPSETS[1]}]")
+    if args.out and Path(args.out).expanduser().exists() and not Path(args.out).expanduser().is_dir():
+        raise ExportError(f"--out {args.out!r} is an existing file: give a folder")
+    study, run_dir = _open(args.source, args.study)
+    chosen = select(study, top_k, args.pareto)
+    out = Path(args.out).expanduser() if args.out else (run_dir / "exported" if run_dir else Path("exported"))
+    identity = study.user_attrs.get("identity") or {}
+    shape = study.user_attrs.get("data_shape") or {"num_classes": 1000, "in_channels": 3}
+    from nas.arch.cost import cost
+    from nas.model.builder import build_model
+
+    print(f"exporting {len(chosen)} genotype(s) of study {study.study_name} to {out}")
+    for rank, row in enumerate(chosen, start=1):
+        g = parse(row["genotype"])
+        folder = out / f"{rank:02d}-trial{row['number']}-{g.content_hash}"
+        c = cost(g, shape["num_classes"], shape["in_channels"])
+        info = {"rank": rank, "study": study.study_name, "trial": row["number"],
+                "genotype": str(g), "hash": g.content_hash, "proxy_accuracy": row["accuracy"],
+                "params": c.params, "macs": c.macs, "mflops": c.mflops, "params_m": c.params_m,
+                "latency_ms": row.get("latency_ms"), "resolution": g.resolution,
+                "num_classes": shape["num_classes"], "in_channels": shape["in_channels"],
+                "weights": "initialized, not trained: train with retrain.yaml"}
+        model = build_model(g, shape["num_classes"], shape["in_channels"])
+        info = write_model_files(model, g, folder, shape["in_channels"], info,
+                                 onnx=not args.no_onnx, opset=args.opset)
+        (folder / "retrain.yaml").write_text(
+            retrain_config(g, identity.get("data"), proxy_resolution(g, identity)))
+        onnx = (f", ONNX max diff {info['onnx_max_rel_diff']:.1e} of the output scale"
+                if "onnx_max_rel_diff" in info else "")
+        print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "
+              f"{c.params_m:.3f} M params -> {folder}{onnx}")
+    return 0
+
+
+if __name__ == "__main__":
+    from nas.cli.common import run
+
+    run(main)

@@ -1,0 +1,149 @@
+"""`python -m nas.latency build|calibrate|validate|predict +space=NAME`: the per-device latency
+lookup table, built, calibrated and checked on the device itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from nas.arch import kernels as K
+from nas.hardware.latency import (
+    LatencyError,
+    _progress,
+    calibrate,
+    default_table_path,
+    fingerprint,
+    open_table,
+    scatter,
+    space_kernels,
+    validate,
+)
+
+__all__ = ["main"]
+
+
+_ARGS = {
+    "space": "search space (mnv2, xception, mnv1)",
+    "lut": "table file (default: <dir>/<space>-<device>-<threads>t-<fingerprint>.lut.jsonl)",
+    "dir": "folder for default table files (default: luts)",
+    "threads": "torch threads while measuring (default 1)",
+    "device": "cpu (default) or cuda",
+    "channels_last": "measure in channels-last memory format (default false)",
+    "warmup": "untimed calls before timing (default 5)",
+    "repeats": "timed calls; the median counts (default 25)",
+    "num_classes": "classifier outputs (default 10, as the digits data)",
+    "in_channels": "input channels (default 1, as the digits data)",
+    "calibration": "random networks measured whole to fit the table's scales (default 100)",
+    "rebuild": "validate: measure a table afresh when it does not match this device",
+    "n": "validate: random genotypes to measure (default 100)",
+    "seed": "validate: seed of the random genotypes (default 0)",
+    "out": "validate: scatter plot file (default latency_validation.html)",
+    "genotype": "predict: a genotype string or genotype.yaml",
+    "width": "only these width multipliers of the space, comma-separated (e.g. 0.5,1.0)",
+    "resolution": "only these input resolutions of the space, comma-separated (e.g. 160,224)",
+}
+
+
+COMMANDS = ("build", "calibrate", "validate", "predict")
+
+
+USAGE = "usage: python -m nas.latency build|calibrate|validate|predict +space=NAME [key=value ...]"
+
+
+def main(argv: list[str]) -> int:
+    from nas.arch.genotype import load_genotype
+    from nas.cli.common import UsageError, parse_int, parse_overrides, print_usage
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print_usage(USAGE, _ARGS)
+        return 0 if argv else 2
+    command, args = argv[0], parse_overrides(argv[1:], _ARGS)
+    if command not in COMMANDS:
+        raise UsageError(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}")
+    if "space" not in args:
+        from search_spaces import NAMES
+
+        raise UsageError(f"give +space=NAME; valid: {', '.join(NAMES)}")
+    from search_spaces import get_space
+
+    space = get_space(args["space"])
+    for key, cast in (("width", float), ("resolution", int)):
+        if key in args:
+            try:
+                values = tuple(cast(v) for v in args[key].split(","))
+            except ValueError:
+                raise UsageError(f"{key}={args[key]!r} is not a comma-separated list of numbers") from None
+            if any(v <= 0 for v in values):
+                raise UsageError(f"{key}={args[key]!r} is not valid: values must be positive")
+            space = replace(space, **{key: values})
+    device = args.get("device", "cpu")  # checked by fingerprint()
+    flag = args.get("channels_last", "false").lower()
+    if flag not in ("true", "false"):
+        raise UsageError(f"channels_last={flag!r} is not valid; valid: true, false")
+    threads = parse_int("threads", args.get("threads", "1"))
+    opts = {"device": device, "threads": threads, "channels_last": flag == "true",
+            "warmup": parse_int("warmup", args.get("warmup", "5"), 0),
+            "repeats": parse_int("repeats", args.get("repeats", "25"))}
+    num_classes = parse_int("num_classes", args.get("num_classes", "10"))
+    in_channels = parse_int("in_channels", args.get("in_channels", "1"))
+    fp = fingerprint(device, threads, opts["channels_last"])
+    path = Path(args["lut"]) if "lut" in args else default_table_path(args.get("dir", "luts"),
+                                                                      space.name, fp)
+    if command == "build":
+        table = open_table(path, space.name, fp, num_classes, in_channels, rebuild=True)
+        kernels = space_kernels(space, num_classes, in_channels)
+        todo = len(table.missing(kernels))
+        print(f"space {space.name}: {len(kernels)} distinct kernels, {len(kernels) - todo} already "
+              f"in {path}; measuring {todo} on {fp['name']} ({threads} thread(s))", flush=True)
+        table.fill(kernels, progress=_progress("kernels"), **opts)
+        # Whole networks are timed in a fresh process: after thousands of kernel measurements
+        # this one's heap is not what a user's process looks like (measured: 20% slower).
+        keep = [a for a in argv[1:] if a.lstrip("+").split("=")[0] not in ("lut", "dir")]
+        r = subprocess.run([sys.executable, "-m", "nas.latency", "calibrate", *keep, f"lut={path}"])
+        return r.returncode
+    if not path.exists():
+        raise LatencyError(f"latency table {str(path)!r} does not exist; build it first: "
+                           f"python -m nas.latency build +space={space.name}")
+    table = open_table(path, space.name, fp, num_classes, in_channels,
+                       rebuild=args.get("rebuild", "false").lower() == "true")
+    if command == "calibrate":
+        samples = parse_int("calibration", args.get("calibration", "100"), 3)
+        scales, overhead = calibrate(table, space, num_classes, in_channels, samples,
+                                     progress=_progress("calibration networks"), **opts)
+        terms = " + ".join(f"{v:.3f} x {g}" for g, v in scales.items())
+        print(f"calibrated on {samples} networks: predicted = {terms} kernels {overhead:+.3f} ms"
+              f"\nwrote {path}")
+        return 0
+    if command == "predict":
+        if "genotype" not in args:
+            raise UsageError("predict needs +genotype=STRING_OR_YAML")
+        g = load_genotype(args["genotype"])
+        if (len(g.stages) != len(space.stages)
+                or any(st.block not in ch.block for st, ch in zip(g.stages, space.stages, strict=True))):
+            raise UsageError(f"the genotype's stages do not match space {space.name} (the space of "
+                             f"table {path}): give the space it comes from, +space=NAME")
+        ks = K.genotype_kernels(g, num_classes, in_channels)
+        filled = table.fill(ks, **opts)
+        print(f"predicted {table.predict_kernels(ks):.3f} ms ({len(ks)} kernels, {filled} newly "
+              f"measured)")
+        return 0
+    n = parse_int("n", args.get("n", "100"))
+    result = validate(table, space, num_classes, in_channels, n,
+                      parse_int("seed", args.get("seed", "0"), 0),
+                      progress=_progress("networks"), **opts)
+    plot = scatter(result["rows"], Path(args.get("out", "latency_validation.html")),
+                   f"{space.name}: predicted vs measured latency ({fp['name']}, {threads} thread(s))")
+    print(f"{n} random {space.name} genotypes on {fp['name']}, {threads} thread(s):\n"
+          f"  within +-10% of measured: {100 * result['within_10pct']:.1f}%\n"
+          f"  MAPE: {100 * result['mape']:.2f}% (mean signed error {100 * result['bias']:+.2f}%)\n"
+          f"  Kendall tau: {result['kendall_tau']:.3f}\n"
+          f"scatter plot: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    from nas.cli.common import run
+
+    run(main)

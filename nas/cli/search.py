@@ -1,0 +1,174 @@
+"""`python -m nas.search +space=mnv2 +budget.mflops=300`: the search, as a Hydra app.
+
+Before Hydra starts, the command line is composed and validated once here, so that
+bad input (an unknown space, a negative budget, a missing dataset path) ends with one
+line on stderr and exit status 2 instead of a traceback, and before any storage is
+touched. The search itself is `nas.search.run.run_search`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from nas.cli.common import CONF_DIR, HELP_FLAGS, UsageError, config_keys, explain_override, first_line
+from nas.common.config import ConfigError, SearchConfig, derive_study_name
+from nas.errors import UserError
+from nas.search.run import open_search_study, run_search
+
+__all__ = ["GROUPS", "group_options", "main", "precheck"]
+
+
+
+
+GROUPS = ("space", "data", "sampler", "pruner", "storage", "proxy")
+
+
+def _study_name(*, _root_: DictConfig) -> str:
+    return derive_study_name(OmegaConf.to_container(_root_, resolve=False))
+
+
+OmegaConf.register_new_resolver("nas_study_name", _study_name, replace=True)
+
+
+def _worker_dir(*, _root_: DictConfig) -> str:
+    worker = _root_.get("worker")
+    return f"/worker-{worker}" if worker is not None else ""
+
+
+OmegaConf.register_new_resolver("nas_worker_dir", _worker_dir, replace=True)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def search_keys() -> list[str]:
+    """Every key of the search config with its default groups (for "did you mean")."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=["+space=mnv2"])
+    return config_keys(OmegaConf.to_container(cfg, resolve=False))
+
+
+def precheck(argv: list[str]) -> SearchConfig:
+    """Compose and validate the command line as Hydra would, raising `UserError`s."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception as err:
+        raise UsageError(f"cannot parse the command line: {first_line(err)}") from None
+    plain: list[str] = []
+    run_dir: str | None = None
+    for o in parsed:
+        key = o.get_key_element().lstrip("+~")
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+            if not values:
+                raise UsageError(f"{key}: empty sweep")
+            value = values[0]
+        else:
+            value = o.get_value_element_as_str()
+        if key.startswith("hydra"):
+            if key == "hydra.run.dir":
+                run_dir = value
+            continue
+        if key in GROUPS and value not in group_options(key):
+            raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
+        prefix = o.get_key_element()[: len(o.get_key_element()) - len(key)]
+        plain.append(f"{prefix}{key}={value}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("search", overrides=plain)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or "a value"
+        raise UsageError(f"{key} is required here: add {key}=<value>") from None
+    except Exception as err:
+        raise UsageError(explain_override(first_line(err), search_keys(), GROUPS)) from None
+    if "space" not in container:
+        from search_spaces import NAMES
+
+        raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+    cfg_obj = SearchConfig.from_container(container)
+    _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
+    if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
+        from nas.training.data import make_datamodule
+
+        make_datamodule(cfg_obj.data.name, root=cfg_obj.data.root).check()
+    return cfg_obj
+
+
+def _check_writable(path: str) -> None:
+    if "${" in path:
+        path = "."
+    target = Path(path).expanduser().absolute()
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {str(target)!r} is not writable (set hydra.run.dir=<a "
+                         "writable folder>)")
+
+
+def _shared_dir(run_dir: Path) -> Path:
+    """The sweep directory in a multirun (one study for all workers), else the run directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.sweep.dir)
+    # A worker started by hand (+worker=N) runs in outputs/<study>/worker-N, beside its study.
+    return run_dir.parent if run_dir.name.startswith("worker-") else run_dir
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="search", version_base="1.3")
+def _task(cfg: DictConfig) -> float | None:
+    from nas.cli.common import hydra_task
+
+    def job(scfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
+        return run_search(scfg, run_dir, shared_dir=_shared_dir(run_dir))
+
+    return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
+
+
+def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
+    """In a multirun, create (and check) the shared study once, before workers start."""
+    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
+                 f"multirun/{cfg.study_name}")
+    shared = Path(sweep).expanduser()
+    if cfg.storage.name != "postgres" or cfg.storage.url:
+        study, existed, url = open_search_study(cfg, shared.absolute(), cfg.seed)
+        print(f"study {study.study_name} ({'resumed' if existed else 'created'}) in {url}; "
+              "launching workers", flush=True)
+
+
+
+
+def main() -> None:
+    if any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
+        _task()
+        return
+    try:
+        cfg = precheck(sys.argv[1:])
+        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+            create_before_fanout(cfg, sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

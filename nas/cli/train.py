@@ -1,0 +1,92 @@
+"""`python -m nas.train +genotype=<genotype.yaml | string>`: train one genotype fully, as a
+Hydra app; the command line is validated before Hydra runs anything. The training itself
+is `nas.training.train.run_training`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nas.arch.genotype import load_genotype
+from nas.cli.common import CONF_DIR, HELP_FLAGS
+from nas.common.config import TrainConfig
+from nas.errors import UserError
+from nas.training.train import run_identity, run_training
+
+__all__ = ["main", "precheck"]
+
+
+
+
+def _train_name(*, _root_: DictConfig) -> str:
+    """`<genotype hash>-<data>-<settings hash>`: rerunning a command resumes its own run, and
+    another resolution, recipe or dataset trains in a folder of its own."""
+    text = str(_root_.get("genotype") or "none")
+    data = _root_.get("data")
+    data_name = data.get("name") if isinstance(data, DictConfig) else "data"
+    try:
+        genotype = load_genotype(text)
+    except (UserError, OSError, ValueError):
+        return f"{hashlib.sha256(text.encode()).hexdigest()[:16]}-{data_name}"
+    root = OmegaConf.to_container(_root_, resolve=False)
+    identity = run_identity(genotype, dict(root.get("data") or {}), dict(root.get("trainer") or {}),
+                            root.get("resolution"))
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{genotype.content_hash}-{data_name}-{digest}"
+
+
+OmegaConf.register_new_resolver("nas_train_name", _train_name, replace=True)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _task(cfg: DictConfig) -> float | None:
+    from nas.cli.common import hydra_task
+
+    return hydra_task(cfg, TrainConfig.from_container, run_training).get("test_acc")
+
+
+def precheck(argv: list[str]) -> TrainConfig:
+    """Compose and validate the command line before Hydra runs anything."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.cli.common import UsageError, config_keys, explain_override, first_line
+    from nas.cli.search import GROUPS, group_options
+
+    args = [a for a in argv if not a.startswith("-")]
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key in GROUPS and key == "data" and value not in group_options(key):
+            raise UsageError(f"unknown data {value!r}; valid: {', '.join(group_options(key))}")
+    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose("train", overrides=plain)
+        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+    except Exception as err:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            keys = config_keys(OmegaConf.to_container(compose("train"), resolve=False))
+        raise UsageError(explain_override(first_line(err), keys, ("data", "genotype"))) from None
+    cfg = TrainConfig.from_container(container)
+    load_genotype(cfg.genotype)
+    return cfg
+
+
+def main() -> None:
+    if not any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
+        cfg_dir = any(a.startswith(("-cd", "--config-dir", "-cn", "--config-name", "-cp",
+                                    "--config-path")) for a in sys.argv[1:])
+        if not cfg_dir:
+            try:
+                precheck(sys.argv[1:])
+            except UserError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What training and search both use: the config schemas and W&B tracking."""

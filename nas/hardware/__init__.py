@@ -1,0 +1,1 @@
+"""Latency on a device: measurement, the per-kernel lookup table, prediction."""

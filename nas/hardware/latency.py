@@ -1,0 +1,566 @@
+"""Latency on the user's own device: measurement, fingerprint, and a per-kernel lookup table.
+
+- `measure_genotype` times batch-1 inference of a built network: fixed thread count,
+  warm-up, `torch.inference_mode`, median of the repeats (CUDA synchronised when used).
+- A lookup table (LUT) holds the measured latency of every kernel (`nas.arch.kernels`) a
+  search space can produce, with the device fingerprint it was measured on. A genotype's
+  predicted latency is the sum of its kernels' medians plus one measured constant (the
+  per-network cost of the Python module calls around the kernels).
+- `python -m nas.latency build|validate|predict` builds a table (resumable, with
+  progress), checks its predictions against measured networks, or predicts one genotype.
+
+The file is JSON lines: a header line (format, space, fingerprint, classes, channels),
+then one line per measured kernel, then any `calibration` lines (the last one counts).
+Appending keeps what an interrupted build measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.arch import kernels as K
+from nas.arch.genotype import BlockSpec, Genotype, scale_channels
+from nas.errors import UserError
+from nas.model.builder import build_model
+
+__all__ = [
+    "FORMAT",
+    "GROUPS",
+    "LatencyError",
+    "LatencyPredictor",
+    "LookupTable",
+    "Timing",
+    "calibrate",
+    "cpu_name",
+    "default_table_path",
+    "fingerprint",
+    "group",
+    "kernel_module",
+    "measure",
+    "measure_genotype",
+    "min_latency",
+    "open_table",
+    "scatter",
+    "space_kernels",
+    "steady_allocator",
+    "validate",
+]
+
+FORMAT = "nas-lut/1"
+# Kernels timed alone are scaled per group when predicting a network (see `calibrate`).
+GROUPS = ("depthwise", "other")
+
+
+def group(key: K.Kernel) -> str:
+    return "depthwise" if key[0] == "conv" and key[6] > 1 else "other"
+
+
+class LatencyError(UserError):
+    """A lookup table that is missing, corrupt, or from another space or device."""
+
+
+# ----- measuring ----------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_ALLOCATOR: list[str] = []
+
+
+def steady_allocator() -> str:
+    """Keep freed memory in the process (glibc: no trimming, mmap only above 32 MB).
+
+    By default glibc hands large activations back to the system after each layer and
+    page-faults them in again on the next call: measured here that added up to 80% to a
+    network's latency, varying with the process's allocation history, which no per-kernel
+    table can predict. Servers use a caching allocator (jemalloc, tcmalloc) for the same
+    reason. Applied once per process before any measurement; recorded in the fingerprint.
+    """
+    if not _ALLOCATOR:
+        name = "default"
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import ctypes.util
+
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                if libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30):
+                    name = "glibc-keep"
+            except (OSError, AttributeError):
+                pass
+        _ALLOCATOR.append(name)
+    return _ALLOCATOR[0]
+
+
+def fingerprint(device: str = "cpu", threads: int = 1, channels_last: bool = False) -> dict[str, Any]:
+    """What a latency figure depends on besides the network: hardware, software, settings."""
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise LatencyError(f"latency device {device!r} is not available here; valid: cpu"
+                           + (", cuda" if torch.cuda.is_available() else ""))
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
+    return {"device": dev.type, "name": name, "torch": torch.__version__.split("+")[0],
+            "threads": threads, "dtype": "float32", "channels_last": channels_last,
+            "allocator": steady_allocator()}
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    mean_ms: float
+    var: float
+    n: int
+
+
+def measure(module: nn.Module, shape: tuple[int, ...], *, device: str = "cpu", threads: int = 1,
+            warmup: int = 5, repeats: int = 20, channels_last: bool = False) -> Timing:
+    """Median wall time of `module` on one input of `shape`, in milliseconds."""
+    steady_allocator()
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _timed(module, shape, device, warmup, repeats, channels_last)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed(module: nn.Module, shape: tuple[int, ...], device: str, warmup: int, repeats: int,
+           channels_last: bool) -> Timing:
+    dev = torch.device(device)
+    module = module.to(dev).eval()
+    x = torch.randn(*shape, device=dev)
+    if channels_last and x.dim() == 4:
+        module = module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            module(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return Timing(statistics.median(times), statistics.fmean(times),
+                  statistics.pvariance(times), len(times))
+
+
+def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3, **opts: Any) -> Timing:
+    """Measured batch-1 latency of the network `g` describes, at its own resolution."""
+    model = build_model(g, num_classes, in_channels)
+    return measure(model, (1, in_channels, g.resolution, g.resolution), **opts)
+
+
+class _Add(nn.Module):
+    """A residual addition: the input plus a second tensor of the same shape."""
+
+    def __init__(self, c: int, h: int):
+        super().__init__()
+        self.register_buffer("other", torch.randn(1, c, h, h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.other
+
+
+class _Pool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def kernel_module(key: K.Kernel) -> tuple[nn.Module, tuple[int, ...]]:
+    """A module that runs exactly kernel `key`, and its input shape."""
+    from nas.model.blocks import activation
+
+    kind = key[0]
+    if kind == "conv":
+        _, cin, cout, k, s, p, groups, h, bn, act = key
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=False)]
+        if bn:
+            layers.append(nn.BatchNorm2d(cout))
+        if act:
+            layers.append(activation(act))
+        return nn.Sequential(*layers), (1, cin, h, h)
+    if kind == "act":
+        _, name, c, h = key
+        return activation(name, inplace=False), (1, c, h, h)
+    if kind == "add":
+        return _Add(key[1], key[2]), (1, key[1], key[2], key[2])
+    if kind == "maxpool":
+        _, c, h, s = key
+        return nn.MaxPool2d(3, s, 1), (1, c, h, h)
+    if kind == "pool":
+        return _Pool(), (1, key[1], key[2], key[2])
+    if kind == "linear":
+        return nn.Linear(key[1], key[2]), (1, key[1])
+    raise ValueError(f"unknown kernel kind {kind!r}")
+
+
+# ----- which kernels a space can run ----------------------------------------------------------
+def space_kernels(space: Any, num_classes: int, in_channels: int) -> list[K.Kernel]:
+    """Every distinct kernel of every genotype of `space`."""
+    found: set[K.Kernel] = set()
+
+    def collect(kernels: list[K.Kernel]) -> float:
+        found.update(kernels)
+        return 0.0
+
+    _cheapest(space, num_classes, in_channels, collect)
+    return sorted(found, key=K.to_text)
+
+
+def _cheapest(space: Any, num_classes: int, in_channels: int,
+              price: Callable[[list[K.Kernel]], float]) -> float:
+    """Smallest total `price` of a genotype's kernels over the whole space, by dynamic
+    programming over stages (the state between stages is channels and feature-map size).
+    Every kernel any genotype of the space runs is priced at least once on the way."""
+    best = float("inf")
+    for width in space.width:
+        states: dict[tuple[int, int], float] = {}
+        for stem in space.stem:
+            for res in space.resolution:
+                probe = Genotype(stages=space.reference.stages, stem=stem, width=width, resolution=res)
+                ks = K.stem_kernels(probe, in_channels)
+                key = (scale_channels(stem[-1].c, width), K.out_size(ks[-1]))
+                states[key] = min(states.get(key, float("inf")), price(ks))
+        for i in range(len(space.stages)):
+            nxt: dict[tuple[int, int], float] = {}
+            options_by_cin: dict[int, Any] = {}
+            for (cin, h), acc in states.items():
+                if cin not in options_by_cin:
+                    options_by_cin[cin] = space._stage_options(i, cin, width)
+                for stage in options_by_cin[cin]:
+                    c, hh, total = cin, h, acc
+                    cout = scale_channels(stage.c, width)
+                    for r in range(stage.n):
+                        stride = stage.s if r == 0 else 1
+                        spec = BlockSpec(i, r, stage, c, cout, stride,
+                                         stage.type.shortcut_on_repeat(stage.residual, stride, c, cout), hh)
+                        total += price(stage.type.kernels(spec))
+                        hh = (hh - 1) // stride + 1
+                        c = cout
+                    if total < nxt.get((cout, hh), float("inf")):
+                        nxt[(cout, hh)] = total
+            states = nxt
+        for head in space.head:
+            probe = Genotype(stages=space.reference.stages, stem=space.reference.stem, head=head,
+                             width=width, resolution=space.reference.resolution)
+            for (cin, h), acc in states.items():
+                best = min(best, acc + price(K.head_kernels(probe, cin, h, num_classes)))
+    return best
+
+
+# ----- the lookup table -------------------------------------------------------------------
+@dataclass
+class LookupTable:
+    path: Path
+    header: dict[str, Any]
+    entries: dict[K.Kernel, Timing] = field(default_factory=dict)
+    # predicted = overhead_ms + sum over kernels of scales[group] * median, fitted by `calibrate`
+    scales: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GROUPS, 1.0))
+    overhead_ms: float = 0.0
+    partial_at: int | None = None  # byte offset of a half-written last line
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.header["fingerprint"]
+
+    @classmethod
+    def create(cls, path: Path, space: str, fp: dict[str, Any], num_classes: int,
+               in_channels: int) -> LookupTable:
+        header = {"format": FORMAT, "space": space, "fingerprint": fp, "num_classes": num_classes,
+                  "in_channels": in_channels}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(header) + "\n")
+        return cls(path, header)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LookupTable:
+        path = Path(path)
+        if not path.is_file():
+            raise LatencyError(f"latency table {str(path)!r} does not exist (build one with "
+                               "python -m nas.latency build +space=NAME)")
+        lines = path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError("no header")
+            table = cls(path, header)
+            for n, line in enumerate(lines[1:], start=2):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if n == len(lines):  # a build killed mid-write: drop the partial line
+                        raw = path.read_bytes()
+                        table.partial_at = raw.rstrip(b"\n").rfind(b"\n") + 1
+                        continue
+                    raise
+                if "calibration" in row:
+                    cal = row["calibration"]
+                    table.scales = {g: float(cal["scales"][g]) for g in GROUPS}
+                    table.overhead_ms = float(cal["overhead_ms"])
+                else:
+                    table.entries[K.from_text(row["kernel"])] = Timing(
+                        float(row["median_ms"]), float(row["mean_ms"]), float(row["var"]), int(row["n"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise LatencyError(f"latency table {str(path)!r} is not a valid {FORMAT} file "
+                               f"({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+        return table
+
+    def check(self, space: str, fp: dict[str, Any], num_classes: int | None = None,
+              in_channels: int | None = None) -> None:
+        """Refuse a table measured for another space or on another device/setting."""
+        if self.header["space"] != space:
+            raise LatencyError(f"latency table {str(self.path)!r} is for space "
+                               f"{self.header['space']!r}, not {space!r}")
+        diff = {k: (self.fingerprint.get(k), v) for k, v in fp.items() if self.fingerprint.get(k) != v}
+        if diff:
+            what = ", ".join(f"{k} {a!r} (table) vs {b!r} (here)" for k, (a, b) in diff.items())
+            raise LatencyError(f"latency table {str(self.path)!r} was measured on another device or "
+                               f"setting: {what}; rebuild it here (python -m nas.latency build)")
+
+    def append(self, rows: Iterable[tuple[K.Kernel, Timing]]) -> None:
+        if self.partial_at is not None:  # cut the half-written line an interrupted build left
+            os.truncate(self.path, self.partial_at)
+            self.partial_at = None
+        with open(self.path, "a") as fh:
+            for key, t in rows:
+                self.entries[key] = t
+                fh.write(json.dumps({"kernel": K.to_text(key), "median_ms": t.median_ms,
+                                     "mean_ms": t.mean_ms, "var": t.var, "n": t.n}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def set_calibration(self, scales: dict[str, float], overhead_ms: float, samples: int) -> None:
+        self.scales, self.overhead_ms = dict(scales), overhead_ms
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"calibration": {"scales": scales, "overhead_ms": overhead_ms,
+                                                 "n": samples}}) + "\n")
+
+    def missing(self, kernels: Iterable[K.Kernel]) -> list[K.Kernel]:
+        return [k for k in dict.fromkeys(kernels) if k not in self.entries]
+
+    def group_sums(self, kernels: Iterable[K.Kernel]) -> dict[str, float]:
+        """Sum of the kernels' medians per calibration group."""
+        sums = dict.fromkeys(GROUPS, 0.0)
+        for k in kernels:
+            sums[group(k)] += self.entries[k].median_ms
+        return sums
+
+    def weighted(self, kernels: Iterable[K.Kernel]) -> float:
+        return sum(self.scales[group(k)] * self.entries[k].median_ms for k in kernels)
+
+    def predict_kernels(self, kernels: Iterable[K.Kernel]) -> float:
+        return self.overhead_ms + self.weighted(kernels)
+
+    def predict(self, g: Genotype, num_classes: int, in_channels: int) -> float:
+        """Predicted latency (ms) of `g`; every kernel must be in the table (see `fill`)."""
+        return self.predict_kernels(K.genotype_kernels(g, num_classes, in_channels))
+
+    def fill(self, kernels: Iterable[K.Kernel], progress: Callable[[int, int], None] | None = None,
+             chunk: int = 20, **opts: Any) -> int:
+        """Measure the kernels the table lacks, appending as it goes; returns how many."""
+        todo = self.missing(kernels)
+        batch: list[tuple[K.Kernel, Timing]] = []
+        for i, key in enumerate(todo, 1):
+            module, shape = kernel_module(key)
+            batch.append((key, measure(module, shape, **opts)))
+            if len(batch) >= chunk or i == len(todo):
+                self.append(batch)
+                batch = []
+                if progress:
+                    progress(i, len(todo))
+        return len(todo)
+
+
+def default_table_path(directory: str | Path, space: str, fp: dict[str, Any]) -> Path:
+    """`<directory>/<space>-<device>-<threads>t.lut.jsonl`: one table per space and device setting."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(directory) / f"{space}-{fp['device']}-{fp['threads']}t-{digest}.lut.jsonl"
+
+
+def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, samples: int = 100,
+              seed: int = 1234, progress: Callable[[int, int], None] | None = None,
+              **opts: Any) -> tuple[dict[str, float], float]:
+    """Fit predicted = overhead + sum of per-group scale x kernel median, by least squares on
+    `samples` random networks measured whole.
+
+    A kernel timed alone runs from a warm cache and without the module calls around it; in a
+    network its weights come from further away, and depthwise kernels (little compute per
+    byte) suffer that more than the others. Measured on mnv2, one core: a single scale left
+    82% of networks within 10%, a scale per group 90%.
+    """
+    import numpy as np
+
+    rng = random.Random(seed)
+    rows, measured = [], []
+    for i in range(samples):
+        g = space.sample(rng)
+        ks = K.genotype_kernels(g, num_classes, in_channels)
+        table.fill(ks, **opts)
+        sums = table.group_sums(ks)
+        rows.append([sums[name] for name in GROUPS] + [1.0])
+        measured.append(measure_genotype(g, num_classes, in_channels, **opts).median_ms)
+        if progress:
+            progress(i + 1, samples)
+    a, y = np.asarray(rows), np.asarray(measured)
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    if (coef[:-1] <= 0).any():  # degenerate (e.g. a space without depthwise kernels): one scale
+        one = np.stack([a[:, :-1].sum(axis=1), a[:, -1]], axis=1)
+        (scale, overhead), *_ = np.linalg.lstsq(one, y, rcond=None)
+        coef = np.asarray([scale] * len(GROUPS) + [overhead])
+    scales = {name: float(v) for name, v in zip(GROUPS, coef[:-1], strict=True)}
+    table.set_calibration(scales, float(coef[-1]), samples)
+    return scales, float(coef[-1])
+
+
+def min_latency(table: LookupTable, space: Any, num_classes: int, in_channels: int) -> float:
+    """Smallest predicted latency over the whole space."""
+    return _cheapest(space, num_classes, in_channels, table.weighted) + table.overhead_ms
+
+
+class LatencyPredictor:
+    """Latency of candidates for a latency budget: from this device's lookup table when there
+    is one for the space, else measured on the spot."""
+
+    def __init__(self, space: Any, num_classes: int, in_channels: int, lut: str | None = None,
+                 directory: str = "luts", **opts: Any):
+        self.space, self.num_classes, self.in_channels, self.opts = space, num_classes, in_channels, opts
+        fp = fingerprint(opts.get("device", "cpu"), opts.get("threads", 1),
+                         opts.get("channels_last", False))
+        path = Path(lut).expanduser() if lut else default_table_path(directory, space.name, fp)
+        self.table: LookupTable | None = None
+        if path.exists():
+            self.table = LookupTable.load(path)
+            self.table.check(space.name, fp)
+        elif lut:
+            raise LatencyError(f"latency table {str(path)!r} does not exist; build it with "
+                               f"python -m nas.latency build +space={space.name} lut={lut}")
+        self.path = path
+
+    @property
+    def source(self) -> str:
+        return f"table {self.path}" if self.table else "measured per candidate"
+
+    def __call__(self, g: Genotype) -> float:
+        if self.table is None:
+            return measure_genotype(g, self.num_classes, self.in_channels, **self.opts).median_ms
+        ks = K.genotype_kernels(g, self.num_classes, self.in_channels)
+        self.table.fill(ks, **self.opts)
+        return self.table.predict_kernels(ks)
+
+    def minimum(self) -> float | None:
+        """The space's smallest predicted latency (None without a table)."""
+        if self.table is None:
+            return None
+        kernels = space_kernels(self.space, self.num_classes, self.in_channels)
+        missing = len(self.table.missing(kernels))
+        if missing:
+            print(f"latency table {self.path} lacks {missing} of the space's {len(kernels)} kernels "
+                  "(another number of classes or channels, or an interrupted build): measuring them "
+                  "once", flush=True)
+        self.table.fill(kernels, progress=_progress("kernels") if missing else None, **self.opts)
+        return min_latency(self.table, self.space, self.num_classes, self.in_channels)
+
+
+def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int, n: int = 100,
+             seed: int = 0, progress: Callable[[int, int], None] | None = None,
+             **opts: Any) -> dict[str, Any]:
+    """Predicted vs measured latency of `n` random genotypes of `space`."""
+    from scipy.stats import kendalltau
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        g = space.sample(rng)
+        ks = K.genotype_kernels(g, num_classes, in_channels)
+        table.fill(ks, **opts)
+        rows.append({"genotype": str(g), "predicted_ms": table.predict_kernels(ks),
+                     "measured_ms": measure_genotype(g, num_classes, in_channels, **opts).median_ms})
+        if progress:
+            progress(i + 1, n)
+    errors = [(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
+    tau = kendalltau([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]).statistic
+    return {"n": n, "within_10pct": sum(abs(e) <= 0.10 for e in errors) / n,
+            "mape": statistics.fmean(abs(e) for e in errors), "bias": statistics.fmean(errors),
+            "kendall_tau": float(tau),
+            "rows": rows}
+
+
+def scatter(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    import plotly.graph_objects as go
+
+    hi = max(max(r["predicted_ms"], r["measured_ms"]) for r in rows) * 1.05
+    fig = go.Figure([
+        go.Scatter(x=[r["measured_ms"] for r in rows], y=[r["predicted_ms"] for r in rows],
+                   mode="markers", name="genotypes", text=[r["genotype"] for r in rows]),
+        go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name="predicted = measured"),
+        go.Scatter(x=[0, hi], y=[0, hi * 1.1], mode="lines", name="+10%", line={"dash": "dot"}),
+        go.Scatter(x=[0, hi], y=[0, hi * 0.9], mode="lines", name="-10%", line={"dash": "dot"}),
+    ])
+    fig.update_layout(title=title, xaxis_title="measured latency (ms)",
+                      yaxis_title="predicted latency (ms)")
+    fig.write_html(path, include_plotlyjs="cdn")
+    return path
+
+
+# ----- command line ---------------------------------------------------------------------------
+
+
+def _progress(what: str) -> Callable[[int, int], None]:
+    start = time.perf_counter()
+    every = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - every[0] >= 2.0:
+            every[0] = now
+            rate = done / max(now - start, 1e-9)
+            eta = (total - done) / rate if rate else 0
+            print(f"\r{what}: {done}/{total} ({100 * done / total:.0f}%, {now - start:.0f}s, "
+                  f"eta {eta:.0f}s)   ", end="\n" if done == total else "", flush=True)
+
+    return show
+
+
+def open_table(path: Path, space: str, fp: dict[str, Any], num_classes: int, in_channels: int,
+               rebuild: bool = False) -> LookupTable:
+    """Load the table at `path` if it fits this space and device, else start one (when
+    `rebuild` or there is none); refuses a mismatched table otherwise."""
+    if not path.exists():
+        return LookupTable.create(path, space, fp, num_classes, in_channels)
+    table = LookupTable.load(path)
+    try:
+        table.check(space, fp)
+    except LatencyError:
+        if not rebuild:
+            raise
+        path.replace(path.with_suffix(path.suffix + ".old"))
+        print(f"table {path} did not match this device: kept as {path.name}.old, measuring anew")
+        return LookupTable.create(path, space, fp, num_classes, in_channels)
+    return table

@@ -1,0 +1,1 @@
+"""The search: the trial loop, evaluators, statuses, Pareto pruning, studies, reports."""

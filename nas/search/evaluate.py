@@ -1,0 +1,128 @@
+"""How a candidate is scored: proxy training or a zero-cost score, behind one small interface.
+
+`ProxyData` holds the proxy's data (one data module per proxy resolution, built once);
+an `Evaluator` turns a genotype and a seed into an `Evaluation`. The search loop asks
+the evaluator and never knows which kind it has.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from nas.arch.genotype import Genotype
+from nas.arch.space import SearchSpace
+from nas.common.config import ProxyConfig, SearchConfig
+from nas.model.builder import build_model
+from nas.training.data import ArrayDataModule, make_datamodule
+from nas.training.proxy import train_proxy
+
+__all__ = ["Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "ZeroCostScore", "make_evaluator"]
+
+
+class ProxyData:
+    """The proxy's data: one data module per proxy resolution, loaded and checked once."""
+
+    def __init__(self, cfg: SearchConfig, space: SearchSpace):
+        self.cfg, self.proxy, self.space = cfg, cfg.proxy, space
+        self._modules: dict[int, ArrayDataModule] = {}
+        probe = self.at(self.proxy.resolution)  # reads (and checks) the data now
+        self.num_classes, self.in_channels = probe.num_classes, probe.in_channels
+
+    def at(self, resolution: int) -> ArrayDataModule:
+        if resolution not in self._modules:
+            d, p = self.cfg.data, self.proxy
+            dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=p.batch_size,
+                                 val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                                 subset=p.subset, seed=d.seed, augment=d.augment, grayscale=d.grayscale)
+            dm.setup()
+            self._modules[resolution] = dm
+        return self._modules[resolution]
+
+    def for_genotype(self, g: Genotype) -> ArrayDataModule:
+        return self.at(self.proxy.resolution_for(g.resolution, self.space.reference.resolution))
+
+    def stand_in(self, g: Genotype) -> torch.nn.Module:
+        """The network the proxy trains for `g`: its width scaled by `proxy.width_scale`."""
+        return build_model(replace(g, width=g.width * self.proxy.width_scale), self.num_classes,
+                           self.in_channels)
+
+
+@dataclass
+class Evaluation:
+    value: float  # validation accuracy, or a zero-cost score
+    history: list[dict] = field(default_factory=list)
+    pruned_at: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """The value, read as what a training evaluator returns: the validation accuracy."""
+        return self.value
+
+
+Report = Callable[[int, float], bool]  # (epoch, value) -> stop now?
+
+
+class Evaluator:
+    """Scores a genotype; `name` says what the value is ("train": a proxy accuracy)."""
+
+    name = "train"
+    trains = True
+
+    def __call__(self, g: Genotype, seed: int, report: Report | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> Evaluation:
+        raise NotImplementedError
+
+
+class ProxyTraining(Evaluator):
+    """A short Lightning training; the value is the last validation accuracy."""
+
+    def __init__(self, data: ProxyData, proxy: ProxyConfig):
+        self.data, self.proxy = data, proxy
+
+    def __call__(self, g, seed, report=None, on_epoch=None) -> Evaluation:
+        p = self.proxy
+        torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
+        model = self.data.stand_in(g)
+        result = train_proxy(model, self.data.for_genotype(g), p.epochs, report=report, on_epoch=on_epoch,
+                             seed=seed, deterministic=p.deterministic, optimizer=p.optimizer, lr=p.lr,
+                             momentum=p.momentum, weight_decay=p.weight_decay, schedule=p.schedule,
+                             warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
+                             bn_recalibration=p.bn_recalibration)
+        return Evaluation(result.accuracy, result.history, result.pruned_at, result.seconds)
+
+
+class ZeroCostScore(Evaluator):
+    """A zero-cost score of the untrained stand-in on one fixed training mini-batch."""
+
+    trains = False
+
+    def __init__(self, name: str, data: ProxyData, proxy: ProxyConfig, seed: int):
+        self.name, self.data, self.proxy, self.seed = name, data, proxy, seed
+
+    def __call__(self, g, seed=None, report=None, on_epoch=None) -> Evaluation:
+        from nas.model import zero_cost
+
+        start = time.perf_counter()
+        dm = self.data.for_genotype(g)
+        split = dm.split("train")
+        n = min(self.proxy.zero_cost_batch, len(split.labels))
+        x = (split.images[:n].float() / 255.0 - dm.mean) / dm.std
+        # One seed for the initial weights and any dropout draws, whatever ran before: the
+        # same genotype always gets the same score.
+        torch.manual_seed(self.seed)
+        value = zero_cost.score(self.name, self.data.stand_in(g), x, split.labels[:n])
+        value = value if math.isfinite(value) else -1e30  # e.g. naswot's log det of a singular kernel
+        return Evaluation(value, seconds=time.perf_counter() - start)
+
+
+def make_evaluator(name: str, data: ProxyData, cfg: SearchConfig) -> Evaluator:
+    """`train` (proxy training) or a zero-cost proxy's name."""
+    if name == "train":
+        return ProxyTraining(data, cfg.proxy)
+    return ZeroCostScore(name, data, cfg.proxy, cfg.seed)

@@ -1,0 +1,390 @@
+"""The search loop: propose a genotype, check its budget, evaluate it, record it.
+
+`Searcher.objective` is what each Optuna trial runs:
+1. `propose`: the space decodes the trial into a genotype (the only place `suggest_*` is
+   called); params and MFLOPs come from the analytic cost model, latency from the latency
+   predictor, and all are stored on the trial;
+2. `check_budget`: a genotype over any budget is rejected in milliseconds: recorded as
+   PRUNED with the reason and its costs, and the sampler is told through `trial.set_constraint`;
+3. `reuse_earlier`: a genotype seen before reuses the earlier result;
+4. `prefilter`: with a zero-cost pre-filter, a candidate scoring below the cut is skipped;
+5. `evaluate`: the evaluator (proxy training, or a zero-cost score) scores it, reporting
+   each epoch to the pruner (Optuna's, or `pareto.pareto_verdict` for pareto studies).
+What is instant (cost, latency prediction) and what needs training (the evaluator) meet
+only here.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas.arch.cost import Cost, cost
+from nas.arch.genotype import Genotype
+from nas.arch.space import SearchSpace
+from nas.common.config import SearchConfig
+from nas.common.tracking import Tracker
+from nas.errors import UserError
+from nas.search.evaluate import Evaluation, Evaluator, ProxyData, make_evaluator
+from nas.search.pareto import pareto_verdict
+from nas.search.report import counts, ranked
+from nas.search.status import COUNTED, Status
+from nas.search.study import Beat, fail_dead_workers, has_own_heartbeat, trained_count, worker_id
+
+__all__ = ["BudgetError", "Searcher", "Terminated", "budget_violations", "check_budget_feasible",
+           "scaled_reference", "set_threads"]
+
+FAILURES_IN_A_ROW = 5  # trials failing one after another: the cause is not the genotype
+MEASURED_REJECTIONS = 50  # proposals timed one by one (~1 s each) before giving up on a budget
+
+
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM, Ctrl-C) while the search ran."""
+
+
+class BudgetError(UserError):
+    """A budget that no genotype of the space can meet."""
+
+
+def budget_violations(c: Cost, budget: dict[str, float], latency_ms: float | None = None) -> dict[str, float]:
+    """Amount by which each budget is exceeded (<= 0 means within budget)."""
+    measured = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency_ms}
+    return {k: measured[k] - float(v) for k, v in budget.items() if measured[k] is not None}
+
+
+def scaled_reference(space: SearchSpace, budget: dict[str, float], num_classes: int,
+                     in_channels: int) -> Genotype | None:
+    """The space's reference network at the largest width multiplier that fits the budget."""
+    for step in range(140, 4, -1):
+        g = replace(space.reference, width=step / 100)
+        if all(v <= 0 for v in budget_violations(cost(g, num_classes, in_channels), budget).values()):
+            return g
+    return None
+
+
+def check_budget_feasible(space: SearchSpace, budget: dict[str, float], num_classes: int,
+                          in_channels: int, latency=None) -> dict[str, tuple[int, int]]:
+    """The space's exact cost range; a `BudgetError` when a budget is below its minimum."""
+    rng = space.cost_range(num_classes, in_channels)
+    limits = {"mflops": ("macs", 1e6, "MFLOPs"), "params_m": ("params", 1e6, "M params")}
+    for key, (field, scale, unit) in limits.items():
+        if key in budget and rng[field][0] / scale > budget[key]:
+            raise BudgetError(f"budget.{key}={budget[key]} is below the smallest genotype of space "
+                              f"{space.name}: its minimum is {rng[field][0] / scale:.3f} {unit}")
+    if latency is not None and "latency_ms" in budget:
+        fastest = latency.minimum()
+        if fastest is not None and fastest > budget["latency_ms"]:
+            raise BudgetError(f"budget.latency_ms={budget['latency_ms']} is below the fastest genotype "
+                              f"of space {space.name} on this device: its predicted minimum is "
+                              f"{fastest:.3f} ms ({latency.source})")
+    return rng
+
+
+class Searcher:
+    """Runs the trials of one study: see the module docstring for what a trial does."""
+
+    def __init__(self, cfg: SearchConfig, space: SearchSpace, study: optuna.Study, data: ProxyData,
+                 tracker: Tracker, latency=None, out=sys.stdout):
+        self.cfg, self.space, self.study, self.data = cfg, space, study, data
+        self.tracker, self.latency, self.out = tracker, latency, out
+        self.num_classes, self.in_channels = data.num_classes, data.in_channels
+        self.pareto = cfg.objective == "pareto"
+        self.evaluator: Evaluator = make_evaluator(cfg.proxy.kind, data, cfg)
+        prefilter = cfg.proxy.prefilter if cfg.proxy.kind == "train" else None
+        self.prefilter_score = make_evaluator(prefilter, data, cfg) if prefilter else None
+        self.proposals = 0
+        self.abort: str | None = None  # why the loop stopped early, when it did
+        self.started = time.perf_counter()
+
+    # The seams tests and benchmarks hook into: training and zero-cost scoring.
+    def train(self, g: Genotype, seed: int, report=None, on_epoch=None) -> Evaluation:
+        return self.evaluator(g, seed, report, on_epoch)
+
+    def zero_cost(self, g: Genotype, name: str) -> float:
+        if self.evaluator.name != name:
+            return make_evaluator(name, self.data, self.cfg)(g, self.cfg.seed).value
+        return self.evaluator(g, self.cfg.seed).value
+
+    # ----- the reference network -------------------------------------------------------
+    def train_reference(self) -> dict[str, Any] | None:
+        stored = self.study.user_attrs.get("reference")
+        if stored is not None:
+            return stored
+        g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels)
+        if g is None:
+            self.print("reference: no width multiplier of the reference network fits the budget")
+            return None
+        c = cost(g, self.num_classes, self.in_channels)
+        what = "proxy accuracy" if self.evaluator.trains else f"{self.evaluator.name} score"
+        self.print(f"reference: {self.space.name} reference at width {g.width} "
+                   f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
+        result = self.train(g, seed=self.cfg.seed)
+        ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
+               "accuracy": result.value, "seconds": result.seconds}
+        self.study.set_user_attr("reference", ref)
+        self.print(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")
+        return ref
+
+    # ----- one trial ------------------------------------------------------------------------
+    def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.proposals += 1
+        start = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        beat = 0 if has_own_heartbeat(self.study) else self.cfg.storage.heartbeat
+        with Beat(trial, beat):
+            g, c, latency = self.propose(trial)
+            try:
+                self.check_budget(trial, c, latency)
+                earlier = self.find_earlier(g.content_hash, trial.number)
+                if earlier is not None:
+                    return self.reuse_earlier(trial, earlier)
+                cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
+                    self.cfg.pareto_cost]
+                self.prefilter(trial, g)
+                return self.evaluate(trial, g, c, cost_value)
+            finally:
+                trial.set_user_attr("seconds", time.perf_counter() - start)
+
+    def propose(self, trial: optuna.Trial) -> tuple[Genotype, Cost, float | None]:
+        """The trial's genotype and its costs, stored on the trial."""
+        g = self.space.decode(lambda name, options: trial.suggest_categorical(name, options))
+        c = cost(g, self.num_classes, self.in_channels)
+        for key, value in (("genotype", str(g)), ("hash", g.content_hash), ("mflops", c.mflops),
+                           ("params_m", c.params_m)):
+            trial.set_user_attr(key, value)
+        latency = None
+        already_over = any(v > 0 for v in budget_violations(c, self.cfg.budget).values())
+        # A table predicts in microseconds; measuring takes ~1 s, wasted on a candidate that
+        # its MFLOPs or params already reject (the sampler still sees it as infeasible).
+        if self.latency is not None and (self.latency.table is not None or not already_over):
+            latency = self.latency(g)
+            trial.set_user_attr("latency_ms", latency)
+        return g, c, latency
+
+    def check_budget(self, trial: optuna.Trial, c: Cost, latency: float | None) -> None:
+        """Tell the sampler each budget's violation; reject (prune) a candidate over any."""
+        violations = budget_violations(c, self.cfg.budget, latency)
+        for key, amount in violations.items():
+            trial.set_constraint(key, amount)
+        over = {k: v for k, v in violations.items() if v > 0}
+        if over:
+            reason = "over budget: " + ", ".join(
+                f"{k} {v + self.cfg.budget[k]:.3f} > {self.cfg.budget[k]}" for k, v in over.items())
+            self.stop(trial, Status.REJECTED, reason)
+
+    @staticmethod
+    def stop(trial: optuna.Trial, status: Status, reason: str, **attrs: Any) -> None:
+        """Record why the trial ends without a value, and end it as PRUNED."""
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("reason", reason)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        raise optuna.TrialPruned(reason)
+
+    def reuse_earlier(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial):
+        trial.set_user_attr("duplicate_of", earlier.number)
+        if earlier.state != TrialState.COMPLETE:
+            self.stop(trial, Status.DUPLICATE, f"same genotype as pruned trial {earlier.number}")
+        trial.set_user_attr("status", Status.DUPLICATE)
+        return tuple(earlier.values) if self.pareto else earlier.value
+
+    def prefilter(self, trial: optuna.Trial, g: Genotype) -> None:
+        """With a zero-cost pre-filter, skip a candidate scoring below the top-`keep` cut."""
+        if self.prefilter_score is None:
+            return
+        score = self.prefilter_score(g, self.cfg.seed).value
+        trial.set_user_attr("zero_cost", score)
+        cut = self.prefilter_cut(trial.number)
+        if cut is not None and score < cut:
+            self.stop(trial, Status.FILTERED, f"{self.prefilter_score.name} score {score:.4g} below the "
+                                              f"top-{self.cfg.proxy.prefilter_keep:g} cut {cut:.4g}")
+
+    def evaluate(self, trial: optuna.Trial, g: Genotype, c: Cost, cost_value: float | None):
+        """Score the candidate with the evaluator; its value is the trial's objective."""
+        if not self.evaluator.trains:  # a zero-cost study: the score is the result
+            score = self.evaluator(g, self.cfg.seed).value
+            trial.set_user_attr("zero_cost", score)
+            trial.set_user_attr("status", Status.TRAINED)
+            return (score, cost_value) if self.pareto else score
+        self.tracker.start_trial(trial.number, {"genotype": str(g), "hash": g.content_hash,
+                                                "mflops": c.mflops, "params_m": c.params_m,
+                                                "trial": trial.number, **trial.params})
+        full: list[int] = []  # the epoch at which the study turned out full, if it did
+        curve: list[float] = []
+
+        def report(epoch: int, value: float) -> bool:
+            curve.append(value)
+            if not self.pareto:
+                trial.report(value, epoch)
+            # Other workers may have filled the study meanwhile: finishing this trial would
+            # only make the run overshoot n_trials, so stop it at this epoch boundary.
+            if trained_count(self.study) >= self.cfg.n_trials:
+                full.append(epoch)
+                return True
+            if epoch >= self.cfg.proxy.epochs - 1:
+                return False  # pruning after the last epoch saves nothing and loses a finished trial
+            if self.pareto:
+                return self.pareto_should_prune(epoch, value, cost_value)
+            return trial.should_prune()
+
+        try:
+            result = self.train(g, seed=self.cfg.seed + trial.number, report=report,
+                                on_epoch=self.tracker.log_epoch)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            trial.set_user_attr("status", Status.FAILED)
+            trial.set_user_attr("reason", reason)
+            self.tracker.finish_trial({"state": "FAIL", "reason": reason})
+            if isinstance(err, Terminated):
+                # Optuna marks the trial FAIL and re-raises this, ending the loop.
+                raise KeyboardInterrupt(str(err)) from None
+            raise
+        trial.set_user_attr("accuracy", result.value)
+        trial.set_user_attr("epochs", len(result.history))
+        trial.set_user_attr("curve", curve)
+        if not math.isfinite(result.value):
+            raise RuntimeError(f"validation accuracy is {result.value}")
+        if full:
+            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.value, "stopped_at": full[0]})
+            self.stop(trial, Status.STOPPED, f"stopped after epoch {full[0]}: the study reached "
+                                             "n_trials meanwhile")
+        if result.pruned_at is not None:
+            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.value,
+                                       "pruned_at": result.pruned_at})
+            self.stop(trial, Status.PRUNED, f"pruned after epoch {result.pruned_at}",
+                      pruned_at=result.pruned_at)
+        trial.set_user_attr("status", Status.TRAINED)
+        self.tracker.finish_trial({"state": "COMPLETE", "accuracy": result.value})
+        return (result.value, cost_value) if self.pareto else result.value
+
+    def prefilter_cut(self, number: int) -> float | None:
+        """Score a candidate must reach to be trained: the top `prefilter_keep` fraction of the
+        scores seen so far in the study (None while fewer than `prefilter_warmup`)."""
+        p = self.cfg.proxy
+        scores = sorted(t.user_attrs["zero_cost"] for t in self.study.get_trials(deepcopy=False)
+                        if t.number != number and "zero_cost" in t.user_attrs)
+        if len(scores) < max(1, p.prefilter_warmup):
+            return None
+        return scores[min(len(scores) - 1, int(len(scores) * (1 - p.prefilter_keep)))]
+
+    def pareto_should_prune(self, epoch: int, value: float, cost_value: float) -> bool:
+        p = self.cfg.pruner
+        if p.name == "none":
+            return False
+        return pareto_verdict(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                              epoch, value, cost_value, p.n_startup_trials, p.n_warmup_steps)
+
+    def find_earlier(self, digest: str, number: int) -> optuna.trial.FrozenTrial | None:
+        """The first finished trial of the study that trained the same genotype."""
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        for t in self.study.get_trials(deepcopy=False, states=finished):
+            if (t.number != number and t.user_attrs.get("hash") == digest
+                    and t.user_attrs.get("status") in COUNTED):
+                return t
+        return None
+
+    # ----- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        target = self.cfg.n_trials
+        max_proposals = self.cfg.max_proposals or 50 * target
+        self.reap_dead_workers()
+        first_number = len(self.study.get_trials(deepcopy=False))
+        done = trained_count(self.study)
+        if done >= target:
+            self.print(f"study {self.study.study_name} already has {done} trained trials "
+                       f"(n_trials={target}); nothing to do")
+            return
+        if done:
+            self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
+        failures: list[str] = []  # reasons of the trials that failed in a row
+        rejections = [0]  # proposals rejected in a row
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            status = trial.user_attrs.get("status")
+            if status != Status.REJECTED or self.proposals % 100 == 0:
+                self.progress(trial)
+                self.reap_dead_workers()
+            failures[:] = [*failures, str(trial.user_attrs.get("reason", "?"))] \
+                if trial.state == TrialState.FAIL else []
+            rejections[0] = rejections[0] + 1 if status == Status.REJECTED else 0
+            if trained_count(study) >= target:
+                study.stop()
+            elif len(failures) >= FAILURES_IN_A_ROW:
+                self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
+                              "stopping (the data or the settings do not fit these networks)")
+                study.stop()
+            elif (self.latency is not None and self.latency.table is None and trained_count(study) == 0
+                  and rejections[0] >= MEASURED_REJECTIONS):
+                self.abort = (f"none of {rejections[0]} proposals measured met "
+                              f"budget.latency_ms={self.cfg.budget.get('latency_ms')}; build a latency "
+                              f"table (python -m nas.latency build +space={self.space.name}) to find "
+                              "the space's fastest genotype, or raise the budget")
+                study.stop()
+            elif self.proposals >= max_proposals:
+                n = counts(study)
+                self.print(f"stopping after {self.proposals} proposals (max_proposals): "
+                           f"{n['rejected']} over the budget, {n['failed']} failed"
+                           + ("; the budget rejects most of the space: loosen it or narrow the space"
+                              if n["rejected"] > n["failed"] else ""))
+                study.stop()
+
+        try:
+            self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
+                                catch=(Exception,), gc_after_trial=False)
+        except Terminated as err:  # arrived outside training: nothing of ours is running
+            raise KeyboardInterrupt(str(err)) from None
+        failed_by_signal = [t for t in self.study.get_trials(deepcopy=False)
+                            if str(t.user_attrs.get("reason", "")).startswith("Terminated")]
+        if failed_by_signal and failed_by_signal[-1].number >= first_number:
+            raise KeyboardInterrupt(failed_by_signal[-1].user_attrs["reason"])
+
+    def reap_dead_workers(self) -> None:
+        """Fail (and re-queue) trials left RUNNING by workers that died without a word."""
+        beat = 0 if has_own_heartbeat(self.study) else self.cfg.storage.heartbeat
+        dead = fail_dead_workers(self.study, beat, self.cfg.storage.max_retry)
+        if dead:
+            requeued = " (re-queued)" if self.cfg.storage.max_retry else ""
+            self.print(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
+                       f"{', '.join(map(str, dead))}{requeued}")
+
+    def progress(self, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.cfg.progress:
+            return
+        n = counts(self.study)
+        best = ranked(self.study)
+        # A zero-cost study's objective is a score, not an accuracy: say which.
+        what = "acc" if self.evaluator.trains else self.evaluator.name
+        best_text = (f"best {what} {best[0]['accuracy']:.4f} @ {best[0]['mflops']:.1f} MFLOPs"
+                     if best else "best -")
+        ua = trial.user_attrs
+        status = ua.get("status") or trial.state.name.lower()
+        value = trial.values[0] if trial.values else ua.get("accuracy")
+        this = f"trial {trial.number} {status}"
+        if value is not None:
+            this += f" {what} {value:.4f}"
+        if ua.get("mflops") is not None:
+            this += f" {ua['mflops']:.1f} MFLOPs"
+        if ua.get("seconds") is not None:
+            this += f" {ua['seconds']:.1f}s"
+        if ua.get("reason") and status == Status.FAILED:
+            this += f" ({ua['reason']})"
+        elapsed = time.perf_counter() - self.started
+        self.print(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
+                   f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
+                   f"failed {n['failed']} | {best_text} | {this}")
+
+    def print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def set_threads(threads: int) -> None:
+    """Torch threads for this process (0: leave torch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

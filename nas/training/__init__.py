@@ -1,0 +1,1 @@
+"""Training with Lightning: data modules, the proxy, full training."""

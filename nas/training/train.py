@@ -1,0 +1,305 @@
+"""Full training of one genotype (the library behind `python -m nas.train`).
+
+Lightning with the project's recipe (SGD/RMSprop/AdamW, cosine with warm-up, label
+smoothing, no weight decay on depthwise/BN/bias, optional EMA of the weights), a
+checkpoint every epoch, resumption from the last checkpoint, a progress bar, W&B
+logging, test accuracy at the end, and the same export as `nas.export` for the trained
+weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from nas.arch.genotype import Genotype, load_genotype
+from nas.common.config import TrainConfig
+from nas.errors import UserError
+
+__all__ = [
+    "RUN_IDENTITY_EXCLUDES",
+    "CheckpointError",
+    "EpochLog",
+    "GenotypeGuard",
+    "WeightEMA",
+    "check_checkpoint",
+    "claim_run_dir",
+    "run_identity",
+    "run_training",
+    "write_json",
+]
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed."""
+
+
+# Settings that change what a training run produces; a run directory holds one of each.
+RUN_IDENTITY_EXCLUDES = ("progress", "threads")
+
+
+def _normal(value: Any) -> Any:
+    """Numbers as floats and mappings sorted, so 1 and 1.0 hash alike."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return str(value)
+
+
+def run_identity(genotype: Genotype, data: dict[str, Any], trainer: dict[str, Any],
+                 resolution: int | None) -> dict[str, Any]:
+    """What a training run is: the genotype, the data, the resolution and the recipe."""
+    root = data.get("root")
+    data = {**data, "root": str(Path(root).expanduser().absolute()) if root else None}
+    return _normal({"genotype": genotype.content_hash, "data": data,
+                    "resolution": resolution or genotype.resolution,
+                    "trainer": {k: v for k, v in trainer.items() if k not in RUN_IDENTITY_EXCLUDES}})
+
+
+class WeightEMA(pl.Callback):
+    """Exponential moving average of the weights (and BN statistics), used for evaluation."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] | None = None
+        self._backup: dict[str, torch.Tensor] | None = None
+
+    def _state(self, module) -> dict[str, torch.Tensor]:
+        return module.model.state_dict()
+
+    def on_fit_start(self, trainer, module):
+        if self.shadow is None:
+            self.shadow = {k: v.detach().clone() for k, v in self._state(module).items()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        with torch.no_grad():
+            for k, v in self._state(module).items():
+                s = self.shadow[k]
+                if v.dtype.is_floating_point:
+                    s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                else:
+                    s.copy_(v)
+
+    def swap_in(self, module) -> None:
+        self._backup = {k: v.detach().clone() for k, v in self._state(module).items()}
+        module.model.load_state_dict(self.shadow)
+
+    def swap_out(self, module) -> None:
+        if self._backup is not None:
+            module.model.load_state_dict(self._backup)
+            self._backup = None
+
+    def on_validation_start(self, trainer, module):
+        if self.shadow is not None and not trainer.sanity_checking:
+            self.swap_in(module)
+
+    def on_validation_end(self, trainer, module):
+        self.swap_out(module)
+
+    def state_dict(self):
+        return {"shadow": self.shadow, "decay": self.decay}
+
+    def load_state_dict(self, state):
+        self.shadow = state["shadow"]
+
+
+class GenotypeGuard(pl.Callback):
+    """Stores the genotype in every checkpoint and refuses to resume from another one."""
+
+    def __init__(self, genotype: Genotype):
+        self.text = str(genotype)
+
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        checkpoint["nas_genotype"] = self.text
+
+    def on_load_checkpoint(self, trainer, module, checkpoint):
+        stored = checkpoint.get("nas_genotype")
+        if stored != self.text:
+            raise CheckpointError(f"checkpoint is for another genotype ({stored!r}); "
+                                  "train it with its own genotype or start a new run directory")
+
+
+class EpochLog(pl.Callback):
+    def __init__(self, tracker, out=sys.stdout, progress: bool = True):
+        self.tracker, self.out, self.progress = tracker, out, progress
+
+    def on_validation_epoch_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **m}
+        self.tracker.log_epoch(row)
+        if not self.progress:
+            print(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
+                  f"val_loss {m.get('val_loss', float('nan')):.4f}", file=self.out, flush=True)
+
+
+def check_checkpoint(path: Path, genotype: Genotype) -> None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {type(err).__name__}") from None
+    stored = ckpt.get("nas_genotype") if isinstance(ckpt, dict) else None
+    if stored != str(genotype):
+        raise CheckpointError(f"checkpoint {str(path)!r} is for another genotype; train it with "
+                              "its own genotype or choose another run directory")
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
+                 callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train (or resume) `cfg.genotype`; returns the test metrics and file locations."""
+    from nas.arch.cost import cost
+    from nas.common.tracking import Tracker
+    from nas.model.builder import build_model
+    from nas.model.files import write_model_files
+    from nas.training.data import make_datamodule
+    from nas.training.proxy import Classifier
+
+    t = cfg.trainer
+    genotype = load_genotype(cfg.genotype)
+    d = cfg.data
+    resolution = cfg.resolution or genotype.resolution
+    identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution)
+    claim_run_dir(run_dir, identity)
+    finished = run_dir / "result.json"
+    if finished.is_file() and not cfg.ckpt_path:
+        result = json.loads(finished.read_text())
+        print(f"{run_dir} already holds this training, finished: test accuracy "
+              f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
+              f"{finished.name} to train again", file=out, flush=True)
+        return result
+    dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=t.batch_size,
+                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed,
+                         augment=d.augment, grayscale=d.grayscale)
+    dm.check()
+    ckpt_dir = run_dir / "checkpoints"
+    resume = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else ckpt_dir / "last.ckpt"
+    if cfg.ckpt_path and not resume.is_file():
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    if resume.is_file():
+        check_checkpoint(resume, genotype)
+    dm.setup()
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    pl.seed_everything(t.seed, verbose=False)
+    model = build_model(genotype, dm.num_classes, dm.in_channels)
+    c = cost(genotype, dm.num_classes, dm.in_channels)
+    print(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
+          f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
+          + (f"; resuming from {resume}" if resume.is_file() else ""), file=out, flush=True)
+    module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                        weight_decay=t.weight_decay, schedule=t.schedule,
+                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing)
+    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
+                      f"train-{genotype.content_hash}", run_dir)
+    tracker.start_run(f"train-{genotype.content_hash}-{d.name}", "train",
+                      {"genotype": str(genotype), "mflops": c.mflops, "params_m": c.params_m,
+                       **genotype.to_dict(), "trainer": vars(t), "data": vars(d)})
+    callbacks = [
+        *(callbacks or []),
+        pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                     auto_insert_metric_name=False, save_last=True,
+                                     every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
+        GenotypeGuard(genotype), EpochLog(tracker, out, t.progress)]
+    ema = WeightEMA(t.ema_decay) if t.ema else None
+    if ema is not None:
+        callbacks.append(ema)
+    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator="cpu", devices=1, logger=False,
+                         callbacks=callbacks, enable_progress_bar=t.progress,
+                         enable_model_summary=False, deterministic=t.deterministic,
+                         num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
+    if ema is not None:
+        ema.swap_in(module)  # evaluate and export the averaged weights
+    val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
+    test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
+              "params_m": c.params_m, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+              "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"),
+              "val_acc": val_acc,
+              "resolution": resolution, "data": d.name, "ema": t.ema}
+    tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
+    write_json(finished, result)  # before the export: a failed export check loses no training
+    if cfg.export:
+        info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels,
+                "weights": "trained"}
+        export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
+        try:
+            write_model_files(copy.deepcopy(module.model).eval(), export_g, run_dir / "exported",
+                              dm.in_channels, info, onnx=_has_onnxruntime())
+            result["exported"] = str(run_dir / "exported")
+        except UserError as err:
+            result["export_error"] = str(err)
+            print(f"warning: the trained model was not exported: {err} (the training, "
+                  f"{finished.name} and checkpoints/ are kept)", file=sys.stderr, flush=True)
+        write_json(finished, result)
+    print(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
+          f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON: a NaN or infinite metric is written as null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(clean(data), indent=2, allow_nan=False))
+
+
+def claim_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Record what `run_dir` trains; refuse a folder that holds a training of other settings."""
+    path = run_dir / "run.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise CheckpointError(f"{str(path)!r} is not valid JSON: this folder cannot be resumed; "
+                                  "choose another hydra.run.dir=") from None
+        if stored != identity:
+            differ = [k for k in identity if stored.get(k) != identity[k]] or ["settings"]
+            was = json.dumps({k: stored.get(k) for k in differ})
+            raise CheckpointError(
+                f"run directory {str(run_dir)!r} holds a training with another {', '.join(differ)} "
+                f"(stored {was}); leave hydra.run.dir out to get a folder of its own, or choose "
+                "another one")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2, sort_keys=True))
+
+
+def _at_resolution(genotype: Genotype, resolution: int) -> Genotype:
+    from dataclasses import replace
+
+    return replace(genotype, resolution=resolution)
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,155 @@
+"""The house's rules, checked: layers import only downward, the architecture core needs no
+torch, the model needs torch only, the public API survives any import order, and the built
+wheel runs from outside the repository."""
+
+import ast
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Bottom up: a module may import its own layer and the ones below it, never one above.
+LAYERS = ["errors", "arch", "model", "hardware", "common", "training", "search", "cli"]
+SHIMS = {"__init__", "cost", "train", "export", "latency"}  # `python -m nas.X` entry modules
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if parts[0] == "search_spaces":
+        return LAYERS.index("arch")
+    if parts[0] != "nas" or len(parts) < 2:
+        raise ValueError(module)
+    if parts[1] in SHIMS:
+        return len(LAYERS)  # above everything
+    return LAYERS.index(parts[1])
+
+
+def nas_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "nas":
+                found |= {f"nas.{a.name}" for a in node.names}
+            elif node.module.split(".")[0] in ("nas", "search_spaces"):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] in ("nas", "search_spaces")}
+    return found
+
+
+def modules() -> list[tuple[str, Path]]:
+    out = []
+    for base in ("nas", "search_spaces"):
+        for path in sorted((ROOT / base).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            out.append((".".join(rel.parts), path))
+    return out
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = []
+    for name, path in modules():
+        name = name.removesuffix(".__init__")
+        if name.endswith("__main__") or name in ("nas", "search_spaces"):
+            continue
+        mine = layer_of(name)
+        for imported in nas_imports(path):
+            if imported in ("nas", "nas.errors") or imported.startswith("search_spaces"):
+                continue
+            if layer_of(imported) > mine:
+                upward.append(f"{name} imports {imported}")
+    assert not upward, upward
+
+
+def run_python(code: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_the_architecture_core_imports_no_torch():
+    code = ("import sys, nas, nas.arch.genotype, nas.arch.blocktypes, nas.arch.kernels, nas.arch.cost, "
+            "nas.arch.space, search_spaces\n"
+            "g = search_spaces.get_space('mnv2').sample(0)\n"
+            "print(nas.cost(g).macs > 0, sorted(m for m in ('torch', 'optuna', 'pytorch_lightning', "
+            "'hydra', 'numpy') if m in sys.modules))")
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True []"
+
+
+def test_the_model_layer_needs_torch_only():
+    code = ("import sys, nas.model.builder, nas.model.optim, nas.model.files, nas.model.zero_cost\n"
+            "print(sorted(m for m in ('optuna', 'pytorch_lightning', 'lightning', 'hydra', 'omegaconf', "
+            "'wandb') if m in sys.modules))")
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_public_api_works_after_importing_every_module():
+    import nas
+    from search_spaces import get_space
+
+    for info in pkgutil.walk_packages(nas.__path__, "nas."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    g = get_space("mnv2").reference
+    assert nas.cost(g).macs == 300_774_272
+    assert nas.parse(str(g)) == g
+    model = nas.build_model(g, num_classes=10)
+    assert len(nas.param_groups(model, weight_decay=4e-5)) == 2
+    assert callable(nas.load_exported)
+    for name in nas.__all__:
+        assert getattr(nas, name) is not None
+
+
+def test_every_public_module_has_a_docstring_and_all():
+    missing = []
+    for name, path in modules():
+        tree = ast.parse(path.read_text())
+        if not ast.get_docstring(tree):
+            missing.append(f"{name}: docstring")
+        public = not any(p.startswith("_") for p in name.split(".")) and name.split(".")[-1] not in SHIMS
+        has_all = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+                      for n in tree.body)
+        if public and len(name.split(".")) > 2 and not has_all:
+            missing.append(f"{name}: __all__")
+    assert not missing, missing
+
+
+@pytest.fixture(scope="module")
+def wheel_target(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = (tmp / "dist").glob("nas-*.whl")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                        str(tmp / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return tmp / "site"
+
+
+def in_wheel(target: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_the_installed_wheel_runs_from_outside_the_repository(wheel_target, tmp_path):
+    r = in_wheel(wheel_target, "-c", "import nas; print(nas.__file__)", cwd=tmp_path)
+    assert r.stdout.strip().startswith(str(wheel_target)), r.stdout  # not this checkout
+    assert (wheel_target / "nas" / "conf" / "search.yaml").is_file()
+    r = in_wheel(wheel_target, "-m", "nas.search", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "space" in r.stdout, r.stderr
+    r = in_wheel(wheel_target, "-m", "nas.search", "+space=mnv1", "+budget.mflops=28", "n_trials=1",
+                 "proxy=zero_cost", "proxy.kind=synflow", "reference=false", "space.width=[0.25]",
+                 "proxy.resolution=16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "outputs" / "mnv1-mflops28-digits-synflow" / "trials.csv").is_file()
