@@ -105,7 +105,7 @@ def test_image_folder_tree_is_read_with_one_class_per_folder(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(DataError, match="is not a directory"):
+    with pytest.raises(DataError, match="does not exist"):
         make_datamodule("imagefolder", root=str(tmp_path / "missing")).check()
     one = tmp_path / "one"
     (one / "only").mkdir(parents=True)

@@ -153,3 +153,44 @@ def test_the_installed_wheel_runs_from_outside_the_repository(wheel_target, tmp_
                  "proxy.resolution=16", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "outputs" / "mnv1-mflops28-digits-synflow" / "trials.csv").is_file()
+
+
+def test_choice_lists_match_the_implementations():
+    from nas.common import config
+    from nas.model.zero_cost import PROXIES
+    from nas.search import study
+    from nas.training.data import DATASETS
+
+    assert set(config.SAMPLERS) == {"auto", *study.SAMPLERS}
+    assert set(config.PRUNERS) == set(study.PRUNERS)
+    assert set(config.ZERO_COST) == set(PROXIES)
+    assert set(config.DATASETS) == set(DATASETS)
+
+
+def test_yaml_defaults_equal_the_schema_defaults():
+    """One source for every default: a value the YAML files repeat must equal the dataclass's."""
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nas.cli.common import CONF_DIR
+    from nas.common.config import SearchConfig, TrainConfig
+
+    def walk(composed, schema, path=""):
+        out = []
+        for key, value in composed.items():
+            if key == "hydra" or not dataclasses.is_dataclass(schema) or not hasattr(schema, key):
+                continue
+            default = getattr(schema, key)
+            if isinstance(value, dict):
+                out += walk(value, default, f"{path}{key}.")
+            elif f"{path}{key}" not in ("study_name", "data.root", "space.name") and value != default:
+                out.append(f"{path}{key}: yaml {value!r} != schema {default!r}")
+        return out
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        search = OmegaConf.to_container(compose("search", overrides=["+space=mnv2"]), resolve=False)
+        train = OmegaConf.to_container(compose("train"), resolve=False)
+    assert walk(search, SearchConfig()) == []
+    assert walk(train, TrainConfig()) == []

@@ -149,7 +149,7 @@ def test_an_image_folder_too_small_to_split_is_refused(tmp_path):
         (tmp_path / "imgs" / c).mkdir(parents=True)
         Image.new("RGB", (12, 12), (10, 20, 30)).save(tmp_path / "imgs" / c / "x.png")
     r = nas("search", *TINY, "n_trials=1", "data=imagefolder", "data.root=imgs", cwd=tmp_path)
-    refused(r, "training images", "need at least")
+    refused(r, "remain for training", "need at least")
 
 
 def test_binary_genotype_file_is_refused_by_train_and_cost(tmp_path):

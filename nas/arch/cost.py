@@ -53,7 +53,7 @@ def cost(genotype: Genotype, num_classes: int = 1000, in_channels: int = 3,
     cin = in_channels
     p_stem = m_stem = 0
     for layer, c in zip(genotype.stem, genotype.stem_channels(), strict=True):
-        h = (h + 2 * layer.p - layer.k) // layer.s + 1
+        h = layer.out_size(h)
         w = cin * c * layer.k * layer.k
         p_stem += w + 2 * c
         m_stem += w * h * h

@@ -141,6 +141,10 @@ class StemLayer:
     def __str__(self) -> str:
         return f"stem_c{self.c}_k{self.k}_s{self.s}_p{self.p}_{self.act}"
 
+    def out_size(self, h: int) -> int:
+        """Output height (= width) of this conv for an input of height `h`."""
+        return (h + 2 * self.p - self.k) // self.s + 1
+
     def to_dict(self) -> dict[str, Any]:
         return {"c": self.c, "k": self.k, "s": self.s, "p": self.p, "act": self.act}
 
@@ -329,7 +333,7 @@ class Genotype:
         object.__setattr__(self, "dropout", dropout)
         h = self.resolution
         for i, layer in enumerate(self.stem):
-            h = (h + 2 * layer.p - layer.k) // layer.s + 1
+            h = layer.out_size(h)
             if h < 1:
                 raise GenotypeError(
                     f"stem[{i}]", f"a {layer.k}x{layer.k} conv with padding {layer.p} leaves no "
@@ -347,6 +351,13 @@ class Genotype:
         object.__setattr__(self, "_str", self._encode())
 
     # ----- shapes -----------------------------------------------------------------
+    def stem_out_size(self) -> int:
+        """Height (= width) of the stem's output feature map."""
+        h = self.resolution
+        for layer in self.stem:
+            h = layer.out_size(h)
+        return h
+
     def stem_channels(self) -> list[int]:
         return [scale_channels(layer.c, self.width) for layer in self.stem]
 
@@ -356,9 +367,7 @@ class Genotype:
 
     def blocks(self) -> Iterator[BlockSpec]:
         """Every block instance in order, with its input size and channels."""
-        h = self.resolution
-        for layer in self.stem:
-            h = (h + 2 * layer.p - layer.k) // layer.s + 1
+        h = self.stem_out_size()
         cin = scale_channels(self.stem[-1].c, self.width)
         for i, st in enumerate(self.stages):
             cout = scale_channels(st.c, self.width)

@@ -83,12 +83,8 @@ def out_size(key: Kernel) -> int:
 
 def genotype_kernels(genotype: Any, num_classes: int = 1000, in_channels: int = 3) -> list[Kernel]:
     """Every kernel a genotype's network runs for one image, in execution order."""
-    out: list[Kernel] = []
-    h, cin = genotype.resolution, in_channels
-    out.extend(stem_kernels(genotype, in_channels))
-    for layer, c in zip(genotype.stem, genotype.stem_channels(), strict=True):
-        h = (h + 2 * layer.p - layer.k) // layer.s + 1
-        cin = c
+    out: list[Kernel] = list(stem_kernels(genotype, in_channels))
+    h, cin = genotype.stem_out_size(), genotype.stem_channels()[-1]
     for spec in genotype.blocks():
         out.extend(spec.gene.type.kernels(spec))
         cin = spec.cout

@@ -194,7 +194,7 @@ class SearchSpace:
                     h, cin, p, m = res, in_channels, 0, 0
                     for layer, c in zip(stem, [scale_channels(x.c, width) for x in stem],
                                         strict=True):
-                        h = (h + 2 * layer.p - layer.k) // layer.s + 1
+                        h = layer.out_size(h)
                         p += cin * c * layer.k * layer.k + 2 * c
                         m += cin * c * layer.k * layer.k * h * h
                         cin = c

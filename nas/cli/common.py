@@ -123,6 +123,20 @@ def config_keys(container: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
+                 skip: tuple[str, ...] = ()) -> None:
+    """Validate the command line with `precheck` (one line and exit status 2 on bad input),
+    then run the Hydra `task`; Hydra's own flags, and those in `skip`, go straight to Hydra."""
+    argv = sys.argv[1:]
+    if not any(a.split("=")[0] in HELP_FLAGS or a.startswith(skip) for a in argv):
+        try:
+            precheck(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    task()
+
+
 def print_usage(usage: str, valid: Mapping[str, str]) -> None:
     width = max(map(len, valid)) + 2
     print(usage)

@@ -9,7 +9,6 @@ touched. The search itself is `nas.search.run.run_search`.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from nas.cli.common import CONF_DIR, HELP_FLAGS, UsageError, config_keys, explain_override, first_line
+from nas.cli.common import CONF_DIR, UsageError, checked_main, config_keys, explain_override, first_line
 from nas.common.config import ConfigError, SearchConfig, derive_study_name
-from nas.errors import UserError
 from nas.search.run import open_search_study, run_search
 
 __all__ = ["GROUPS", "group_options", "main", "precheck"]
@@ -103,9 +101,9 @@ def precheck(argv: list[str]) -> SearchConfig:
     cfg_obj = SearchConfig.from_container(container)
     _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
     if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
-        from nas.training.data import make_datamodule
+        from nas.training.data import datamodule_for
 
-        make_datamodule(cfg_obj.data.name, root=cfg_obj.data.root).check()
+        datamodule_for(cfg_obj.data, cfg_obj.proxy.resolution, cfg_obj.proxy.batch_size).check()
     return cfg_obj
 
 
@@ -138,9 +136,24 @@ def _task(cfg: DictConfig) -> float | None:
     from nas.cli.common import hydra_task
 
     def job(scfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
-        return run_search(scfg, run_dir, shared_dir=_shared_dir(run_dir))
+        shared = _shared_dir(run_dir)
+        scfg, run_dir = task_slot(scfg, run_dir)
+        return run_search(scfg, run_dir, shared_dir=shared)
 
     return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
+
+
+def task_slot(cfg: SearchConfig, run_dir: Path) -> tuple[SearchConfig, Path]:
+    """Under SLURM with several tasks per array job (`tasks_per_node: k`), each task is a worker
+    of its own: worker `w * k + task`, so it has its own seed and GPU share, and a run directory
+    of its own (`worker-<w>/task-<task>`)."""
+    from dataclasses import replace
+
+    tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+    if tasks < 2 or cfg.worker is None:
+        return cfg, run_dir
+    task = int(os.environ.get("SLURM_LOCALID", os.environ.get("SLURM_PROCID", "0")) or 0)
+    return replace(cfg, worker=cfg.worker * tasks + task), run_dir / f"task-{task}"
 
 
 def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
@@ -156,19 +169,12 @@ def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
 
 
 
+def _precheck_and_create(argv: list[str]) -> SearchConfig:
+    cfg = precheck(argv)
+    if any(a in ("-m", "--multirun") for a in argv):
+        create_before_fanout(cfg, argv)
+    return cfg
+
+
 def main() -> None:
-    if any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
-        _task()
-        return
-    try:
-        cfg = precheck(sys.argv[1:])
-        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
-            create_before_fanout(cfg, sys.argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    _task()
-
-
-if __name__ == "__main__":
-    main()
+    checked_main(_precheck_and_create, _task)

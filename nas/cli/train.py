@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.arch.genotype import load_genotype
-from nas.cli.common import CONF_DIR, HELP_FLAGS
+from nas.cli.common import CONF_DIR, checked_main
 from nas.common.config import TrainConfig
 from nas.errors import UserError
 from nas.training.train import run_identity, run_training
@@ -76,17 +75,6 @@ def precheck(argv: list[str]) -> TrainConfig:
 
 
 def main() -> None:
-    if not any(a.split("=")[0] in HELP_FLAGS for a in sys.argv[1:]):
-        cfg_dir = any(a.startswith(("-cd", "--config-dir", "-cn", "--config-name", "-cp",
-                                    "--config-path")) for a in sys.argv[1:])
-        if not cfg_dir:
-            try:
-                precheck(sys.argv[1:])
-            except UserError as err:
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(2)
-    _task()
-
-
-if __name__ == "__main__":
-    main()
+    # A config from an export folder (--config-dir/--config-name) is checked by the task itself.
+    checked_main(precheck, _task, skip=("-cd", "--config-dir", "-cn", "--config-name", "-cp",
+                                        "--config-path"))

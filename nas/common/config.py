@@ -62,7 +62,9 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
 WANDB_MODES = ("offline", "online", "disabled")
 STORAGES = ("sqlite", "journal", "postgres")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
 DATASETS = ("digits", "cifar10", "imagefolder")
+AUGMENTS = ("none", "flip", "cifar", "imagenet")
 
 
 @dataclass
@@ -79,11 +81,29 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
-    augment: bool = False
+    augment: bool | str = "none"  # none | flip | cifar | imagenet (true: flip, false: none)
     grayscale: bool = False
+    in_memory: bool | str = "auto"  # auto: an image folder streams from disk past 20,000 images
+    num_workers: int = 2  # DataLoader worker processes decoding a streamed image folder
+    pin_memory: bool = True  # page-locked batches for faster copies to a GPU (only with CUDA)
+    persistent_workers: bool = True  # keep the workers between epochs
+    mean: list[float] | None = None  # per-channel normalization in [0, 1] units; null: from the data
+    std: list[float] | None = None
 
     def validate(self) -> None:
         _choice("data.name", self.name, DATASETS)
+        if isinstance(self.augment, bool):
+            self.augment = "flip" if self.augment else "none"
+        _choice("data.augment", self.augment, AUGMENTS)
+        if self.in_memory not in (True, False, "auto"):
+            raise ConfigError(f"data.in_memory={self.in_memory!r} is not valid; valid: auto, true, false")
+        _positive("data.num_workers", self.num_workers, minimum=0)
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and (not values or any(not 0 <= v <= 1 for v in values)
+                                       or (key == "std" and any(v <= 0 for v in values))):
+                raise ConfigError(f"data.{key}={values} is not valid: one value per channel in [0, 1] "
+                                  "units (std > 0), e.g. [0.5, 0.5, 0.5]")
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0 < value < 0.5:
@@ -108,8 +128,28 @@ class RecipeConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
-    threads: int = 1
-    deterministic: bool = True
+    threads: int = 1  # torch threads on CPU (0: all cores); ignored on accelerators
+    deterministic: bool | str = True  # true | false | warn (Lightning's names)
+    # Where and how to train (Lightning's names; never written into the code):
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed | ...
+    channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
+
+    def validate_device(self, prefix: str) -> None:
+        _choice(f"{prefix}.precision", self.precision, PRECISIONS)
+        if not isinstance(self.deterministic, bool) and self.deterministic != "warn":
+            raise ConfigError(f"{prefix}.deterministic={self.deterministic!r} is not valid; valid: true, "
+                              "false, warn")
+        if not self.accelerator or not isinstance(self.accelerator, str):
+            raise ConfigError(f"{prefix}.accelerator={self.accelerator!r} is not valid: e.g. auto, cpu, gpu")
+
+    def on_cpu(self) -> bool:
+        """Whether training runs on the CPU (where `threads` applies)."""
+        if self.accelerator == "cpu":
+            return True
+        import torch
+
+        return self.accelerator == "auto" and not torch.cuda.is_available()
 
 
 @dataclass
@@ -119,6 +159,8 @@ class ProxyConfig(RecipeConfig):
     prefilter_keep: float = 0.25
     prefilter_warmup: int = 8
     zero_cost_batch: int = 64
+    devices: int = 1  # accelerators per trial (one GPU per worker; see workers_per_gpu)
+    lr: float = 0.03
     epochs: int = 2
     resolution: int = 32
     scale_resolution: bool = True
@@ -197,6 +239,7 @@ class SearchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     worker: int | None = None
+    workers_per_gpu: int = 1  # workers sharing one GPU: worker i trains on GPU (i // k) mod n
 
     @classmethod
     def from_container(cls, data: dict[str, Any]) -> SearchConfig:
@@ -268,6 +311,9 @@ class SearchConfig:
         _positive("proxy.zero_cost_batch", p.zero_cost_batch, minimum=2)
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
         _choice("proxy.schedule", p.schedule, SCHEDULES)
+        p.validate_device("proxy")
+        _positive("proxy.devices", p.devices)
+        _positive("workers_per_gpu", self.workers_per_gpu)
         _choice("sampler.name", self.sampler.name, SAMPLERS)
         if self.sampler.population_size is not None:
             _positive("sampler.population_size", self.sampler.population_size, minimum=2)
@@ -292,6 +338,12 @@ class SearchConfig:
 class TrainerConfig(RecipeConfig):
     max_epochs: int = 30
     warmup_epochs: float = 1.0
+    threads: int = 0  # all cores: full training runs one model per process
+    devices: int | str = 1  # accelerators (or processes on CPU) per node; "auto" for all
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ...
+    sync_batchnorm: bool = False  # batch statistics across devices (with ddp)
+    compile: bool = False  # torch.compile the model for training (the export is the plain module)
     ema: bool = False
     ema_decay: float = 0.999
     seed: int = 0
@@ -317,11 +369,15 @@ class TrainConfig:
         t = cfg.trainer
         _positive("trainer.max_epochs", t.max_epochs)
         _positive("trainer.batch_size", t.batch_size)
-        _choice("trainer.optimizer", t.optimizer, ("sgd", "rmsprop", "adamw"))
-        _choice("trainer.schedule", t.schedule, ("cosine", "onecycle", "constant"))
-        _choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
+        _choice("trainer.optimizer", t.optimizer, OPTIMIZERS)
+        _choice("trainer.schedule", t.schedule, SCHEDULES)
+        _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
         cfg.data.validate()
         _positive("trainer.seed", t.seed, minimum=0)
+        t.validate_device("trainer")
+        _positive("trainer.num_nodes", t.num_nodes)
+        if t.devices != "auto" and (isinstance(t.devices, str) or t.devices < 1):
+            raise ConfigError(f"trainer.devices={t.devices!r} is not valid: an integer >= 1 or auto")
         _positive("trainer.threads", t.threads, minimum=0)
         if not t.lr > 0 or not 0 < t.ema_decay < 1:
             raise ConfigError(f"trainer.lr={t.lr}, trainer.ema_decay={t.ema_decay} are not valid: "
@@ -410,7 +466,12 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, key)
+        for arg in args[:-1]:
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                continue
+        return _convert(args[-1], value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin is list:

@@ -1,13 +1,6 @@
-"""Export genotypes as models that need nothing but torch (or only onnxruntime) to run.
-
-    python -m nas.export outputs/mnv2-mflops300-digits --top-k 3
-    python -m nas.export sqlite:///path/study.db --study mnv2-mflops300-digits --pareto
-
-Each selected trial becomes a folder holding: `genotype.yaml` and `genotype.txt` (the
-canonical string), `info.json` (costs, proxy metrics, shapes, checks), `model.onnx`
-(checked against PyTorch with onnxruntime), `model.torchscript.pt`, `state_dict.pt`,
-and `retrain.yaml`, a `nas.train` config that trains it fully.
-"""
+"""The files of an exported model, and reading them back: a model that needs nothing but
+torch (TorchScript, state dict) or only onnxruntime (ONNX, checked against PyTorch) to run.
+`python -m nas.export` (nas.cli.export) and `nas.train` write them."""
 
 from __future__ import annotations
 

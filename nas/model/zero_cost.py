@@ -43,7 +43,8 @@ def synflow(model: nn.Module, shape: tuple[int, ...]) -> float:
         for p in model.parameters():
             p.abs_()
     model.zero_grad()
-    torch.sum(model(torch.ones(1, *shape[1:], dtype=torch.float64))).backward()
+    device = next(model.parameters()).device  # wherever the model is (CPU or an accelerator)
+    torch.sum(model(torch.ones(1, *shape[1:], dtype=torch.float64, device=device))).backward()
     score = sum(float((p.detach() * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
     # Scores span hundreds of orders of magnitude between networks: rank by their log.
     return float(torch.log(torch.tensor(score, dtype=torch.float64) + 1e-300))
@@ -52,7 +53,7 @@ def synflow(model: nn.Module, shape: tuple[int, ...]) -> float:
 def naswot(model: nn.Module, x: torch.Tensor) -> float:
     model = copy.deepcopy(model).eval()
     n = x.shape[0]
-    k = torch.zeros(n, n, dtype=torch.float64)
+    k = torch.zeros(n, n, dtype=torch.float64, device=x.device)
 
     def hook(_module: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
         codes = (out.detach().reshape(n, -1) > 0).double()
@@ -71,6 +72,7 @@ def naswot(model: nn.Module, x: torch.Tensor) -> float:
 
 def score(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Zero-cost score `name` of `model` on the mini-batch (x, y)."""
+    x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
     if name == "grad_norm":
         return grad_norm(model, x, y)
     if name == "synflow":

@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import pytorch_lightning as pl
 import torch
 
 from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.common.config import ProxyConfig, SearchConfig
 from nas.model.builder import build_model
-from nas.training.data import ArrayDataModule, make_datamodule
-from nas.training.proxy import train_proxy
+from nas.training.data import datamodule_for
+from nas.training.proxy import torch_device, train_proxy
 
 __all__ = ["Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "ZeroCostScore", "make_evaluator"]
 
@@ -29,21 +30,18 @@ class ProxyData:
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace):
         self.cfg, self.proxy, self.space = cfg, cfg.proxy, space
-        self._modules: dict[int, ArrayDataModule] = {}
+        self._modules: dict[int, pl.LightningDataModule] = {}
         probe = self.at(self.proxy.resolution)  # reads (and checks) the data now
         self.num_classes, self.in_channels = probe.num_classes, probe.in_channels
 
-    def at(self, resolution: int) -> ArrayDataModule:
+    def at(self, resolution: int) -> pl.LightningDataModule:
         if resolution not in self._modules:
-            d, p = self.cfg.data, self.proxy
-            dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=p.batch_size,
-                                 val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                                 subset=p.subset, seed=d.seed, augment=d.augment, grayscale=d.grayscale)
+            dm = datamodule_for(self.cfg.data, resolution, self.proxy.batch_size, self.proxy.subset)
             dm.setup()
             self._modules[resolution] = dm
         return self._modules[resolution]
 
-    def for_genotype(self, g: Genotype) -> ArrayDataModule:
+    def for_genotype(self, g: Genotype) -> pl.LightningDataModule:
         return self.at(self.proxy.resolution_for(g.resolution, self.space.reference.resolution))
 
     def stand_in(self, g: Genotype) -> torch.nn.Module:
@@ -82,16 +80,18 @@ class Evaluator:
 class ProxyTraining(Evaluator):
     """A short Lightning training; the value is the last validation accuracy."""
 
-    def __init__(self, data: ProxyData, proxy: ProxyConfig):
-        self.data, self.proxy = data, proxy
+    def __init__(self, data: ProxyData, proxy: ProxyConfig, devices: int | list[int] = 1):
+        self.data, self.proxy, self.devices = data, proxy, devices
 
     def __call__(self, g, seed, report=None, on_epoch=None) -> Evaluation:
         p = self.proxy
         torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
         model = self.data.stand_in(g)
         result = train_proxy(model, self.data.for_genotype(g), p.epochs, report=report, on_epoch=on_epoch,
-                             seed=seed, deterministic=p.deterministic, optimizer=p.optimizer, lr=p.lr,
-                             momentum=p.momentum, weight_decay=p.weight_decay, schedule=p.schedule,
+                             seed=seed, deterministic=p.deterministic, accelerator=p.accelerator,
+                             devices=self.devices, precision=p.precision, channels_last=p.channels_last,
+                             optimizer=p.optimizer, lr=p.lr, momentum=p.momentum,
+                             weight_decay=p.weight_decay, schedule=p.schedule,
                              warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
                              bn_recalibration=p.bn_recalibration)
         return Evaluation(result.accuracy, result.history, result.pruned_at, result.seconds)
@@ -109,20 +109,29 @@ class ZeroCostScore(Evaluator):
         from nas.model import zero_cost
 
         start = time.perf_counter()
-        dm = self.data.for_genotype(g)
-        split = dm.split("train")
-        n = min(self.proxy.zero_cost_batch, len(split.labels))
-        x = (split.images[:n].float() / 255.0 - dm.mean) / dm.std
+        x, y = self.data.for_genotype(g).sample_batch(self.proxy.zero_cost_batch)
         # One seed for the initial weights and any dropout draws, whatever ran before: the
         # same genotype always gets the same score.
         torch.manual_seed(self.seed)
-        value = zero_cost.score(self.name, self.data.stand_in(g), x, split.labels[:n])
+        device = torch_device(self.proxy.accelerator, self.proxy.devices)
+        value = zero_cost.score(self.name, self.data.stand_in(g).to(device), x, y)
         value = value if math.isfinite(value) else -1e30  # e.g. naswot's log det of a singular kernel
         return Evaluation(value, seconds=time.perf_counter() - start)
+
+
+def worker_devices(cfg: SearchConfig) -> int | list[int]:
+    """The devices a worker's trials train on: with several GPUs visible (CUDA_VISIBLE_DEVICES
+    is respected), worker i takes GPU (i // workers_per_gpu) mod n, so a machine's workers
+    spread over its GPUs, `workers_per_gpu` of them on each."""
+    p = cfg.proxy
+    gpus = torch.cuda.device_count() if p.accelerator in ("auto", "gpu", "cuda") else 0
+    if cfg.worker is None or gpus < 2 or p.devices != 1:
+        return p.devices
+    return [(cfg.worker // cfg.workers_per_gpu) % gpus]
 
 
 def make_evaluator(name: str, data: ProxyData, cfg: SearchConfig) -> Evaluator:
     """`train` (proxy training) or a zero-cost proxy's name."""
     if name == "train":
-        return ProxyTraining(data, cfg.proxy)
+        return ProxyTraining(data, cfg.proxy, worker_devices(cfg))
     return ZeroCostScore(name, data, cfg.proxy, cfg.seed)

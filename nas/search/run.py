@@ -107,7 +107,8 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> d
     from nas.search.evaluate import ProxyData
     from nas.search.loop import Searcher, check_budget_feasible, set_threads
 
-    set_threads(cfg.proxy.threads)
+    if cfg.proxy.on_cpu():  # torch's thread count concerns CPU ops only
+        set_threads(cfg.proxy.threads)
     space = apply_space_overrides(cfg)
     name = cfg.study_name or cfg.default_study_name()
     data = ProxyData(cfg, space)  # reads and checks the data before any storage is touched

@@ -67,7 +67,10 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
         "proxy": {"kind": p.kind, "prefilter": p.prefilter, "prefilter_keep": p.prefilter_keep,
                   "epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
                   "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,
-                  "lr": p.lr, "schedule": p.schedule, "bn_recalibration": p.bn_recalibration},
+                  "lr": p.lr, "schedule": p.schedule, "bn_recalibration": p.bn_recalibration,
+                  # Precision changes what a proxy reaches (the device does not): a bf16 worker
+                  # must not join a float32 study. Absent for the default, as in older studies.
+                  **({"precision": p.precision} if p.precision != "32-true" else {})},
     }
 
 
@@ -186,33 +189,41 @@ def population_for(n_trials: int) -> int:
     return max(4, min(50, n_trials // 4))
 
 
-def make_sampler(cfg: SearchConfig, seed: int, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
+def _tpe(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
     s = cfg.sampler
-    name = s.name
+    return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate, group=s.multivariate,
+                                      n_startup_trials=s.n_startup_trials, constant_liar=s.constant_liar)
+
+
+def _nsga2(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    size = cfg.sampler.population_size or population_for(cfg.n_trials)
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=size)
+
+
+SAMPLERS = {"tpe": _tpe, "nsga2": _nsga2,
+            "random": lambda cfg, seed: optuna.samplers.RandomSampler(seed=seed)}
+PRUNERS = {
+    "median": lambda cfg: optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner.n_startup_trials,
+                                                      n_warmup_steps=cfg.pruner.n_warmup_steps),
+    "hyperband": lambda cfg: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.proxy.epochs),
+    "none": lambda cfg: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(cfg: SearchConfig, seed: int, n_objectives: int = 1) -> optuna.samplers.BaseSampler:
+    """The configured sampler; `auto` is TPE for one objective and NSGA-II for two."""
+    name = cfg.sampler.name
     if name == "auto":
         name = "nsga2" if n_objectives > 1 else "tpe"
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate,
-                                          group=s.multivariate, n_startup_trials=s.n_startup_trials,
-                                          constant_liar=s.constant_liar)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        size = s.population_size or population_for(cfg.n_trials)
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=size)
-    raise StudyError(f"unknown sampler {s.name!r}; valid: auto, tpe, random, nsga2")
+    if name not in SAMPLERS:
+        raise StudyError(f"unknown sampler {cfg.sampler.name!r}; valid: auto, {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](cfg, seed)
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
-    p = cfg.pruner
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials,
-                                           n_warmup_steps=p.n_warmup_steps)
-    if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.proxy.epochs)
-    if p.name == "none":
-        return optuna.pruners.NopPruner()
-    raise StudyError(f"unknown pruner {p.name!r}; valid: median, hyperband, none")
+    if cfg.pruner.name not in PRUNERS:
+        raise StudyError(f"unknown pruner {cfg.pruner.name!r}; valid: {', '.join(PRUNERS)}")
+    return PRUNERS[cfg.pruner.name](cfg)
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, Any],

@@ -7,6 +7,7 @@ keeps data loading far below the cost of a proxy training step on CPU.
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,20 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from nas.errors import UserError
+from nas.common.config import DataConfig
+from nas.training.images import (
+    IMAGE_SUFFIXES,
+    DataError,
+    FolderDataset,
+    FolderIndex,
+    build_transform,
+    decode_image,
+    estimate_mean_std,
+    index_folder,
+    seed_worker,
+)
 
 __all__ = [
     "DATASETS",
@@ -34,12 +46,16 @@ __all__ = [
 ]
 
 
-class DataError(UserError):
-    """A dataset that is missing or malformed."""
-
-
 MIN_TRAIN = 8  # training images below which no proxy can rank anything
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IN_MEMORY_MAX = 20_000  # images: data.in_memory=auto decodes a folder up front only up to this
+
+
+def check_train_size(what: str, images: int, classes: int, train: int) -> None:
+    """Refuse data too small to train a proxy on, naming how much there is."""
+    if train < MIN_TRAIN:
+        raise DataError(f"data {what} has {images} images in {classes} classes: after the "
+                        f"validation/test split and subset {train} remain for training (need at "
+                        f"least {MIN_TRAIN}); add images or raise proxy.subset")
 
 
 class EpochShuffle(RandomSampler):
@@ -61,23 +77,60 @@ class EpochShuffle(RandomSampler):
 
 
 class _Batches(Dataset):
-    """Indexable by a list of indices: returns a whole normalized float batch."""
+    """In-memory images, fetched a whole batch at a time (one indexing operation, no per-image
+    Python): `__getitems__` is what a DataLoader with a batch sampler calls."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-                 std: torch.Tensor, flip: bool = False, seed: int = 0):
+                 std: torch.Tensor, augment: str = "none", seed: int = 0):
         self.images, self.labels = images, labels
-        self.mean, self.std, self.flip = mean, std, flip
+        self.mean, self.std, self.augment = mean, std, augment
         self.gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[idx].float().div_(255.0)
-        if self.flip:
-            mask = torch.rand(len(idx), generator=self.gen) < 0.5
-            x[mask] = x[mask].flip(-1)
+        if self.augment != "none":
+            x = augment_batch(x, self.augment, self.gen)
         return (x - self.mean) / self.std, self.labels[idx]
+
+    __getitem__ = __getitems__
+
+
+def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """Training augmentation of a float batch (N, C, H, W) in [0, 1], vectorized:
+    `flip` (horizontal, p=0.5), `cifar` (pad 4, random crop back, flip), `imagenet`
+    (random-resized crop, scale 0.08-1, aspect 3/4-4/3, then flip)."""
+    n, _, h, w = x.shape
+    if kind == "cifar":
+        padded = F.pad(x, (4, 4, 4, 4))
+        dy = torch.randint(0, 9, (n,), generator=gen)
+        dx = torch.randint(0, 9, (n,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 8)
+        x = padded.gather(2, rows)
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+        x = x.gather(3, cols)
+    elif kind == "imagenet":
+        area = torch.empty(n).uniform_(0.08, 1.0, generator=gen)
+        log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
+        ratio = log_ratio.exp()
+        sw = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
+        sh = (area / ratio).sqrt().clamp(max=1.0)
+        cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sw)
+        cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sh)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mask = torch.rand(n, generator=gen) < 0.5
+    x[mask] = x[mask].flip(-1)
+    return x
+
+
+def _whole_batch(batch):
+    """`collate_fn` for `_Batches`: `__getitems__` already returns the batch."""
+    return batch
 
 
 @dataclass
@@ -93,7 +146,7 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def __init__(self, resolution: int = 32, batch_size: int = 128, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0,
-                 augment: bool = False):
+                 augment: str = "none"):
         super().__init__()
         self.resolution = resolution
         self.batch_size = batch_size
@@ -131,11 +184,7 @@ class ArrayDataModule(pl.LightningDataModule):
         val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
         if self.subset < 1.0:
             train_idx = train_idx[: max(1, int(len(train_idx) * self.subset))]
-        if len(train_idx) < MIN_TRAIN or len(val_idx) < 1:
-            raise DataError(
-                f"data {self.describe()} has {n} training images in {int(pool.labels.max()) + 1} "
-                f"classes: after the validation/test split and subset {len(train_idx)} remain for "
-                f"training (need at least {MIN_TRAIN}); add images or raise proxy.subset")
+        check_train_size(self.describe(), n, int(pool.labels.max()) + 1, len(train_idx))
         if test is None:
             test = Split(pool.images[test_idx], pool.labels[test_idx])
         self._splits = {
@@ -167,13 +216,22 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         s = self.split(name)
-        ds = _Batches(s.images, s.labels, self.mean, self.std, flip=self.augment and shuffle,
-                      seed=self.seed)
+        ds = _Batches(s.images, s.labels, self.mean, self.std,
+                      augment=self.augment if shuffle else "none", seed=self.seed)
         base = EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds)
         # A last training batch of one image cannot be batch-normalized: drop it (only then).
         drop = shuffle and len(ds) % self.batch_size == 1
-        return DataLoader(ds, sampler=BatchSampler(base, self.batch_size, drop_last=drop),
-                          batch_size=None)
+        # A plain `batch_size` loader over the shuffle: Lightning calls its `set_epoch` (a new
+        # order every epoch, the same orders after a resume) and under DDP swaps in a distributed
+        # sampler, one shard per rank. `__getitems__` still fetches each batch in one go.
+        return DataLoader(ds, batch_size=self.batch_size, sampler=base, drop_last=drop,
+                          collate_fn=_whole_batch)
+
+    def sample_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` training images, normalized, without augmentation (for zero-cost scores)."""
+        s = self.split("train")
+        n = min(n, len(s.labels))
+        return (s.images[:n].float() / 255.0 - self.mean) / self.std, s.labels[:n]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -269,7 +327,7 @@ class ImageFolderDataModule(ArrayDataModule):
                            if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise DataError(f"class folder {str(self.root / name)!r} holds no images "
-                                f"({', '.join(IMAGE_SUFFIXES)})")
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += [(p, label) for p in found]
         return classes, files
 
@@ -296,19 +354,130 @@ class ImageFolderDataModule(ArrayDataModule):
         return Split(torch.from_numpy(images), labels), None
 
 
+class FolderStreamDataModule(pl.LightningDataModule):
+    """An image folder of any size: indexed (paths and labels), never decoded up front; images
+    are decoded and augmented in DataLoader worker processes (`num_workers`), so memory does
+    not grow with the folder and the first trial starts in seconds."""
+
+    name = "imagefolder"
+
+    def __init__(self, root: str, resolution: int = 32, batch_size: int = 64, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0, augment: str = "imagenet",
+                 grayscale: bool = False, num_workers: int = 2, pin_memory: bool = True,
+                 persistent_workers: bool = True, mean: list[float] | None = None,
+                 std: list[float] | None = None):
+        super().__init__()
+        self.root = Path(str(root)).expanduser()
+        self.resolution, self.batch_size, self.seed = resolution, batch_size, seed
+        self.val_fraction, self.test_fraction, self.subset = val_fraction, test_fraction, subset
+        self.augment, self.grayscale = augment, grayscale
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers = persistent_workers
+        self.given_stats = (mean, std)
+        self.index: FolderIndex | None = None
+        self._sets: dict[str, FolderDataset] | None = None
+        self.num_classes = self.in_channels = 0
+
+    def describe(self) -> str:
+        return f"{self.name} (data.root={str(self.root)!r})"
+
+    def check(self) -> None:
+        if self.index is None:
+            self.index = index_folder(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._sets is not None:
+            return
+        self.check()
+        index = self.index
+        n = len(index)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, round(n * self.val_fraction))
+        n_test = max(1, round(n * self.test_fraction))
+        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        if self.subset < 1.0:
+            parts["train"] = parts["train"][: max(1, int(len(parts["train"]) * self.subset))]
+        check_train_size(self.describe(), n, len(index.classes), len(parts["train"]))
+        samples = {k: [index.samples[i] for i in v] for k, v in parts.items()}
+        mean, std = self.given_stats
+        if mean is None or std is None:  # from a seeded sample of the training split: seconds
+            train_only = FolderDataset(index.root, samples["train"], grayscale=self.grayscale)
+            mean, std = estimate_mean_std(train_only, n=256, seed=self.seed, size=min(self.resolution, 32))
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.in_channels = 1 if self.grayscale else 3
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise DataError(f"data.mean/data.std need {self.in_channels} values (one per channel), got "
+                            f"{list(self.mean)} and {list(self.std)}")
+        self.num_classes = len(index.classes)
+        self._sets = {k: FolderDataset(index.root, v, build_transform(
+            self.augment, k == "train", self.resolution, self.mean, self.std), grayscale=self.grayscale)
+            for k, v in samples.items()}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        ds = self._sets[name]
+        workers = self.num_workers
+        return DataLoader(ds, batch_size=self.batch_size,
+                          sampler=EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds),
+                          drop_last=shuffle and len(ds) % self.batch_size == 1, num_workers=workers,
+                          pin_memory=self.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.persistent_workers and workers > 0,
+                          worker_init_fn=seed_worker if workers > 0 else None,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def sample_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` training images, normalized, without augmentation (for zero-cost scores)."""
+        self.setup()
+        train = self._sets["train"]
+        evaluation = FolderDataset(self.index.root, [], build_transform(
+            "none", False, self.resolution, self.mean, self.std), grayscale=self.grayscale)
+        items = [evaluation.transform(decode_image(train.path(i), self.grayscale))
+                 for i in range(min(n, len(train)))]
+        return torch.stack(items), torch.as_tensor(train.labels[: len(items)].copy())
+
+
 DATASETS = {"digits": DigitsDataModule, "cifar10": Cifar10DataModule,
             "imagefolder": ImageFolderDataModule}
+STREAM_ONLY = ("num_workers", "pin_memory", "persistent_workers", "mean", "std")
 
 
-def make_datamodule(name: str, **kwargs) -> ArrayDataModule:
-    """The data module called `name` (digits, cifar10, imagefolder)."""
+def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.LightningDataModule:
+    """The data module called `name` (digits, cifar10, imagefolder).
+
+    An image folder streams from disk when `in_memory` is false, or "auto" and it holds more
+    than `IN_MEMORY_MAX` images; everything else is decoded into memory once (fastest for data
+    that fits: digits, CIFAR-10 at 32 px).
+    """
     if name not in DATASETS:
         raise DataError(f"unknown data {name!r}; valid: {', '.join(DATASETS)}")
-    cls = DATASETS[name]
     if name != "digits" and not kwargs.get("root"):
         raise DataError(f"data={name} needs data.root=<path to the dataset>")
+    if name == "imagefolder" and (in_memory is False or (in_memory == "auto"
+                              and len(index_folder(kwargs["root"])) > IN_MEMORY_MAX)):
+        return FolderStreamDataModule(**kwargs)
+    for key in STREAM_ONLY:
+        kwargs.pop(key, None)
     if name == "digits":
         kwargs.pop("root", None)
     if name != "imagefolder":
         kwargs.pop("grayscale", None)
-    return cls(**kwargs)
+    return DATASETS[name](**kwargs)
+
+
+def datamodule_for(data: DataConfig, resolution: int, batch_size: int, subset: float = 1.0):
+    """The data module a `DataConfig` describes, at `resolution`."""
+    return make_datamodule(data.name, in_memory=data.in_memory, root=data.root, resolution=resolution,
+                           batch_size=batch_size, val_fraction=data.val_fraction,
+                           test_fraction=data.test_fraction, subset=subset, seed=data.seed,
+                           augment=data.augment, grayscale=data.grayscale, num_workers=data.num_workers,
+                           pin_memory=data.pin_memory, persistent_workers=data.persistent_workers,
+                           mean=data.mean, std=data.std)

@@ -41,33 +41,39 @@ class Classifier(pl.LightningModule):
     def __init__(self, model: nn.Module, optimizer: str = "sgd", lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.1,
-                 bn_recalibration: int = 0):
+                 bn_recalibration: int = 0, channels_last: bool = False):
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.bn_recalibration = bn_recalibration
         self.opt_name, self.lr, self.momentum = optimizer, lr, momentum
         self.weight_decay, self.schedule = weight_decay, schedule
         self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"training loss became {loss.item()} at epoch {self.current_epoch}, "
                                 f"step {self.global_step}")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def _evaluate(self, batch, prefix: str) -> None:
         x, y = batch
-        logits = self.model(x)
+        logits = self(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log(f"{prefix}_loss", loss, on_epoch=True, batch_size=len(y))
-        self.log(f"{prefix}_acc", acc, on_epoch=True, batch_size=len(y))
+        # sync_dist: under DDP every rank logs the mean over all ranks' batches.
+        self.log(f"{prefix}_loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{prefix}_acc", acc, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         if self.bn_recalibration > 0 and not self.trainer.sanity_checking:
@@ -94,7 +100,7 @@ class Classifier(pl.LightningModule):
         for i, (x, _) in enumerate(loader):
             if i >= batches:
                 break
-            self.model(x.to(self.device))
+            self(x.to(self.device))
         for m, (momentum, training) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.train(training)
@@ -172,11 +178,26 @@ class ProxyResult:
     steps: int = 0
 
 
-def make_trainer(max_epochs: int, callbacks: list, deterministic: bool = True,
-                 **kwargs) -> pl.Trainer:
-    """A CPU trainer with loggers, checkpoints, progress bar and summaries off (unless asked)."""
-    options = dict(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
-                   enable_checkpointing=False, enable_progress_bar=False,
+def torch_device(accelerator: str, devices: int | list[int] = 1) -> torch.device:
+    """The torch device Lightning's `accelerator` setting trains on, for work done outside
+    a Trainer (zero-cost scores): an accelerator when asked for or found, else the CPU."""
+    index = devices[0] if isinstance(devices, list) and devices else 0
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", index)
+    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_trainer(max_epochs: int, callbacks: list, deterministic: bool | str = True,
+                 accelerator: str = "auto", devices: int | str | list[int] = 1,
+                 precision: str = "32-true", **kwargs) -> pl.Trainer:
+    """A quiet trainer: loggers, checkpoints, progress bar and summaries off (unless asked).
+
+    The device settings are Lightning's (`accelerator="auto"` takes a GPU when there is one).
+    """
+    options = dict(max_epochs=max_epochs, accelerator=accelerator, devices=devices, precision=precision,
+                   logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0,
                    deterministic=deterministic, callbacks=callbacks)
     options.update(kwargs)
@@ -186,12 +207,14 @@ def make_trainer(max_epochs: int, callbacks: list, deterministic: bool = True,
 def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: int,
                 report: Callable[[int, float], bool] | None = None,
                 on_epoch: Callable[[dict], None] | None = None, seed: int = 0,
-                deterministic: bool = True, **recipe) -> ProxyResult:
+                deterministic: bool | str = True, accelerator: str = "auto",
+                devices: int | list[int] = 1, precision: str = "32-true", channels_last: bool = False,
+                **recipe) -> ProxyResult:
     """Train `model` for `epochs`, validating each epoch; returns the last validation accuracy."""
     pl.seed_everything(seed, workers=False, verbose=False)
     reporter = EpochReporter(report, on_epoch)
-    module = Classifier(model, **recipe)
-    trainer = make_trainer(epochs, [reporter], deterministic)
+    module = Classifier(model, channels_last=channels_last, **recipe)
+    trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start

@@ -29,7 +29,6 @@ __all__ = [
     "CheckpointError",
     "EpochLog",
     "GenotypeGuard",
-    "WeightEMA",
     "check_checkpoint",
     "claim_run_dir",
     "run_identity",
@@ -67,53 +66,6 @@ def run_identity(genotype: Genotype, data: dict[str, Any], trainer: dict[str, An
     return _normal({"genotype": genotype.content_hash, "data": data,
                     "resolution": resolution or genotype.resolution,
                     "trainer": {k: v for k, v in trainer.items() if k not in RUN_IDENTITY_EXCLUDES}})
-
-
-class WeightEMA(pl.Callback):
-    """Exponential moving average of the weights (and BN statistics), used for evaluation."""
-
-    def __init__(self, decay: float):
-        self.decay = decay
-        self.shadow: dict[str, torch.Tensor] | None = None
-        self._backup: dict[str, torch.Tensor] | None = None
-
-    def _state(self, module) -> dict[str, torch.Tensor]:
-        return module.model.state_dict()
-
-    def on_fit_start(self, trainer, module):
-        if self.shadow is None:
-            self.shadow = {k: v.detach().clone() for k, v in self._state(module).items()}
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        with torch.no_grad():
-            for k, v in self._state(module).items():
-                s = self.shadow[k]
-                if v.dtype.is_floating_point:
-                    s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
-                else:
-                    s.copy_(v)
-
-    def swap_in(self, module) -> None:
-        self._backup = {k: v.detach().clone() for k, v in self._state(module).items()}
-        module.model.load_state_dict(self.shadow)
-
-    def swap_out(self, module) -> None:
-        if self._backup is not None:
-            module.model.load_state_dict(self._backup)
-            self._backup = None
-
-    def on_validation_start(self, trainer, module):
-        if self.shadow is not None and not trainer.sanity_checking:
-            self.swap_in(module)
-
-    def on_validation_end(self, trainer, module):
-        self.swap_out(module)
-
-    def state_dict(self):
-        return {"shadow": self.shadow, "decay": self.decay}
-
-    def load_state_dict(self, state):
-        self.shadow = state["shadow"]
 
 
 class GenotypeGuard(pl.Callback):
@@ -165,7 +117,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     from nas.common.tracking import Tracker
     from nas.model.builder import build_model
     from nas.model.files import write_model_files
-    from nas.training.data import make_datamodule
+    from nas.training.data import datamodule_for
     from nas.training.proxy import Classifier
 
     t = cfg.trainer
@@ -181,9 +133,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
               f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
               f"{finished.name} to train again", file=out, flush=True)
         return result
-    dm = make_datamodule(d.name, root=d.root, resolution=resolution, batch_size=t.batch_size,
-                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed,
-                         augment=d.augment, grayscale=d.grayscale)
+    dm = datamodule_for(d, resolution, t.batch_size)
     dm.check()
     ckpt_dir = run_dir / "checkpoints"
     resume = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else ckpt_dir / "last.ckpt"
@@ -192,7 +142,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     if resume.is_file():
         check_checkpoint(resume, genotype)
     dm.setup()
-    if t.threads > 0:
+    if t.threads > 0 and t.on_cpu():
         torch.set_num_threads(t.threads)
     pl.seed_everything(t.seed, verbose=False)
     model = build_model(genotype, dm.num_classes, dm.in_channels)
@@ -202,9 +152,13 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
           + (f"; resuming from {resume}" if resume.is_file() else ""), file=out, flush=True)
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                         weight_decay=t.weight_decay, schedule=t.schedule,
-                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing)
-    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
-                      f"train-{genotype.content_hash}", run_dir)
+                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing,
+                        channels_last=t.channels_last)
+    from pytorch_lightning.utilities import rank_zero_only
+
+    # One W&B run per training: under DDP only rank 0 logs (the others' metrics are synced).
+    mode = cfg.wandb.mode if rank_zero_only.rank == 0 else "disabled"
+    tracker = Tracker(mode, cfg.wandb.project, cfg.wandb.entity, f"train-{genotype.content_hash}", run_dir)
     tracker.start_run(f"train-{genotype.content_hash}-{d.name}", "train",
                       {"genotype": str(genotype), "mflops": c.mflops, "params_m": c.params_m,
                        **genotype.to_dict(), "trainer": vars(t), "data": vars(d)})
@@ -214,16 +168,19 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
                                      auto_insert_metric_name=False, save_last=True,
                                      every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
         GenotypeGuard(genotype), EpochLog(tracker, out, t.progress)]
-    ema = WeightEMA(t.ema_decay) if t.ema else None
-    if ema is not None:
-        callbacks.append(ema)
-    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator="cpu", devices=1, logger=False,
-                         callbacks=callbacks, enable_progress_bar=t.progress,
-                         enable_model_summary=False, deterministic=t.deterministic,
-                         num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    if t.ema:
+        # Lightning's EMA: evaluated at every validation, kept in checkpoints (so a resume goes on
+        # averaging), on the model's device, and copied into the model when training ends.
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=t.ema_decay))
+    if t.compile:
+        module.model = torch.compile(module.model)  # training only: the export is `model` itself
+    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+                         sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
+                         enable_progress_bar=t.progress, enable_model_summary=False,
+                         deterministic=t.deterministic, num_sanity_val_steps=0,
+                         default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
-    if ema is not None:
-        ema.swap_in(module)  # evaluate and export the averaged weights
     val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
@@ -232,13 +189,17 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
               "val_acc": val_acc,
               "resolution": resolution, "data": d.name, "ema": t.ema}
     tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
+    if not trainer.is_global_zero:  # under DDP every rank gets here; one writes the files
+        return result
     write_json(finished, result)  # before the export: a failed export check loses no training
     if cfg.export:
         info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels,
                 "weights": "trained"}
         export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
         try:
-            write_model_files(copy.deepcopy(module.model).eval(), export_g, run_dir / "exported",
+            # CPU float32 files, whatever device and precision trained the model.
+            plain = copy.deepcopy(model).to("cpu", torch.float32).eval()
+            write_model_files(plain, export_g, run_dir / "exported",
                               dm.in_channels, info, onnx=_has_onnxruntime())
             result["exported"] = str(run_dir / "exported")
         except UserError as err:
