@@ -42,7 +42,9 @@ class CheckpointError(UserError):
 
 
 # Settings that change what a training run produces; a run directory holds one of each.
-RUN_IDENTITY_EXCLUDES = ("progress", "threads")
+# The device a run trains on may change between resumes (a checkpoint moves from GPU to CPU);
+# devices, strategy and precision change the batch or the arithmetic, so they stay in.
+RUN_IDENTITY_EXCLUDES = ("progress", "threads", "accelerator", "compile", "channels_last")
 
 
 def _normal(value: Any) -> Any:
