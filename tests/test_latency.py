@@ -21,6 +21,7 @@ from nas.hardware.latency import (
     Timing,
     fingerprint,
     kernel_module,
+    make_backend,
     measure,
     space_kernels,
 )
@@ -30,7 +31,7 @@ from nas.search.study import trained_count
 from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"warmup": 0, "repeats": 2}
+FAST = make_backend("torch", warmup=0, repeats=2)
 TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
         "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "sampler.n_startup_trials=3",
         "pruner=none"]
@@ -92,14 +93,14 @@ def test_lut_build_on_a_tiny_space_measures_each_kernel_once_and_resumes(tmp_pat
         assert set(K.genotype_kernels(space.sample(rng), 10, 1)) <= set(kernels)
     path = tmp_path / "t.lut.jsonl"
     table = LookupTable.create(path, space.name, fingerprint(), 10, 1)
-    assert table.fill(kernels[:50], **FAST) == 50
+    assert table.fill(kernels[:50], FAST) == 50
     # An interrupted build: the file ends in a half-written line.
     with open(path, "a") as fh:
         fh.write('{"kernel": "conv:8:8:3:1:1:8:16:1:re')
     resumed = LookupTable.load(path)
     assert set(resumed.entries) == set(kernels[:50])
-    assert resumed.fill(kernels, **FAST) == len(kernels) - 50
-    assert resumed.fill(kernels, **FAST) == 0
+    assert resumed.fill(kernels, FAST) == len(kernels) - 50
+    assert resumed.fill(kernels, FAST) == 0
     again = LookupTable.load(path)
     assert set(again.entries) == set(kernels)
     assert all(t.median_ms > 0 and t.n == 2 for t in again.entries.values())

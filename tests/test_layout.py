@@ -157,6 +157,7 @@ def test_the_installed_wheel_runs_from_outside_the_repository(wheel_target, tmp_
 
 def test_choice_lists_match_the_implementations():
     from nas.common import config
+    from nas.hardware.backends import BACKENDS
     from nas.model.zero_cost import PROXIES
     from nas.search import study
     from nas.training.data import DATASETS
@@ -165,6 +166,7 @@ def test_choice_lists_match_the_implementations():
     assert set(config.PRUNERS) == set(study.PRUNERS)
     assert set(config.ZERO_COST) == set(PROXIES)
     assert set(config.DATASETS) == set(DATASETS)
+    assert config.LATENCY_BACKENDS == BACKENDS
 
 
 def test_yaml_defaults_equal_the_schema_defaults():

@@ -7,7 +7,9 @@ but torch (or only onnxruntime) to run.
 Each selected trial becomes a folder holding: `genotype.yaml` and `genotype.txt` (the
 canonical string), `info.json` (costs, proxy metrics, shapes, checks), `model.onnx`
 (checked against PyTorch with onnxruntime), `model.torchscript.pt`, `state_dict.pt`,
-and `retrain.yaml`, a `nas.train` config that trains it fully.
+and `retrain.yaml`, a `nas.train` config that trains it fully. Each model.onnx is then
+timed in ONNX Runtime (batch 1, CPU, a fresh process each): `latency_ms_onnxruntime` in
+info.json, printed beside the latency the search predicted.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", help="output folder (default <run dir>/exported or ./exported)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                    help="ONNX Runtime threads when timing each exported model (default 1)")
+    ap.add_argument("--no-latency", action="store_true",
+                    help="do not time the exported ONNX models in ONNX Runtime")
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:
@@ -123,6 +129,8 @@ def main(argv: list[str]) -> int:
         raise ExportError(f"--top-k {top_k} is not valid: must be >= 1")
     if not OPSETS[0] <= args.opset <= OPSETS[1]:
         raise ExportError(f"--opset {args.opset} is not valid: must be in [{OPSETS[0]}, {OPSETS[1]}]")
+    if args.latency_threads < 1:
+        raise ExportError(f"--latency-threads {args.latency_threads} is not valid: must be >= 1")
     if args.out and Path(args.out).expanduser().exists() and not Path(args.out).expanduser().is_dir():
         raise ExportError(f"--out {args.out!r} is an existing file: give a folder")
     study, run_dir = _open(args.source, args.study)
@@ -133,7 +141,9 @@ def main(argv: list[str]) -> int:
     from nas.arch.cost import cost
     from nas.model.builder import build_model
 
+    backend = str((identity.get("latency") or {}).get("backend", "torch"))
     print(f"exporting {len(chosen)} genotype(s) of study {study.study_name} to {out}")
+    folders = []
     for rank, row in enumerate(chosen, start=1):
         g = parse(row["genotype"])
         folder = out / f"{rank:02d}-trial{row['number']}-{g.content_hash}"
@@ -141,7 +151,9 @@ def main(argv: list[str]) -> int:
         info = {"rank": rank, "study": study.study_name, "trial": row["number"],
                 "genotype": str(g), "hash": g.content_hash, "proxy_accuracy": row["accuracy"],
                 "params": c.params, "macs": c.macs, "mflops": c.mflops, "params_m": c.params_m,
-                "latency_ms": row.get("latency_ms"), "resolution": g.resolution,
+                "latency_ms": row.get("latency_ms"),
+                "latency_backend": backend if row.get("latency_ms") is not None else None,
+                "resolution": g.resolution,
                 "num_classes": shape["num_classes"], "in_channels": shape["in_channels"],
                 "weights": "initialized, not trained: train with retrain.yaml"}
         model = build_model(g, shape["num_classes"], shape["in_channels"])
@@ -153,7 +165,36 @@ def main(argv: list[str]) -> int:
                 if "onnx_max_rel_diff" in info else "")
         print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "
               f"{c.params_m:.3f} M params -> {folder}{onnx}")
+        folders.append((folder, g, row, shape["in_channels"]))
+    if not args.no_onnx and not args.no_latency:
+        print(latency_table(folders, args.latency_threads, backend))
     return 0
+
+
+def latency_table(folders: list[tuple[Path, Genotype, dict[str, Any], int]], threads: int,
+                  backend: str) -> str:
+    """Time each exported model.onnx in ONNX Runtime, each in a fresh process; record the
+    figure in its info.json and return a table of it beside the search's predicted latency."""
+    import json
+
+    from nas.hardware.stopwatch import time_fresh
+
+    jobs = [("onnx", {"model": (folder / "model.onnx").read_bytes(),
+                      "shape": (1, c, g.resolution, g.resolution), "threads": threads,
+                      "warmup": 10, "repeats": 50})
+            for folder, g, _row, c in folders]
+    timings = time_fresh(jobs)
+    lines = [f"batch-1 latency of the exported models in ONNX Runtime (CPU, {threads} thread(s), "
+             "each timed in a fresh process):",
+             f"  {'rank':>4}  {'trial':>5}  {'predicted ms':>14}  {'onnxruntime ms':>14}"]
+    for rank, ((folder, _g, row, _c), t) in enumerate(zip(folders, timings, strict=True), start=1):
+        info = json.loads((folder / "info.json").read_text())
+        info["latency_ms_onnxruntime"] = t.median_ms
+        (folder / "info.json").write_text(json.dumps(info, indent=2))
+        predicted = row.get("latency_ms")
+        shown = "-" if predicted is None else f"{predicted:.3f} ({backend})"
+        lines.append(f"  {rank:>4}  {row['number']:>5}  {shown:>14}  {t.median_ms:>14.3f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from nas.arch import kernels as K
 from nas.hardware.latency import (
+    BACKENDS,
     LatencyError,
     _progress,
     calibrate,
     default_table_path,
-    fingerprint,
+    make_backend,
     open_table,
     scatter,
     space_kernels,
@@ -28,16 +29,18 @@ _ARGS = {
     "space": "search space (mnv2, xception, mnv1)",
     "lut": "table file (default: <dir>/<space>-<device>-<threads>t-<fingerprint>.lut.jsonl)",
     "dir": "folder for default table files (default: luts)",
-    "threads": "torch threads while measuring (default 1)",
-    "device": "cpu (default) or cuda",
-    "channels_last": "measure in channels-last memory format (default false)",
+    "backend": "inference backend timed: torch (PyTorch eager, default) or onnxruntime (CPU)",
+    "threads": "intra-op threads while measuring (default 1)",
+    "device": "cpu (default) or cuda (torch backend only)",
+    "channels_last": "measure in channels-last memory format (default false; torch backend only)",
     "warmup": "untimed calls before timing (default 5)",
     "repeats": "timed calls; the median counts (default 25)",
     "num_classes": "classifier outputs (default 10, as the digits data)",
     "in_channels": "input channels (default 1, as the digits data)",
-    "calibration": "random networks measured whole to fit the table's scales (default 100)",
+    "calibration": "random networks timed whole (each in a fresh process) to fit the table's "
+                   "scales (default 100)",
     "rebuild": "validate: measure a table afresh when it does not match this device",
-    "n": "validate: random genotypes to measure (default 100)",
+    "n": "validate: random genotypes to time, each twice, in fresh processes (default 100)",
     "seed": "validate: seed of the random genotypes (default 0)",
     "out": "validate: scatter plot file (default latency_validation.html)",
     "genotype": "predict: a genotype string or genotype.yaml",
@@ -78,17 +81,20 @@ def main(argv: list[str]) -> int:
             if any(v <= 0 for v in values):
                 raise UsageError(f"{key}={args[key]!r} is not valid: values must be positive")
             space = replace(space, **{key: values})
-    device = args.get("device", "cpu")  # checked by fingerprint()
+    device = args.get("device", "cpu")  # checked by the backend's fingerprint
     flag = args.get("channels_last", "false").lower()
     if flag not in ("true", "false"):
         raise UsageError(f"channels_last={flag!r} is not valid; valid: true, false")
+    name = args.get("backend", "torch")
+    if name not in BACKENDS:
+        raise UsageError(f"backend={name!r} is not valid; valid: {', '.join(BACKENDS)}")
     threads = parse_int("threads", args.get("threads", "1"))
-    opts = {"device": device, "threads": threads, "channels_last": flag == "true",
-            "warmup": parse_int("warmup", args.get("warmup", "5"), 0),
-            "repeats": parse_int("repeats", args.get("repeats", "25"))}
+    backend = make_backend(name, device=device, threads=threads, channels_last=flag == "true",
+                           warmup=parse_int("warmup", args.get("warmup", "5"), 0),
+                           repeats=parse_int("repeats", args.get("repeats", "25")))
     num_classes = parse_int("num_classes", args.get("num_classes", "10"))
     in_channels = parse_int("in_channels", args.get("in_channels", "1"))
-    fp = fingerprint(device, threads, opts["channels_last"])
+    fp = backend.fingerprint()
     path = Path(args["lut"]) if "lut" in args else default_table_path(args.get("dir", "luts"),
                                                                       space.name, fp)
     if command == "build":
@@ -96,10 +102,11 @@ def main(argv: list[str]) -> int:
         kernels = space_kernels(space, num_classes, in_channels)
         todo = len(table.missing(kernels))
         print(f"space {space.name}: {len(kernels)} distinct kernels, {len(kernels) - todo} already "
-              f"in {path}; measuring {todo} on {fp['name']} ({threads} thread(s))", flush=True)
-        table.fill(kernels, progress=_progress("kernels"), **opts)
-        # Whole networks are timed in a fresh process: after thousands of kernel measurements
-        # this one's heap is not what a user's process looks like (measured: 20% slower).
+              f"in {path}; measuring {todo} on {fp['name']} with {name} ({threads} thread(s))",
+              flush=True)
+        table.fill(kernels, backend, progress=_progress("kernels"))
+        # Calibrated by a process of its own, so that its fresh-process server forks from a
+        # process that has not measured thousands of kernels.
         keep = [a for a in argv[1:] if a.lstrip("+").split("=")[0] not in ("lut", "dir")]
         r = subprocess.run([sys.executable, "-m", "nas.latency", "calibrate", *keep, f"lut={path}"])
         return r.returncode
@@ -110,8 +117,8 @@ def main(argv: list[str]) -> int:
                        rebuild=args.get("rebuild", "false").lower() == "true")
     if command == "calibrate":
         samples = parse_int("calibration", args.get("calibration", "100"), 3)
-        scales, overhead = calibrate(table, space, num_classes, in_channels, samples,
-                                     progress=_progress("calibration networks"), **opts)
+        scales, overhead = calibrate(table, space, num_classes, in_channels, backend, samples,
+                                     progress=_progress("calibration networks"))
         terms = " + ".join(f"{v:.3f} x {g}" for g, v in scales.items())
         print(f"calibrated on {samples} networks: predicted = {terms} kernels {overhead:+.3f} ms"
               f"\nwrote {path}")
@@ -125,19 +132,22 @@ def main(argv: list[str]) -> int:
             raise UsageError(f"the genotype's stages do not match space {space.name} (the space of "
                              f"table {path}): give the space it comes from, +space=NAME")
         ks = K.genotype_kernels(g, num_classes, in_channels)
-        filled = table.fill(ks, **opts)
+        filled = table.fill(ks, backend)
         print(f"predicted {table.predict_kernels(ks):.3f} ms ({len(ks)} kernels, {filled} newly "
               f"measured)")
         return 0
     n = parse_int("n", args.get("n", "100"))
-    result = validate(table, space, num_classes, in_channels, n,
-                      parse_int("seed", args.get("seed", "0"), 0),
-                      progress=_progress("networks"), **opts)
+    result = validate(table, space, num_classes, in_channels, backend, n,
+                      parse_int("seed", args.get("seed", "0"), 0), progress=_progress("networks"))
     plot = scatter(result["rows"], Path(args.get("out", "latency_validation.html")),
-                   f"{space.name}: predicted vs measured latency ({fp['name']}, {threads} thread(s))")
-    print(f"{n} random {space.name} genotypes on {fp['name']}, {threads} thread(s):\n"
-          f"  within +-10% of measured: {100 * result['within_10pct']:.1f}%\n"
-          f"  MAPE: {100 * result['mape']:.2f}% (mean signed error {100 * result['bias']:+.2f}%)\n"
+                   f"{space.name}: predicted vs measured latency ({name}, {fp['name']}, "
+                   f"{threads} thread(s))")
+    print(f"{n} random {space.name} genotypes, {name} on {fp['name']}, {threads} thread(s), each "
+          f"timed in a fresh process:\n"
+          f"  within +-10% of measured: {100 * result['within_10pct']:.1f}% (stopwatch noise floor: "
+          f"{100 * result['noise_within_10pct']:.1f}% of networks timed twice agree within +-10%)\n"
+          f"  MAPE: {100 * result['mape']:.2f}% (mean signed error {100 * result['bias']:+.2f}%; "
+          f"timed twice: {100 * result['noise_mape']:.2f}%)\n"
           f"  Kendall tau: {result['kendall_tau']:.3f}\n"
           f"scatter plot: {plot}")
     return 0

@@ -20,6 +20,7 @@ from nas.errors import UserError
 __all__ = [
     "BUDGET_KEYS",
     "DATASETS",
+    "LATENCY_BACKENDS",
     "MAX_RESOLUTION",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -44,6 +45,7 @@ __all__ = [
     "TrainerConfig",
     "WandbConfig",
     "derive_study_name",
+    "uses_latency",
 ]
 
 
@@ -57,6 +59,7 @@ SAMPLERS = ("auto", "tpe", "random", "nsga2")
 OBJECTIVES = ("accuracy", "pareto")
 ZERO_COST = ("synflow", "grad_norm", "naswot")  # nas.model.zero_cost.PROXIES, without importing torch
 PARETO_COSTS = ("mflops", "latency_ms", "params_m")
+LATENCY_BACKENDS = ("torch", "onnxruntime")  # as nas.hardware.backends.BACKENDS (a test keeps them equal)
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -204,6 +207,7 @@ class StorageConfig:
 class LatencyConfig:
     lut: str | None = None  # table file; default <dir>/<space>-<device>-<threads>t-<fingerprint>.lut.jsonl
     dir: str = "luts"
+    backend: str = "torch"  # torch (PyTorch eager) | onnxruntime (ONNX Runtime, CPU)
     device: str = "cpu"
     threads: int = 1
     channels_last: bool = False
@@ -325,7 +329,14 @@ class SearchConfig:
         _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)
         _positive("storage.max_retry", self.storage.max_retry, minimum=0)
         _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        _choice("latency.backend", self.latency.backend, LATENCY_BACKENDS)
         _choice("latency.device", self.latency.device, ("cpu", "cuda"))
+        if self.latency.backend == "onnxruntime" and (self.latency.device != "cpu"
+                                                      or self.latency.channels_last):
+            raise ConfigError(f"latency.device={self.latency.device}, latency.channels_last="
+                              f"{str(self.latency.channels_last).lower()} are not valid with "
+                              "latency.backend=onnxruntime (ONNX Runtime's CPU provider); valid: "
+                              "latency.device=cpu, latency.channels_last=false")
         _positive("latency.threads", self.latency.threads)
         _positive("latency.warmup", self.latency.warmup, minimum=0)
         _positive("latency.repeats", self.latency.repeats)
@@ -415,7 +426,15 @@ def derive_study_name(cfg: Mapping[str, Any]) -> str:
         parts.append(f"sampler_{get('sampler', 'name', '')}")
     if cfg.get("seed", 0) != 0:
         parts.append(f"seed{cfg.get('seed')}")
+    if uses_latency(cfg) and get("latency", "backend", "torch") != "torch":
+        parts.append(str(get("latency", "backend", "")))
     return "-".join(str(p) for p in parts if p != "")
+
+
+def uses_latency(cfg: Mapping[str, Any]) -> bool:
+    """Whether a search judges latency: a latency budget, or a latency Pareto front."""
+    return "latency_ms" in (cfg.get("budget") or {}) or (
+        cfg.get("objective") == "pareto" and cfg.get("pareto_cost") == "latency_ms")
 
 
 def _num(value: float) -> str:

@@ -1,11 +1,13 @@
-"""Latency on the user's own device: measurement, fingerprint, and a per-kernel lookup table.
+"""Latency on the user's own device and inference backend: a per-kernel lookup table, and
+the predictor a latency budget asks.
 
-- `measure_genotype` times batch-1 inference of a built network: fixed thread count,
-  warm-up, `torch.inference_mode`, median of the repeats (CUDA synchronised when used).
+- A backend (`nas.hardware.backends`: PyTorch eager or ONNX Runtime) times one kernel or
+  one whole network; `nas.hardware.stopwatch` holds the stopwatches.
 - A lookup table (LUT) holds the measured latency of every kernel (`nas.arch.kernels`) a
-  search space can produce, with the device fingerprint it was measured on. A genotype's
-  predicted latency is the sum of its kernels' medians plus one measured constant (the
-  per-network cost of the Python module calls around the kernels).
+  search space can produce, with the fingerprint of the backend and device it was measured
+  on. A genotype's predicted latency is the sum of its kernels' medians, scaled per kernel
+  group, plus one constant: both fitted on whole networks timed in fresh processes
+  (`calibrate`).
 - `python -m nas.latency build|validate|predict` builds a table (resumable, with
   progress), checks its predictions against measured networks, or predicts one genotype.
 
@@ -18,38 +20,40 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from nas.arch import kernels as K
 from nas.arch.genotype import BlockSpec, Genotype, scale_channels
-from nas.errors import UserError
+from nas.hardware.backends import BACKENDS, Backend, LatencyError, kernel_module, make_backend
+from nas.hardware.stopwatch import Timing, cpu_name, steady_allocator, time_fresh, time_torch
 from nas.model.builder import build_model
 
 __all__ = [
+    "BACKENDS",
     "FORMAT",
     "GROUPS",
     "LatencyError",
     "LatencyPredictor",
     "LookupTable",
     "Timing",
+    "backend_of",
     "calibrate",
     "cpu_name",
     "default_table_path",
     "fingerprint",
     "group",
     "kernel_module",
+    "make_backend",
     "measure",
+    "measure_fresh",
     "measure_genotype",
     "min_latency",
     "open_table",
@@ -68,153 +72,38 @@ def group(key: K.Kernel) -> str:
     return "depthwise" if key[0] == "conv" and key[6] > 1 else "other"
 
 
-class LatencyError(UserError):
-    """A lookup table that is missing, corrupt, or from another space or device."""
-
-
 # ----- measuring ----------------------------------------------------------------------------
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def fingerprint(device: str = "cpu", threads: int = 1, channels_last: bool = False,
+                backend: str = "torch") -> dict[str, Any]:
+    """What a latency figure depends on besides the network: backend, hardware, software, settings."""
+    return make_backend(backend, device=device, threads=threads, channels_last=channels_last).fingerprint()
 
 
-_ALLOCATOR: list[str] = []
+def backend_of(fp: dict[str, Any]) -> str:
+    """The backend a table's fingerprint was measured on (tables from before backends: torch)."""
+    return str(fp.get("backend", "torch"))
 
 
-def steady_allocator() -> str:
-    """Keep freed memory in the process (glibc: no trimming, mmap only above 32 MB).
-
-    By default glibc hands large activations back to the system after each layer and
-    page-faults them in again on the next call: measured here that added up to 80% to a
-    network's latency, varying with the process's allocation history, which no per-kernel
-    table can predict. Servers use a caching allocator (jemalloc, tcmalloc) for the same
-    reason. Applied once per process before any measurement; recorded in the fingerprint.
-    """
-    if not _ALLOCATOR:
-        name = "default"
-        if sys.platform.startswith("linux"):
-            import ctypes
-            import ctypes.util
-
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                m_trim_threshold, m_mmap_threshold = -1, -3
-                if libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30):
-                    name = "glibc-keep"
-            except (OSError, AttributeError):
-                pass
-        _ALLOCATOR.append(name)
-    return _ALLOCATOR[0]
+def measure(module: nn.Module, shape: tuple[int, ...], **opts: Any) -> Timing:
+    """Median batch-1 wall time (ms) of a PyTorch module, in this process."""
+    return time_torch(module, shape, **opts)
 
 
-def fingerprint(device: str = "cpu", threads: int = 1, channels_last: bool = False) -> dict[str, Any]:
-    """What a latency figure depends on besides the network: hardware, software, settings."""
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        raise LatencyError(f"latency device {device!r} is not available here; valid: cpu"
-                           + (", cuda" if torch.cuda.is_available() else ""))
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
-    return {"device": dev.type, "name": name, "torch": torch.__version__.split("+")[0],
-            "threads": threads, "dtype": "float32", "channels_last": channels_last,
-            "allocator": steady_allocator()}
-
-
-@dataclass(frozen=True)
-class Timing:
-    median_ms: float
-    mean_ms: float
-    var: float
-    n: int
-
-
-def measure(module: nn.Module, shape: tuple[int, ...], *, device: str = "cpu", threads: int = 1,
-            warmup: int = 5, repeats: int = 20, channels_last: bool = False) -> Timing:
-    """Median wall time of `module` on one input of `shape`, in milliseconds."""
-    steady_allocator()
-    before = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        return _timed(module, shape, device, warmup, repeats, channels_last)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _timed(module: nn.Module, shape: tuple[int, ...], device: str, warmup: int, repeats: int,
-           channels_last: bool) -> Timing:
-    dev = torch.device(device)
-    module = module.to(dev).eval()
-    x = torch.randn(*shape, device=dev)
-    if channels_last and x.dim() == 4:
-        module = module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            module(x)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    return Timing(statistics.median(times), statistics.fmean(times),
-                  statistics.pvariance(times), len(times))
-
-
-def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3, **opts: Any) -> Timing:
-    """Measured batch-1 latency of the network `g` describes, at its own resolution."""
+def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3,
+                     backend: Backend | None = None, **opts: Any) -> Timing:
+    """Measured batch-1 latency of the network `g` describes, at its own resolution, in this
+    process (on PyTorch eager unless another `backend` is given)."""
+    if backend is not None:
+        return backend.time_network(g, num_classes, in_channels)
     model = build_model(g, num_classes, in_channels)
     return measure(model, (1, in_channels, g.resolution, g.resolution), **opts)
 
 
-class _Add(nn.Module):
-    """A residual addition: the input plus a second tensor of the same shape."""
-
-    def __init__(self, c: int, h: int):
-        super().__init__()
-        self.register_buffer("other", torch.randn(1, c, h, h))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.other
-
-
-class _Pool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-
-
-def kernel_module(key: K.Kernel) -> tuple[nn.Module, tuple[int, ...]]:
-    """A module that runs exactly kernel `key`, and its input shape."""
-    from nas.model.blocks import activation
-
-    kind = key[0]
-    if kind == "conv":
-        _, cin, cout, k, s, p, groups, h, bn, act = key
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=False)]
-        if bn:
-            layers.append(nn.BatchNorm2d(cout))
-        if act:
-            layers.append(activation(act))
-        return nn.Sequential(*layers), (1, cin, h, h)
-    if kind == "act":
-        _, name, c, h = key
-        return activation(name, inplace=False), (1, c, h, h)
-    if kind == "add":
-        return _Add(key[1], key[2]), (1, key[1], key[2], key[2])
-    if kind == "maxpool":
-        _, c, h, s = key
-        return nn.MaxPool2d(3, s, 1), (1, c, h, h)
-    if kind == "pool":
-        return _Pool(), (1, key[1], key[2], key[2])
-    if kind == "linear":
-        return nn.Linear(key[1], key[2]), (1, key[1])
-    raise ValueError(f"unknown kernel kind {kind!r}")
+def measure_fresh(genotypes: list[Genotype], backend: Backend, num_classes: int, in_channels: int,
+                  progress: Callable[[int, int], None] | None = None) -> list[Timing]:
+    """Each network timed whole in a fresh process (`stopwatch.time_fresh`)."""
+    jobs = [backend.network_job(g, num_classes, in_channels) for g in genotypes]
+    return time_fresh(jobs, progress)
 
 
 # ----- which kernels a space can run ----------------------------------------------------------
@@ -336,6 +225,11 @@ class LookupTable:
         if self.header["space"] != space:
             raise LatencyError(f"latency table {str(self.path)!r} is for space "
                                f"{self.header['space']!r}, not {space!r}")
+        mine, theirs = backend_of(self.fingerprint), backend_of(fp)
+        if mine != theirs:
+            raise LatencyError(f"latency table {str(self.path)!r} was measured on backend {mine!r}, "
+                               f"not {theirs!r}; build one for it: python -m nas.latency build "
+                               f"+space={space} backend={theirs}")
         diff = {k: (self.fingerprint.get(k), v) for k, v in fp.items() if self.fingerprint.get(k) != v}
         if diff:
             what = ", ".join(f"{k} {a!r} (table) vs {b!r} (here)" for k, (a, b) in diff.items())
@@ -380,14 +274,13 @@ class LookupTable:
         """Predicted latency (ms) of `g`; every kernel must be in the table (see `fill`)."""
         return self.predict_kernels(K.genotype_kernels(g, num_classes, in_channels))
 
-    def fill(self, kernels: Iterable[K.Kernel], progress: Callable[[int, int], None] | None = None,
-             chunk: int = 20, **opts: Any) -> int:
-        """Measure the kernels the table lacks, appending as it goes; returns how many."""
+    def fill(self, kernels: Iterable[K.Kernel], backend: Backend,
+             progress: Callable[[int, int], None] | None = None, chunk: int = 20) -> int:
+        """Time the kernels the table lacks on `backend`, appending as it goes; returns how many."""
         todo = self.missing(kernels)
         batch: list[tuple[K.Kernel, Timing]] = []
         for i, key in enumerate(todo, 1):
-            module, shape = kernel_module(key)
-            batch.append((key, measure(module, shape, **opts)))
+            batch.append((key, backend.time_kernel(key)))
             if len(batch) >= chunk or i == len(todo):
                 self.append(batch)
                 batch = []
@@ -397,37 +290,39 @@ class LookupTable:
 
 
 def default_table_path(directory: str | Path, space: str, fp: dict[str, Any]) -> Path:
-    """`<directory>/<space>-<device>-<threads>t.lut.jsonl`: one table per space and device setting."""
+    """`<directory>/<space>-<device or backend>-<threads>t-<fingerprint digest>.lut.jsonl`: one
+    table per space, backend and device setting."""
     import hashlib
 
     digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:8]
-    return Path(directory) / f"{space}-{fp['device']}-{fp['threads']}t-{digest}.lut.jsonl"
+    where = fp["device"] if backend_of(fp) == "torch" else backend_of(fp)
+    return Path(directory) / f"{space}-{where}-{fp['threads']}t-{digest}.lut.jsonl"
 
 
-def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, samples: int = 100,
-              seed: int = 1234, progress: Callable[[int, int], None] | None = None,
-              **opts: Any) -> tuple[dict[str, float], float]:
+def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, backend: Backend,
+              samples: int = 100, seed: int = 1234,
+              progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], float]:
     """Fit predicted = overhead + sum of per-group scale x kernel median, by least squares on
-    `samples` random networks measured whole.
+    `samples` random networks, each timed whole in a fresh process.
 
     A kernel timed alone runs from a warm cache and without the module calls around it; in a
     network its weights come from further away, and depthwise kernels (little compute per
     byte) suffer that more than the others. Measured on mnv2, one core: a single scale left
-    82% of networks within 10%, a scale per group 90%.
+    82% of networks within 10%, a scale per group 90%. The networks are timed in fresh
+    processes because that is where users run them: the process that measured the kernels
+    runs networks at another speed (see `stopwatch`).
     """
     import numpy as np
 
     rng = random.Random(seed)
-    rows, measured = [], []
-    for i in range(samples):
-        g = space.sample(rng)
+    genotypes = [space.sample(rng) for _ in range(samples)]
+    rows = []
+    for g in genotypes:
         ks = K.genotype_kernels(g, num_classes, in_channels)
-        table.fill(ks, **opts)
+        table.fill(ks, backend)
         sums = table.group_sums(ks)
         rows.append([sums[name] for name in GROUPS] + [1.0])
-        measured.append(measure_genotype(g, num_classes, in_channels, **opts).median_ms)
-        if progress:
-            progress(i + 1, samples)
+    measured = [t.median_ms for t in measure_fresh(genotypes, backend, num_classes, in_channels, progress)]
     a, y = np.asarray(rows), np.asarray(measured)
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     if (coef[:-1] <= 0).any():  # degenerate (e.g. a space without depthwise kernels): one scale
@@ -445,14 +340,15 @@ def min_latency(table: LookupTable, space: Any, num_classes: int, in_channels: i
 
 
 class LatencyPredictor:
-    """Latency of candidates for a latency budget: from this device's lookup table when there
-    is one for the space, else measured on the spot."""
+    """Latency of candidates for a latency budget, on one backend (PyTorch eager or ONNX
+    Runtime): from this device's lookup table when there is one for the space, else
+    measured on the spot."""
 
     def __init__(self, space: Any, num_classes: int, in_channels: int, lut: str | None = None,
-                 directory: str = "luts", **opts: Any):
-        self.space, self.num_classes, self.in_channels, self.opts = space, num_classes, in_channels, opts
-        fp = fingerprint(opts.get("device", "cpu"), opts.get("threads", 1),
-                         opts.get("channels_last", False))
+                 directory: str = "luts", backend: str = "torch", **opts: Any):
+        self.space, self.num_classes, self.in_channels = space, num_classes, in_channels
+        self.backend = make_backend(backend, **opts)
+        fp = self.backend.fingerprint()
         path = Path(lut).expanduser() if lut else default_table_path(directory, space.name, fp)
         self.table: LookupTable | None = None
         if path.exists():
@@ -460,18 +356,20 @@ class LatencyPredictor:
             self.table.check(space.name, fp)
         elif lut:
             raise LatencyError(f"latency table {str(path)!r} does not exist; build it with "
-                               f"python -m nas.latency build +space={space.name} lut={lut}")
+                               f"python -m nas.latency build +space={space.name} lut={lut}"
+                               + (f" backend={backend}" if backend != "torch" else ""))
         self.path = path
 
     @property
     def source(self) -> str:
-        return f"table {self.path}" if self.table else "measured per candidate"
+        where = f"table {self.path}" if self.table else "measured per candidate"
+        return f"{where} ({self.backend.name})"
 
     def __call__(self, g: Genotype) -> float:
         if self.table is None:
-            return measure_genotype(g, self.num_classes, self.in_channels, **self.opts).median_ms
+            return self.backend.time_network(g, self.num_classes, self.in_channels).median_ms
         ks = K.genotype_kernels(g, self.num_classes, self.in_channels)
-        self.table.fill(ks, **self.opts)
+        self.table.fill(ks, self.backend)
         return self.table.predict_kernels(ks)
 
     def minimum(self) -> float | None:
@@ -484,32 +382,39 @@ class LatencyPredictor:
             print(f"latency table {self.path} lacks {missing} of the space's {len(kernels)} kernels "
                   "(another number of classes or channels, or an interrupted build): measuring them "
                   "once", flush=True)
-        self.table.fill(kernels, progress=_progress("kernels") if missing else None, **self.opts)
+        self.table.fill(kernels, self.backend, progress=_progress("kernels") if missing else None)
         return min_latency(self.table, self.space, self.num_classes, self.in_channels)
 
 
-def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int, n: int = 100,
-             seed: int = 0, progress: Callable[[int, int], None] | None = None,
-             **opts: Any) -> dict[str, Any]:
-    """Predicted vs measured latency of `n` random genotypes of `space`."""
+def _agreement(a: list[float], b: list[float]) -> dict[str, float]:
     from scipy.stats import kendalltau
 
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        g = space.sample(rng)
-        ks = K.genotype_kernels(g, num_classes, in_channels)
-        table.fill(ks, **opts)
-        rows.append({"genotype": str(g), "predicted_ms": table.predict_kernels(ks),
-                     "measured_ms": measure_genotype(g, num_classes, in_channels, **opts).median_ms})
-        if progress:
-            progress(i + 1, n)
-    errors = [(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
-    tau = kendalltau([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]).statistic
-    return {"n": n, "within_10pct": sum(abs(e) <= 0.10 for e in errors) / n,
+    errors = [(x - y) / y for x, y in zip(a, b, strict=True)]
+    return {"within_10pct": sum(abs(e) <= 0.10 for e in errors) / len(errors),
             "mape": statistics.fmean(abs(e) for e in errors), "bias": statistics.fmean(errors),
-            "kendall_tau": float(tau),
-            "rows": rows}
+            "kendall_tau": float(kendalltau(a, b).statistic)}
+
+
+def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int, backend: Backend,
+             n: int = 100, seed: int = 0,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Predicted vs measured latency of `n` random genotypes of `space`, each network timed
+    in a fresh process, and then once more in another: how often those two timings agree
+    within 10% is the stopwatch's own noise floor, the finest a predictor can be judged."""
+    rng = random.Random(seed)
+    genotypes = [space.sample(rng) for _ in range(n)]
+    predicted = []
+    for g in genotypes:
+        ks = K.genotype_kernels(g, num_classes, in_channels)
+        table.fill(ks, backend)
+        predicted.append(table.predict_kernels(ks))
+    timed = measure_fresh(genotypes * 2, backend, num_classes, in_channels, progress)
+    first, second = [t.median_ms for t in timed[:n]], [t.median_ms for t in timed[n:]]
+    rows = [{"genotype": str(g), "predicted_ms": p, "measured_ms": m, "again_ms": m2}
+            for g, p, m, m2 in zip(genotypes, predicted, first, second, strict=True)]
+    noise = _agreement(second, first)
+    return {"n": n, **_agreement(predicted, first), "noise_within_10pct": noise["within_10pct"],
+            "noise_mape": noise["mape"], "rows": rows}
 
 
 def scatter(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -558,7 +463,9 @@ def open_table(path: Path, space: str, fp: dict[str, Any], num_classes: int, in_
     try:
         table.check(space, fp)
     except LatencyError:
-        if not rebuild:
+        # Another device or setting: rebuild on request. Another space or backend is
+        # another table altogether, never moved aside.
+        if not rebuild or table.header["space"] != space or backend_of(table.fingerprint) != backend_of(fp):
             raise
         path.replace(path.with_suffix(path.suffix + ".old"))
         print(f"table {path} did not match this device: kept as {path.name}.old, measuring anew")

@@ -4,13 +4,14 @@ study (created or resumed), the trials, the report. `run_search` is what
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nas.common.config import MAX_RESOLUTION, ConfigError, SearchConfig
+from nas.common.config import MAX_RESOLUTION, ConfigError, SearchConfig, uses_latency
 from nas.errors import UserError
 
 __all__ = [
@@ -55,12 +56,12 @@ def storage_url(cfg: SearchConfig, shared_dir: Path) -> str:
 
 def latency_predictor(cfg: SearchConfig, space, num_classes: int, in_channels: int):
     """The latency predictor a latency budget or a latency pareto study needs (else None)."""
-    if "latency_ms" not in cfg.budget and not (cfg.objective == "pareto" and cfg.pareto_cost == "latency_ms"):
+    if not uses_latency(dataclasses.asdict(cfg)):
         return None
     from nas.hardware.latency import LatencyPredictor
 
     lat = cfg.latency
-    return LatencyPredictor(space, num_classes, in_channels, lat.lut, lat.dir, device=lat.device,
+    return LatencyPredictor(space, num_classes, in_channels, lat.lut, lat.dir, lat.backend, device=lat.device,
                             threads=lat.threads, channels_last=lat.channels_last, warmup=lat.warmup,
                             repeats=lat.repeats)
 

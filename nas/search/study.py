@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -16,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.common.config import SearchConfig
+from nas.common.config import SearchConfig, uses_latency
 from nas.errors import UserError
 from nas.search.status import COUNTED, Status
 
@@ -46,7 +47,7 @@ class StudyError(UserError):
 
 
 # What a study is about: resuming with any of these changed would mix incomparable trials.
-IDENTITY_KEYS = ("space", "budget", "objective", "directions", "data", "proxy")
+IDENTITY_KEYS = ("space", "budget", "objective", "directions", "data", "proxy", "latency")
 
 
 def directions(cfg: SearchConfig) -> list[str]:
@@ -71,6 +72,10 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
                   # Precision changes what a proxy reaches (the device does not): a bf16 worker
                   # must not join a float32 study. Absent for the default, as in older studies.
                   **({"precision": p.precision} if p.precision != "32-true" else {})},
+        # Milliseconds on ONNX Runtime are not milliseconds in PyTorch eager: a latency study
+        # keeps its backend. Absent for torch, as in studies from before there were backends.
+        **({"latency": {"backend": cfg.latency.backend}}
+           if uses_latency(dataclasses.asdict(cfg)) and cfg.latency.backend != "torch" else {}),
     }
 
 
