@@ -299,6 +299,16 @@ def default_table_path(directory: str | Path, space: str, fp: dict[str, Any]) ->
     return Path(directory) / f"{space}-{where}-{fp['threads']}t-{digest}.lut.jsonl"
 
 
+def _sample(table: LookupTable, space: Any, num_classes: int, in_channels: int, backend: Backend,
+            n: int, seed: int) -> tuple[list[Genotype], list[list[K.Kernel]]]:
+    """`n` random genotypes of `space` and their kernels, every one of them in `table`."""
+    rng = random.Random(seed)
+    genotypes = [space.sample(rng) for _ in range(n)]
+    kernels = [K.genotype_kernels(g, num_classes, in_channels) for g in genotypes]
+    table.fill([k for ks in kernels for k in ks], backend)
+    return genotypes, kernels
+
+
 def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int, backend: Backend,
               samples: int = 100, seed: int = 1234,
               progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], float]:
@@ -314,14 +324,8 @@ def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int
     """
     import numpy as np
 
-    rng = random.Random(seed)
-    genotypes = [space.sample(rng) for _ in range(samples)]
-    rows = []
-    for g in genotypes:
-        ks = K.genotype_kernels(g, num_classes, in_channels)
-        table.fill(ks, backend)
-        sums = table.group_sums(ks)
-        rows.append([sums[name] for name in GROUPS] + [1.0])
+    genotypes, kernels = _sample(table, space, num_classes, in_channels, backend, samples, seed)
+    rows = [[sums[name] for name in GROUPS] + [1.0] for sums in map(table.group_sums, kernels)]
     measured = [t.median_ms for t in measure_fresh(genotypes, backend, num_classes, in_channels, progress)]
     a, y = np.asarray(rows), np.asarray(measured)
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
@@ -401,13 +405,8 @@ def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int,
     """Predicted vs measured latency of `n` random genotypes of `space`, each network timed
     in a fresh process, and then once more in another: how often those two timings agree
     within 10% is the stopwatch's own noise floor, the finest a predictor can be judged."""
-    rng = random.Random(seed)
-    genotypes = [space.sample(rng) for _ in range(n)]
-    predicted = []
-    for g in genotypes:
-        ks = K.genotype_kernels(g, num_classes, in_channels)
-        table.fill(ks, backend)
-        predicted.append(table.predict_kernels(ks))
+    genotypes, kernels = _sample(table, space, num_classes, in_channels, backend, n, seed)
+    predicted = [table.predict_kernels(ks) for ks in kernels]
     timed = measure_fresh(genotypes * 2, backend, num_classes, in_channels, progress)
     first, second = [t.median_ms for t in timed[:n]], [t.median_ms for t in timed[n:]]
     rows = [{"genotype": str(g), "predicted_ms": p, "measured_ms": m, "again_ms": m2}

@@ -139,7 +139,23 @@ class Split:
     labels: torch.Tensor  # N, int64
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class _SplitLoaders(pl.LightningDataModule):
+    """Training, validation and test loaders from one `_loader(split, shuffle)`."""
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class ArrayDataModule(_SplitLoaders):
     """Shared machinery: split, subset, resize, batch. Subclasses implement `load`."""
 
     name = "array"
@@ -233,14 +249,6 @@ class ArrayDataModule(pl.LightningDataModule):
         n = min(n, len(s.labels))
         return (s.images[:n].float() / 255.0 - self.mean) / self.std, s.labels[:n]
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class DigitsDataModule(ArrayDataModule):
@@ -354,7 +362,7 @@ class ImageFolderDataModule(ArrayDataModule):
         return Split(torch.from_numpy(images), labels), None
 
 
-class FolderStreamDataModule(pl.LightningDataModule):
+class FolderStreamDataModule(_SplitLoaders):
     """An image folder of any size: indexed (paths and labels), never decoded up front; images
     are decoded and augmented in DataLoader worker processes (`num_workers`), so memory does
     not grow with the folder and the first trial starts in seconds."""
@@ -425,14 +433,6 @@ class FolderStreamDataModule(pl.LightningDataModule):
                           worker_init_fn=seed_worker if workers > 0 else None,
                           generator=torch.Generator().manual_seed(self.seed))
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def sample_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` training images, normalized, without augmentation (for zero-cost scores)."""
