@@ -55,6 +55,10 @@ class Backend:
         """What `stopwatch.time_fresh` needs to time the network of `g` in a fresh process."""
         raise NotImplementedError
 
+    def network_jobs(self, genotypes: list[Genotype], num_classes: int,
+                     in_channels: int) -> list[tuple[str, dict[str, Any]]]:
+        return [self.network_job(g, num_classes, in_channels) for g in genotypes]
+
     def time_network(self, g: Genotype, num_classes: int, in_channels: int) -> Timing:
         """The network of `g` timed in this process."""
         from nas.hardware.stopwatch import _run_job
@@ -116,13 +120,38 @@ class OnnxRuntimeBackend(Backend):
         return time_onnx(graph, shape, **self._opts())
 
     def network_job(self, g: Genotype, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
-        from nas.model.builder import build_model
-        from nas.model.files import onnx_bytes
+        graph, shape = exported_graph(str(g), num_classes, in_channels)
+        return "onnx", {"model": graph, "shape": shape, **self._opts()}
 
+    def network_jobs(self, genotypes: list[Genotype], num_classes: int,
+                     in_channels: int) -> list[tuple[str, dict[str, Any]]]:
+        """The networks exported to ONNX by a few fresh processes at once (an export takes
+        about a second; the timing that follows runs one process at a time)."""
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        from nas.hardware.stopwatch import fresh_context
+
+        workers = max(1, min(len(genotypes), os.cpu_count() or 1, 8))
+        with ProcessPoolExecutor(workers, mp_context=fresh_context()) as pool:
+            graphs = list(pool.map(exported_graph, [str(g) for g in genotypes],
+                                   [num_classes] * len(genotypes), [in_channels] * len(genotypes)))
+        return [("onnx", {"model": graph, "shape": shape, **self._opts()}) for graph, shape in graphs]
+
+
+def exported_graph(genotype: str, num_classes: int, in_channels: int) -> tuple[bytes, tuple[int, ...]]:
+    """The ONNX graph `nas.export` writes for `genotype` (seeded weights), and its input shape."""
+    from nas.arch.genotype import parse
+    from nas.model.builder import build_model
+    from nas.model.files import onnx_bytes
+
+    g = parse(genotype)
+    with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(g, num_classes, in_channels)
         shape = (1, in_channels, g.resolution, g.resolution)
-        return "onnx", {"model": onnx_bytes(model, torch.randn(*shape)), "shape": shape, **self._opts()}
+        example = torch.randn(*shape)
+    return onnx_bytes(model, example), shape
 
 
 def make_backend(name: str, *, device: str = "cpu", threads: int = 1, warmup: int = 5,

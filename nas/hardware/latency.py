@@ -100,10 +100,10 @@ def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3,
 
 
 def measure_fresh(genotypes: list[Genotype], backend: Backend, num_classes: int, in_channels: int,
-                  progress: Callable[[int, int], None] | None = None) -> list[Timing]:
-    """Each network timed whole in a fresh process (`stopwatch.time_fresh`)."""
-    jobs = [backend.network_job(g, num_classes, in_channels) for g in genotypes]
-    return time_fresh(jobs, progress)
+                  progress: Callable[[int, int], None] | None = None, times: int = 1) -> list[Timing]:
+    """Each network timed whole in a fresh process (`stopwatch.time_fresh`), the whole list
+    `times` times over."""
+    return time_fresh(backend.network_jobs(genotypes, num_classes, in_channels) * times, progress)
 
 
 # ----- which kernels a space can run ----------------------------------------------------------
@@ -407,7 +407,7 @@ def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int,
     within 10% is the stopwatch's own noise floor, the finest a predictor can be judged."""
     genotypes, kernels = _sample(table, space, num_classes, in_channels, backend, n, seed)
     predicted = [table.predict_kernels(ks) for ks in kernels]
-    timed = measure_fresh(genotypes * 2, backend, num_classes, in_channels, progress)
+    timed = measure_fresh(genotypes, backend, num_classes, in_channels, progress, times=2)
     first, second = [t.median_ms for t in timed[:n]], [t.median_ms for t in timed[n:]]
     rows = [{"genotype": str(g), "predicted_ms": p, "measured_ms": m, "again_ms": m2}
             for g, p, m, m2 in zip(genotypes, predicted, first, second, strict=True)]

@@ -31,6 +31,7 @@ from torch import nn
 __all__ = [
     "Timing",
     "cpu_name",
+    "fresh_context",
     "ort_session",
     "ort_version",
     "steady_allocator",
@@ -179,11 +180,30 @@ def _run_job(job: tuple[str, dict[str, Any]]) -> Timing:
         from nas.arch.genotype import parse
         from nas.model.builder import build_model
 
-        torch.manual_seed(0)
         g = parse(args.pop("genotype"))
         c, classes = args.pop("in_channels"), args.pop("num_classes")
-        return time_torch(build_model(g, classes, c), (1, c, g.resolution, g.resolution), **args)
+        with torch.random.fork_rng():  # seeded weights, the caller's random stream untouched
+            torch.manual_seed(0)
+            model = build_model(g, classes, c)
+        return time_torch(model, (1, c, g.resolution, g.resolution), **args)
     raise ValueError(f"unknown stopwatch job {kind!r}")
+
+
+def fresh_context() -> multiprocessing.context.BaseContext:
+    """Processes forked from a server that imported torch, onnxruntime and the model code
+    and did nothing else (spawned afresh where fork is not available)."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        preload = ["nas.hardware.stopwatch", "nas.hardware.backends", "nas.model.builder"]
+        try:
+            import onnxruntime  # noqa: F401
+
+            preload.append("onnxruntime")
+        except ImportError:
+            pass
+        ctx.set_forkserver_preload(preload)
+    return ctx
 
 
 def time_fresh(jobs: Sequence[tuple[str, dict[str, Any]]],
@@ -194,19 +214,8 @@ def time_fresh(jobs: Sequence[tuple[str, dict[str, Any]]],
     ("onnx", {model: bytes, shape, **time_onnx options}). The processes are forked from a
     server that imported torch and onnxruntime and did nothing else (spawned where fork is
     not available)."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        preload = ["nas.hardware.stopwatch", "nas.model.builder"]
-        try:
-            import onnxruntime  # noqa: F401
-
-            preload.append("onnxruntime")
-        except ImportError:
-            pass
-        ctx.set_forkserver_preload(preload)
     out: list[Timing] = []
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=fresh_context(), max_tasks_per_child=1) as pool:
         for i, job in enumerate(jobs, 1):
             out.append(pool.submit(_run_job, job).result())
             if progress:
