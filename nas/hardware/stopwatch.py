@@ -173,7 +173,7 @@ def time_onnx(model: bytes | str, shape: tuple[int, ...], *, threads: int = 1, w
 
 # ----- a fresh process per job ------------------------------------------------------------------
 def _run_job(job: tuple[str, dict[str, Any]]) -> Timing:
-    kind, args = job
+    kind, args = job[0], dict(job[1])
     if kind == "onnx":
         return time_onnx(args.pop("model"), **args)
     if kind == "genotype":
