@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOALS = "goals: |mean signed error| <= 2%, tau >= 0.95, within +-10% >= 90% (or within 5 points of the noise floor)"
+GOALS = ("goals: |mean signed error| <= 2%, tau >= 0.95, within +-10% >= 90% "
+         "(or within 5 points of the noise floor)")
 
 
 def bench_table(space: str, backend: str, n: int, threads: int, folder: Path) -> dict:
@@ -75,12 +76,14 @@ def drift(space_name: str, n: int, threads: int) -> None:
         warm = [b.time_network(g, 10, 1).median_ms for g in genotypes]
         again = [t.median_ms for t in measure_fresh(genotypes, b, 10, 1)]
 
-        def ratio(xs: list[float]) -> str:
-            rs = [x / f for x, f in zip(xs, fresh, strict=True)]
-            return f"{100 * (statistics.fmean(rs) - 1):+.1f}% (median {100 * (statistics.median(rs) - 1):+.1f}%)"
+        def ratio(xs: list[float], base: list[float] = fresh) -> str:
+            rs = [x / f for x, f in zip(xs, base, strict=True)]
+            mean, median = statistics.fmean(rs) - 1, statistics.median(rs) - 1
+            return f"{100 * mean:+.1f}% (median {100 * median:+.1f}%)"
 
-        print(f"{space_name} {name}, {n} networks ({statistics.fmean(len(K.genotype_kernels(g, 10, 1)) for g in genotypes):.0f} "
-              f"kernels each), time relative to a fresh process each:\n"
+        size = statistics.fmean(len(K.genotype_kernels(g, 10, 1)) for g in genotypes)
+        print(f"{space_name} {name}, {n} networks ({size:.0f} kernels each), time relative to a fresh "
+              f"process each:\n"
               f"  this process, right after start:                  {ratio(cold)}\n"
               f"  this process, after timing {len(kernels)} kernels ({spent:.0f} s): {ratio(warm)}\n"
               f"  fresh processes again:                            {ratio(again)}", flush=True)
@@ -110,7 +113,8 @@ def main() -> None:
                   f"tau {r['kendall_tau']:.3f}", flush=True)
     print(f"\n{args.n} random genotypes per table, {args.threads} thread(s), each network timed twice in "
           "fresh processes")
-    print("| space | backend | kernels | build s | within ±10% | noise floor | MAPE | mean signed error | Kendall τ |")
+    print("| space | backend | kernels | build s | within ±10% | noise floor | MAPE | mean signed error "
+          "| Kendall τ |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['space']} | {r['backend']} | {r['kernels']} | {r['build_s']:.0f} | "

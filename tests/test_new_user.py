@@ -49,6 +49,9 @@ def refused(r: subprocess.CompletedProcess, *words: str) -> None:
     (["space.width=[100]"], ["space.width=[100.0]", "(0, 4]"]),
     (["space.resolution=[100000]"], ["space.resolution=[100000]", "[8, 1024]"]),
     (["storage.url=study.db"], ["'study.db' is not a storage URL", "sqlite:///FILE"]),
+    (["data.root=~/data"], ["cannot parse 'data.root=~/data'", "quoted value", "$HOME"]),
+    (["latency.backend=tensorrt", "+budget.latency_ms=5"],
+     ["latency.backend='tensorrt' is not valid", "torch, onnxruntime"]),
 ])
 def test_bad_search_settings_are_refused_before_anything_is_stored(tmp_path, args, words):
     r = nas("search", *TINY, *args, cwd=tmp_path)
@@ -81,18 +84,38 @@ def test_relative_sqlite_url_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "study.db").is_file()
 
 
-def test_readme_examples_are_separate_studies():
-    examples = [
-        ["+space=mnv2", "+budget.mflops=300"],
-        ["+space=mnv2", "+budget.mflops=300", "sampler=random", "pruner=none", "seed=3"],
-        ["+space=mnv2", "+budget.latency_ms=12", "objective=pareto", "pareto_cost=latency_ms"],
-        ["+space=mnv2", "+budget.mflops=300", "objective=pareto", "pareto_cost=latency_ms"],
-        ["+space=mnv2", "+budget.mflops=300", "proxy=zero_cost", "proxy.kind=naswot"],
-        ["+space=mnv2", "+budget.mflops=300", "proxy.prefilter=synflow"],
-    ]
-    names = [precheck(args).study_name for args in examples]
-    assert names[0] == "mnv2-mflops300-digits"  # the README's default name
-    assert len(set(names)) == len(names), names
+def readme_search_examples() -> list[list[str]]:
+    """The single-process `python -m nas.search` lines of the README's code blocks, as
+    arguments (comments cut, $HOME expanded); multirun, worker and cluster lines left out."""
+    import os
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```")[1::2]
+    out = []
+    for line in (ln.strip() for b in blocks for ln in b.splitlines()):
+        if not line.startswith("python -m nas.search ") or line.endswith("\\"):
+            continue
+        args = shlex.split(os.path.expandvars(line.split("  #")[0]))[3:]
+        if "-m" in args or any(a.startswith(("+worker", "storage=")) for a in args):
+            continue
+        out.append(args)
+    return out
+
+
+def test_readme_examples_are_separate_studies(monkeypatch):
+    from nas.training.data import Cifar10DataModule
+
+    monkeypatch.setattr(Cifar10DataModule, "check", lambda self: None)  # its data.root is the user's
+    examples = readme_search_examples()
+    assert len(examples) >= 8, examples  # the Searching, Latency and Zero-cost examples
+    assert ["+space=mnv2", "+budget.mflops=300"] in examples
+    names = {}
+    for args in examples:
+        names.setdefault(precheck(args).study_name, set()).add(tuple(sorted(args)))
+    assert "mnv2-mflops300-digits" in names  # the README's default name
+    clashes = {name: argsets for name, argsets in names.items() if len(argsets) > 1}
+    assert not clashes, clashes
     assert precheck(examples[1]).study_name == precheck(examples[1]).study_name  # reruns resume
 
 

@@ -105,6 +105,13 @@ def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -
         hint = f"did you mean {close[0]}? " if close else ""
         return (f"unknown config key {key!r}: {hint}(keys that are not in the config, like "
                 f"+space=, +budget.*= and +worker=, take a leading +; groups: {', '.join(groups)})")
+    lexer = re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)\S*:? ?(.*)",
+                      message)
+    if lexer:
+        bad = lexer.group(1).strip() or "the command line"
+        return (f"cannot parse {bad!r}: Hydra's command-line grammar takes ~, spaces, quotes and "
+                "some other characters only inside a quoted value: write key='\"value\"' "
+                "(and $HOME instead of ~ for your home folder)")
     present = re.search(r"An item is already at '([^']+)'", message)
     if present:
         key = present.group(1)

@@ -65,7 +65,7 @@ def precheck(argv: list[str]) -> SearchConfig:
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:
-        raise UsageError(f"cannot parse the command line: {first_line(err)}") from None
+        raise UsageError(explain_override(first_line(err), (), ())) from None
     plain: list[str] = []
     run_dir: str | None = None
     for o in parsed:
