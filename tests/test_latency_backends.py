@@ -59,19 +59,39 @@ def test_each_kernel_graph_computes_what_its_pytorch_module_does():
         module.eval()
         with torch.no_grad():  # give the module the graph's weights (and a plain batch norm)
             if key[0] == "conv":
-                module[0].weight.copy_(weights["w"])
+                module[0].weight.copy_(weights["k_w"])
                 if key[8]:
                     bn = module[1]
-                    bn.weight.fill_(1.0), bn.bias.copy_(weights["b"])
+                    bn.weight.fill_(1.0), bn.bias.copy_(weights["k_b"])
                     bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps)
             elif key[0] == "add":
-                module.other.copy_(weights["other"])
+                module.other.copy_(weights["k_other"])
             elif key[0] == "linear":
-                module.weight.copy_(weights["w"]), module.bias.copy_(weights["b"])
+                module.weight.copy_(weights["k_w"]), module.bias.copy_(weights["k_b"])
             x = torch.randn(*shape)
             expected = module(x).numpy()
         got = ort_session(graph).run(None, {"input": x.numpy()})[0]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=str(key))
+
+
+def test_a_kernel_between_anchors_keeps_its_output_shape():
+    """The anchored graph runs the kernel between two depthwise 1x1 convolutions; what it
+    outputs has the kernel's output shape, and the anchors alone run too."""
+    from nas.hardware.backends import anchor_pair_graph, sandwich_graph
+
+    for key in one_of_each_kind():
+        anchored = sandwich_graph(key)
+        if key[0] in ("pool", "linear"):
+            assert anchored is None
+            continue
+        graph, shape = anchored
+        module, _ = kernel_module(key)
+        with torch.no_grad():
+            expected = module.eval()(torch.randn(*shape)).shape
+        got = ort_session(graph).run(None, {"input": np.zeros(shape, np.float32)})[0]
+        assert got.shape == tuple(expected), key
+        pair, pshape = anchor_pair_graph(shape[1], shape[2])
+        assert ort_session(pair).run(None, {"input": np.zeros(pshape, np.float32)})[0].shape == pshape
 
 
 def test_onnxruntime_backend_times_kernels_and_networks():

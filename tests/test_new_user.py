@@ -4,6 +4,7 @@ bad input refused in one line with exit status 2, leaving nothing stored behind.
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -299,3 +300,65 @@ def test_data_root_is_stored_absolute(tmp_path, monkeypatch):
     d = DataConfig(name="cifar10", root="data/cifar")
     d.validate()
     assert d.root == str(tmp_path / "data" / "cifar")
+
+
+# ----- what the README walk of this stop found ---------------------------------------------
+def test_a_setting_of_another_data_option_names_that_option(tmp_path):
+    refused(nas("search", *TINY, "data.num_workers=4", cwd=tmp_path),
+            "data.num_workers is a setting of data=imagefolder only")
+
+
+def test_export_without_a_recorded_data_shape_uses_the_study_data(searched, tmp_path):
+    """A study made by racing workers once lacked `data_shape`: the export must still build
+    the network for the study's data (digits: 10 classes, 1 channel), not for ImageNet."""
+    db = tmp_path / "study.db"
+    db.write_bytes((searched / "study.db").read_bytes())
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    study_id = storage.get_study_id_from_name(optuna.get_all_study_summaries(storage)[0].study_name)
+    storage.set_study_user_attr(study_id, "data_shape", None)
+    del storage
+    r = nas("export", str(db), "--no-onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(next((tmp_path / "exported").glob("*/info.json")).read_text())
+    assert (info["num_classes"], info["in_channels"]) == (10, 1)
+
+
+def test_a_journal_study_is_exported_from_its_url(tmp_path):
+    journal = tmp_path / "shared" / "study.journal"
+    journal.parent.mkdir()
+    run_search(precheck([*TINY, "n_trials=1", "storage=journal", f"storage.url=journal:{journal}"]),
+               tmp_path / "run")
+    r = nas("export", f"journal:{journal}", "--no-onnx", "--out", "exp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "exp").glob("*/genotype.yaml"))
+
+
+def test_the_reference_is_scaled_to_a_latency_budget_too():
+    from nas.arch.cost import cost
+    from nas.search.loop import scaled_reference
+    from search_spaces import get_space
+
+    space = get_space("mnv2")
+    calls = []
+
+    def latency(g):  # a stand-in predictor: 1 ms per MFLOP
+        calls.append(g.width)
+        return cost(g, 10, 1).mflops
+
+    by_flops = scaled_reference(space, {"mflops": 300}, 10, 1)
+    both = scaled_reference(space, {"mflops": 300, "latency_ms": 100}, 10, 1, latency)
+    assert latency(both) <= 100 < latency(replace(both, width=round(both.width + 0.01, 2)))
+    assert both.width < by_flops.width
+    assert len(calls) < 15  # bisection, not one measurement per width
+    assert scaled_reference(space, {"latency_ms": 0.001}, 10, 1, latency) is None
+
+
+def test_only_worker_0_trains_the_reference(tmp_path):
+    summary = run_search(precheck([*TINY, "n_trials=1", "reference=true", "+worker=1",
+                                   "study_name=shared"]), tmp_path / "w1", shared_dir=tmp_path)
+    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert "reference" not in study.user_attrs
+    run_search(precheck([*TINY, "n_trials=1", "reference=true", "+worker=0", "study_name=shared"]),
+               tmp_path / "w0", shared_dir=tmp_path)
+    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.user_attrs["reference"]["accuracy"] is not None

@@ -77,7 +77,8 @@ def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, trained_
         assert "over budget: mflops" in t.user_attrs["reason"]
         assert t.constraints["mflops"] > 0
         assert t.user_attrs["hash"] not in trained_hashes
-        assert t.user_attrs["seconds"] < 0.5  # costed, never trained
+        # costed, never trained (no timing bound: on a loaded machine a proposal alone can take seconds)
+        assert not t.intermediate_values and "accuracy" not in t.user_attrs and "epochs" not in t.user_attrs
     for t in trained:
         assert t.constraints["mflops"] <= 0
 

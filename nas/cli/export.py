@@ -53,7 +53,7 @@ def _open(source: str, study_name: str | None):
 
     path = Path(source).expanduser()
     run_dir = path if path.is_dir() else None
-    if "://" in source:
+    if "://" in source or source.startswith("journal:"):
         url = source
     elif path.is_dir():
         if not (path / "study.db").is_file():
@@ -91,6 +91,19 @@ def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
         cost = objective.split(":", 1)[1] if objective.startswith("pareto:") else "mflops"
         return report.pareto_front(best, cost)
     return best[:top_k]
+
+
+def data_shape(data: dict[str, Any]) -> dict[str, int] | None:
+    """Classes and channels of a study's data, from its identity (for studies whose workers
+    did not record them); None when they cannot be known."""
+    channels = 1 if data.get("grayscale") else 3
+    if data.get("name", "digits") == "digits":
+        return {"num_classes": 10, "in_channels": 1}
+    if data.get("name") == "cifar10":
+        return {"num_classes": 10, "in_channels": channels}
+    root = Path(str(data.get("root") or "")).expanduser()
+    classes = [p for p in root.iterdir() if p.is_dir()] if data.get("root") and root.is_dir() else []
+    return {"num_classes": len(classes), "in_channels": channels} if classes else None
 
 
 def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None:
@@ -137,7 +150,10 @@ def main(argv: list[str]) -> int:
     chosen = select(study, top_k, args.pareto)
     out = Path(args.out).expanduser() if args.out else (run_dir / "exported" if run_dir else Path("exported"))
     identity = study.user_attrs.get("identity") or {}
-    shape = study.user_attrs.get("data_shape") or {"num_classes": 1000, "in_channels": 3}
+    shape = study.user_attrs.get("data_shape") or data_shape(identity.get("data") or {})
+    if shape is None:
+        raise ExportError(f"study {study.study_name} does not record its data's classes and channels, "
+                          "and its data folder is gone: resume it once, then export")
     from nas.arch.cost import cost
     from nas.model.builder import build_model
 

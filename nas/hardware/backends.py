@@ -23,8 +23,9 @@ from nas.arch.genotype import Genotype
 from nas.errors import UserError
 from nas.hardware.stopwatch import Timing, cpu_name, steady_allocator, time_onnx, time_torch
 
-__all__ = ["BACKENDS", "Backend", "LatencyError", "OnnxRuntimeBackend", "TorchBackend", "kernel_graph",
-           "kernel_module", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "LatencyError", "OnnxRuntimeBackend", "TorchBackend",
+           "anchor_pair_graph", "exported_graph", "kernel_graph", "kernel_module", "make_backend",
+           "sandwich_graph"]
 
 BACKENDS = ("torch", "onnxruntime")
 KERNEL_OPSET = 17  # the export's default opset
@@ -109,15 +110,32 @@ class OnnxRuntimeBackend(Backend):
             raise LatencyError("latency.backend=onnxruntime needs the onnx extra: "
                                "pip install -e '.[onnx]'") from None
         return {"device": "cpu", "name": cpu_name(), "backend": self.name, "onnxruntime": version,
-                "graph_optimization": "all", "threads": self.threads, "dtype": "float32",
+                "graph_optimization": "all", "kernel_timing": "between-anchors",
+                "threads": self.threads, "dtype": "float32",
                 "allocator": steady_allocator()}
 
     def _opts(self) -> dict[str, Any]:
         return {"threads": self.threads, "warmup": self.warmup, "repeats": self.repeats}
 
     def time_kernel(self, key: K.Kernel) -> Timing:
-        graph, shape = kernel_graph(key)
-        return time_onnx(graph, shape, **self._opts())
+        """A kernel's time as part of a network: timed between two anchors (`sandwich_graph`)
+        less what the anchors cost on their own (half of two anchors in a row at the input's
+        shape, half at the output's); flat kernels (pool, classifier) alone."""
+        sandwich = sandwich_graph(key)
+        if sandwich is None:
+            return time_onnx(*kernel_graph(key), **self._opts())
+        t = time_onnx(*sandwich, **self._opts())
+        shape = _input_shape(key)
+        h_out = K.out_size(key)
+        anchors = 0.5 * (self._pair(shape[1], shape[2]) + self._pair(_channels_out(key), h_out))
+        floor = 0.02 * t.median_ms  # a kernel never costs nothing; noise must not make it negative
+        return Timing(max(t.median_ms - anchors, floor), max(t.mean_ms - anchors, floor), t.var, t.n)
+
+    def _pair(self, c: int, h: int) -> float:
+        cache = self.__dict__.setdefault("_pairs", {})
+        if (c, h) not in cache:
+            cache[(c, h)] = time_onnx(*anchor_pair_graph(c, h), **self._opts()).median_ms
+        return cache[(c, h)]
 
     def network_job(self, g: Genotype, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
         graph, shape = exported_graph(str(g), num_classes, in_channels)
@@ -128,14 +146,12 @@ class OnnxRuntimeBackend(Backend):
         """The networks exported to ONNX by a few fresh processes at once (an export takes
         about a second; the timing that follows runs one process at a time)."""
         import os
-        from concurrent.futures import ProcessPoolExecutor
 
-        from nas.hardware.stopwatch import fresh_context
+        from nas.hardware.stopwatch import run_fresh
 
-        workers = max(1, min(len(genotypes), os.cpu_count() or 1, 8))
-        with ProcessPoolExecutor(workers, mp_context=fresh_context()) as pool:
-            graphs = list(pool.map(exported_graph, [str(g) for g in genotypes],
-                                   [num_classes] * len(genotypes), [in_channels] * len(genotypes)))
+        calls = [("call", ("nas.hardware.backends", "exported_graph", (str(g), num_classes, in_channels)))
+                 for g in genotypes]
+        graphs = run_fresh(calls, parallel=min(os.cpu_count() or 1, 8))
         return [("onnx", {"model": graph, "shape": shape, **self._opts()}) for graph, shape in graphs]
 
 
@@ -223,9 +239,10 @@ def _activation_nodes(name: str, src: str, dst: str) -> tuple[list[Any], list[An
     if name == "relu":
         return [helper.make_node("Relu", [src], [dst])], []
     if name == "relu6":
-        consts = [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                  numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
-        return [helper.make_node("Clip", [src, "lo", "hi"], [dst])], consts
+        lo, hi = f"{dst}_lo", f"{dst}_hi"
+        return [helper.make_node("Clip", [src, lo, hi], [dst])], [
+            numpy_helper.from_array(np.array(0.0, np.float32), lo),
+            numpy_helper.from_array(np.array(6.0, np.float32), hi)]
     if name == "hswish":
         return [helper.make_node("HardSwish", [src], [dst])], []
     if name == "silu":
@@ -234,63 +251,122 @@ def _activation_nodes(name: str, src: str, dst: str) -> tuple[list[Any], list[An
     raise ValueError(f"no ONNX form for activation {name!r}")
 
 
-def kernel_graph(key: K.Kernel) -> tuple[bytes, tuple[int, ...]]:
-    """A serialized one-kernel ONNX graph for `key` (input "input"), and its input shape."""
-    from onnx import TensorProto, helper, numpy_helper
+class _Graph:
+    """Nodes and weights of a small ONNX graph, written kernel by kernel."""
 
-    rng = np.random.default_rng(0)
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.rng = np.random.default_rng(0)
 
-    def const(name: str, *shape: int) -> Any:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+    def const(self, name: str, *shape: int) -> str:
+        from onnx import numpy_helper
 
-    nodes: list[Any] = []
-    inits: list[Any] = []
+        values = (self.rng.standard_normal(shape) * 0.1).astype(np.float32)
+        self.inits.append(numpy_helper.from_array(values, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def kernel(self, key: K.Kernel, src: str, tag: str) -> str:
+        """Add kernel `key` reading tensor `src`; returns its output's name."""
+        kind, out = key[0], f"{tag}_out"
+        if kind == "conv":
+            _, cin, cout, k, s, p, groups, _h, bn, act = key
+            inputs = [src, self.const(f"{tag}_w", cout, cin // groups, k, k)]
+            if bn:  # the exporter folds an inference batch norm into the convolution's bias
+                inputs.append(self.const(f"{tag}_b", cout))
+            conv = self.node("Conv", inputs, f"{tag}_conv" if act else out, kernel_shape=[k, k],
+                             strides=[s, s], pads=[p] * 4, group=groups, dilations=[1, 1])
+            if act:
+                nodes, consts = _activation_nodes(act, conv, out)
+                self.nodes += nodes
+                self.inits += consts
+            return out
+        if kind == "act":
+            nodes, consts = _activation_nodes(key[1], src, out)
+            self.nodes += nodes
+            self.inits += consts
+            return out
+        if kind == "add":
+            _, c, h = key
+            return self.node("Add", [src, self.const(f"{tag}_other", 1, c, h, h)], out)
+        if kind == "maxpool":
+            return self.node("MaxPool", [src], out, kernel_shape=[3, 3], strides=[key[3]] * 2,
+                             pads=[1, 1, 1, 1], ceil_mode=0, dilations=[1, 1])
+        if kind == "pool":
+            return self.node("Flatten", [self.node("GlobalAveragePool", [src], f"{tag}_pooled")], out,
+                             axis=1)
+        if kind == "linear":
+            _, fin, fout = key
+            return self.node("Gemm", [src, self.const(f"{tag}_w", fout, fin), self.const(f"{tag}_b", fout)],
+                             out, alpha=1.0, beta=1.0, transB=1)
+        raise ValueError(f"unknown kernel kind {kind!r}")
+
+    def anchor(self, c: int, src: str, tag: str) -> str:
+        """A depthwise 1x1 convolution: the cheapest neighbour that keeps a tensor in the
+        layout ONNX Runtime gives the convolutions of a network (see `sandwich_graph`)."""
+        return self.kernel(("conv", c, c, 1, 1, 0, c, 0, True, ""), src, tag)
+
+    def serialize(self, shape: tuple[int, ...], output: str) -> bytes:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            self.nodes, "kernel", [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], initializer=self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", KERNEL_OPSET)],
+                                  producer_name="nas")
+        model.ir_version = min(model.ir_version, 8)  # readable by older onnxruntime releases
+        return model.SerializeToString()
+
+
+def _input_shape(key: K.Kernel) -> tuple[int, ...]:
     kind = key[0]
     if kind == "conv":
-        _, cin, cout, k, s, p, groups, h, bn, act = key
-        shape: tuple[int, ...] = (1, cin, h, h)
-        inits.append(const("w", cout, cin // groups, k, k))
-        inputs = ["input", "w"]
-        if bn:  # the exporter folds an inference batch norm into the convolution's bias
-            inits.append(const("b", cout))
-            inputs.append("b")
-        nodes.append(helper.make_node("Conv", inputs, ["conv" if act else "output"], kernel_shape=[k, k],
-                                      strides=[s, s], pads=[p] * 4, group=groups, dilations=[1, 1]))
-        if act:
-            more, consts = _activation_nodes(act, "conv", "output")
-            nodes += more
-            inits += consts
-    elif kind == "act":
-        _, name, c, h = key
-        shape = (1, c, h, h)
-        nodes, inits = _activation_nodes(name, "input", "output")
-    elif kind == "add":
-        _, c, h = key
-        shape = (1, c, h, h)
-        inits.append(const("other", 1, c, h, h))
-        nodes.append(helper.make_node("Add", ["input", "other"], ["output"]))
-    elif kind == "maxpool":
-        _, c, h, s = key
-        shape = (1, c, h, h)
-        nodes.append(helper.make_node("MaxPool", ["input"], ["output"], kernel_shape=[3, 3],
-                                      strides=[s, s], pads=[1, 1, 1, 1], ceil_mode=0, dilations=[1, 1]))
-    elif kind == "pool":
-        _, c, h = key
-        shape = (1, c, h, h)
-        nodes += [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-                  helper.make_node("Flatten", ["pooled"], ["output"], axis=1)]
-    elif kind == "linear":
-        _, fin, fout = key
-        shape = (1, fin)
-        inits += [const("w", fout, fin), const("b", fout)]
-        nodes.append(helper.make_node("Gemm", ["input", "w", "b"], ["output"], alpha=1.0, beta=1.0,
-                                      transB=1))
-    else:
-        raise ValueError(f"unknown kernel kind {kind!r}")
-    graph = helper.make_graph(
-        nodes, "kernel", [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", KERNEL_OPSET)],
-                              producer_name="nas")
-    model.ir_version = min(model.ir_version, 8)  # readable by older onnxruntime releases
-    return model.SerializeToString(), shape
+        return (1, key[1], key[7], key[7])
+    if kind == "act":
+        return (1, key[2], key[3], key[3])
+    if kind in ("add", "pool"):
+        return (1, key[1], key[2], key[2])
+    if kind == "maxpool":
+        return (1, key[1], key[2], key[2])
+    if kind == "linear":
+        return (1, key[1])
+    raise ValueError(f"unknown kernel kind {kind!r}")
+
+
+def _channels_out(key: K.Kernel) -> int:
+    return {"conv": lambda: key[2], "act": lambda: key[2]}.get(key[0], lambda: key[1])()
+
+
+def kernel_graph(key: K.Kernel) -> tuple[bytes, tuple[int, ...]]:
+    """A serialized one-kernel ONNX graph for `key` (input "input"), and its input shape."""
+    g = _Graph()
+    shape = _input_shape(key)
+    return g.serialize(shape, g.kernel(key, "input", "k")), shape
+
+
+def sandwich_graph(key: K.Kernel) -> tuple[bytes, tuple[int, ...]] | None:
+    """Kernel `key` between two depthwise 1x1 anchors (None for kernels with a flat output).
+
+    Alone in a graph, a convolution pays ONNX Runtime's layout changes (NCHW to its blocked
+    NCHWc and back) on its input and output; inside a network its neighbours keep the
+    blocked layout and nobody pays them. Between two anchors the kernel sits where it sits in
+    a network; `anchor_pair_graph` times what the anchors themselves cost."""
+    if key[0] in ("pool", "linear"):
+        return None
+    g = _Graph()
+    shape = _input_shape(key)
+    mid = g.kernel(key, g.anchor(shape[1], "input", "a"), "k")
+    return g.serialize(shape, g.anchor(_channels_out(key), mid, "b")), shape
+
+
+def anchor_pair_graph(c: int, h: int) -> tuple[bytes, tuple[int, ...]]:
+    """Two anchors in a row on a (1, c, h, h) tensor: half of its time is what one anchor,
+    with its share of layout changes, adds to a sandwich."""
+    g = _Graph()
+    return g.serialize((1, c, h, h), g.anchor(c, g.anchor(c, "input", "a"), "b")), (1, c, h, h)

@@ -5,21 +5,20 @@ Every figure is the median of `repeats` calls after `warmup` untimed ones, at a 
 thread count, with the process's allocator kept steady (`steady_allocator`).
 
 `time_fresh` times each job in a process of its own, forked from a server that has only
-imported the libraries: a network timed there runs as it would in a user's process that did
-nothing else first. Timed in the process that had just measured thousands of kernels, the
-same networks ran measurably slower (the lookup table's calibration and validation use
-fresh processes for that reason; `scripts/bench_latency.py --drift` prints the difference).
+imported the libraries (`python -m nas.hardware.stopwatch`): a network timed there runs as
+it would in a user's process that did nothing else first. Timed in the process that had
+just measured thousands of kernels, the same networks ran at another speed (the lookup
+table's calibration and validation use fresh processes for that reason;
+`scripts/bench_latency.py --drift` prints the difference).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from torch import nn
 __all__ = [
     "Timing",
     "cpu_name",
-    "fresh_context",
     "ort_session",
     "ort_version",
+    "run_fresh",
     "steady_allocator",
     "time_fresh",
     "time_onnx",
@@ -189,35 +188,157 @@ def _run_job(job: tuple[str, dict[str, Any]]) -> Timing:
     raise ValueError(f"unknown stopwatch job {kind!r}")
 
 
-def fresh_context() -> multiprocessing.context.BaseContext:
-    """Processes forked from a server that imported torch, onnxruntime and the model code
-    and did nothing else (spawned afresh where fork is not available)."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        preload = ["nas.hardware.stopwatch", "nas.hardware.backends", "nas.model.builder"]
-        try:
-            import onnxruntime  # noqa: F401
-
-            preload.append("onnxruntime")
-        except ImportError:
-            pass
-        ctx.set_forkserver_preload(preload)
-    return ctx
-
-
 def time_fresh(jobs: Sequence[tuple[str, dict[str, Any]]],
                progress: Callable[[int, int], None] | None = None) -> list[Timing]:
     """Time each job in a process of its own, one after another (never two at once).
 
     A job is ("genotype", {genotype, num_classes, in_channels, **time_torch options}) or
-    ("onnx", {model: bytes, shape, **time_onnx options}). The processes are forked from a
-    server that imported torch and onnxruntime and did nothing else (spawned where fork is
-    not available)."""
-    out: list[Timing] = []
-    with ProcessPoolExecutor(max_workers=1, mp_context=fresh_context(), max_tasks_per_child=1) as pool:
-        for i, job in enumerate(jobs, 1):
-            out.append(pool.submit(_run_job, job).result())
-            if progress:
-                progress(i, len(jobs))
-    return out
+    ("onnx", {model: bytes, shape, **time_onnx options})."""
+    return run_fresh(jobs, progress=progress)
+
+
+def run_fresh(jobs: Sequence[tuple[str, dict[str, Any]]], parallel: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """Run each job in a process of its own, forked from a server (`python -m
+    nas.hardware.stopwatch`) that imported torch, onnxruntime and the model code and did
+    nothing else; `parallel` servers at once (timing wants 1). Where there is no fork, each
+    job gets a new interpreter."""
+    import threading
+
+    results: list[Any] = [None] * len(jobs)
+    todo = list(enumerate(jobs))
+    lock = threading.Lock()
+    done = [0]
+
+    def serve() -> None:
+        with _Server() as server:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i, job = todo.pop(0)
+                try:
+                    results[i] = server.run(job)
+                except (OSError, ValueError, EOFError) as err:
+                    results[i] = _Failed(f"{type(err).__name__}: {err}")
+                with lock:
+                    done[0] += 1
+                    if progress:
+                        progress(done[0], len(jobs))
+
+    threads = [threading.Thread(target=serve) for _ in range(max(1, min(parallel, len(jobs))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failed = [r for r in results if isinstance(r, _Failed)]
+    if failed:
+        raise RuntimeError(f"a fresh-process job failed: {failed[0].message}")
+    return results
+
+
+@dataclass(frozen=True)
+class _Failed:
+    message: str
+
+
+class _Server:
+    """The client side of one fork server."""
+
+    def __enter__(self) -> _Server:
+        import os
+        import subprocess
+
+        cmd = [sys.executable, "-m", "nas.hardware.stopwatch"]
+        if not hasattr(os, "fork"):
+            cmd.append("--one")  # a new interpreter per job
+        self.cmd = cmd
+        self.proc = None if "--one" in cmd else subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                                                 stdout=subprocess.PIPE)
+        return self
+
+    def run(self, job: tuple[str, dict[str, Any]]) -> Any:
+        import pickle
+        import subprocess
+
+        proc = self.proc or subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        data = pickle.dumps(job)
+        proc.stdin.write(len(data).to_bytes(8, "little") + data)
+        proc.stdin.flush()
+        size = proc.stdout.read(8)
+        if len(size) < 8:
+            return _Failed("the fork server stopped")
+        status, value = pickle.loads(proc.stdout.read(int.from_bytes(size, "little")))
+        if self.proc is None:
+            proc.stdin.close()
+            proc.wait()
+        return value if status == "ok" else _Failed(value)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def _run_any(job: tuple[str, Any]) -> Any:
+    if job[0] == "call":  # ("call", (module, function, args)): e.g. an export
+        import importlib
+
+        module, function, args = job[1]
+        return getattr(importlib.import_module(module), function)(*args)
+    return _run_job(job)
+
+
+def _serve(one: bool) -> None:
+    """The fork server: reads length-prefixed pickled jobs on stdin, runs each in a forked
+    child, and writes the child's pickled ("ok", result) or ("error", message) to stdout."""
+    import contextlib
+    import os
+    import pickle
+
+    import nas.model.builder  # noqa: F401 - imported once here, not in every child
+
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything the libraries print goes to stderr, not into the answers
+    while True:
+        size = sys.stdin.buffer.read(8)
+        if len(size) < 8:
+            return
+        job = pickle.loads(sys.stdin.buffer.read(int.from_bytes(size, "little")))
+        if one:
+            answer = _answer(job)
+        else:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                with os.fdopen(w, "wb") as fh:
+                    fh.write(_answer(job))
+                os._exit(0)
+            os.close(w)
+            with os.fdopen(r, "rb") as fh:
+                answer = fh.read()
+            os.waitpid(pid, 0)
+            if not answer:
+                answer = pickle.dumps(("error", "the timing process died"))
+        out.write(len(answer).to_bytes(8, "little") + answer)
+        out.flush()
+        if one:
+            return
+
+
+def _answer(job: tuple[str, Any]) -> bytes:
+    import pickle
+
+    try:
+        return pickle.dumps(("ok", _run_any(job)))
+    except BaseException as err:  # reported to the caller, who raises
+        return pickle.dumps(("error", f"{type(err).__name__}: {err}"))
+
+
+if __name__ == "__main__":
+    from nas.hardware import stopwatch  # this file again, by its name: results pickle as its types
+
+    stopwatch._serve("--one" in sys.argv)

@@ -60,13 +60,26 @@ def budget_violations(c: Cost, budget: dict[str, float], latency_ms: float | Non
 
 
 def scaled_reference(space: SearchSpace, budget: dict[str, float], num_classes: int,
-                     in_channels: int) -> Genotype | None:
-    """The space's reference network at the largest width multiplier that fits the budget."""
-    for step in range(140, 4, -1):
-        g = replace(space.reference, width=step / 100)
-        if all(v <= 0 for v in budget_violations(cost(g, num_classes, in_channels), budget).values()):
-            return g
-    return None
+                     in_channels: int, latency=None) -> Genotype | None:
+    """The space's reference network at the largest width multiplier (0.05 to 1.40, in steps
+    of 0.01) that fits the budget, latency included when `latency` predicts it (found by
+    bisection: latency grows with width, and each figure may be a measurement)."""
+    def fits(g: Genotype, with_latency: bool) -> bool:
+        ms = latency(g) if with_latency else None
+        return all(v <= 0 for v in budget_violations(cost(g, num_classes, in_channels), budget, ms).values())
+
+    widths = [replace(space.reference, width=step / 100) for step in range(140, 4, -1)]
+    cheap = [g for g in widths if fits(g, False)]  # MFLOPs and params: analytic
+    if latency is None or "latency_ms" not in budget:
+        return cheap[0] if cheap else None
+    lo, hi = 0, len(cheap)  # cheap[:lo] known too slow, cheap[hi:] not yet known to fit
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(cheap[mid], True):
+            hi = mid
+        else:
+            lo = mid + 1
+    return cheap[lo] if lo < len(cheap) else None
 
 
 def check_budget_feasible(space: SearchSpace, budget: dict[str, float], num_classes: int,
@@ -117,7 +130,11 @@ class Searcher:
         stored = self.study.user_attrs.get("reference")
         if stored is not None:
             return stored
-        g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels)
+        if self.cfg.worker not in (None, 0):  # one worker of a study trains it, not every one
+            self.print("reference: left to worker 0 of this study")
+            return None
+        g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels,
+                             self.latency)
         if g is None:
             self.print("reference: no width multiplier of the reference network fits the budget")
             return None
@@ -127,6 +144,7 @@ class Searcher:
                    f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
         result = self.train(g, seed=self.cfg.seed)
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
+               "latency_ms": self.latency(g) if self.latency is not None else None,
                "accuracy": result.value, "seconds": result.seconds}
         self.study.set_user_attr("reference", ref)
         self.print(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")

@@ -117,7 +117,7 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> d
     rng = check_budget_feasible(space, cfg.budget, data.num_classes, data.in_channels, latency)
     seed = cfg.seed + (cfg.worker or 0)
     study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
-    if not existed:
+    if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
         study.set_user_attr("data_shape", {"num_classes": data.num_classes,
                                            "in_channels": data.in_channels})
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
