@@ -311,8 +311,11 @@ def test_a_setting_of_another_data_option_names_that_option(tmp_path):
 def test_export_without_a_recorded_data_shape_uses_the_study_data(searched, tmp_path):
     """A study made by racing workers once lacked `data_shape`: the export must still build
     the network for the study's data (digits: 10 classes, 1 channel), not for ImageNet."""
+    import sqlite3
+
     db = tmp_path / "study.db"
-    db.write_bytes((searched / "study.db").read_bytes())
+    with sqlite3.connect(searched / "study.db") as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # the search's file is in WAL mode: a byte copy may miss recent pages
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     study_id = storage.get_study_id_from_name(optuna.get_all_study_summaries(storage)[0].study_name)
     storage.set_study_user_attr(study_id, "data_shape", None)

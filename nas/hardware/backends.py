@@ -3,9 +3,10 @@ are timed on each, and what of the machine and software the figures depend on.
 
 - `torch`: PyTorch eager, batch 1, in the measuring process (CPU or CUDA).
 - `onnxruntime`: ONNX Runtime's CPU execution provider, as a model exported by `nas.export`
-  runs when deployed. A kernel is timed as a one-kernel ONNX graph written here with the
-  nodes the exporter writes for it (a convolution with its batch norm folded in, then the
-  activation's nodes; ONNX Runtime fuses them into one node, as in the whole network); a
+  runs when deployed. A kernel is timed as a small ONNX graph written here with the nodes
+  the exporter writes for it (a convolution with its batch norm folded in, then the
+  activation's nodes; ONNX Runtime fuses them into one node, as in the whole network),
+  between two depthwise 1x1 anchors whose own time is taken off (`sandwich_graph`); a
   whole network is the exported ONNX model of the genotype.
 """
 
