@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     if command == "calibrate":
         samples = parse_int("calibration", args.get("calibration", "100"), 3)
         scales, overhead = calibrate(table, space, num_classes, in_channels, backend, samples,
-                                     progress=_progress("calibration (each network in 3 fresh processes)"))
+                                     progress=_progress("calibration networks (a fresh process each)"))
         terms = " + ".join(f"{v:.3f} x {g}" for g, v in scales.items())
         print(f"calibrated on {samples} networks: predicted = {terms} kernels {overhead:+.3f} ms"
               f"\nwrote {path}")

@@ -24,7 +24,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 FORMAT = "nas-lut/1"
-PROCESSES = 3  # fresh processes per calibration network
 # Kernels timed alone are scaled per group when predicting a network (see `calibrate`).
 GROUPS = ("depthwise", "other")
 
@@ -327,13 +326,10 @@ def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int
 
     genotypes, kernels = _sample(table, space, num_classes, in_channels, backend, samples, seed)
     rows = [[sums[name] for name in GROUPS] + [1.0] for sums in map(table.group_sums, kernels)]
-    # Each network in PROCESSES fresh processes, a third of the repeats each: the time of one
-    # network moves more between processes than between calls in one process, so spreading
-    # the calls over processes gives a steadier median for the same time spent.
-    few = replace(backend, repeats=max(5, backend.repeats // PROCESSES))
-    timed = measure_fresh(genotypes, few, num_classes, in_channels, progress, times=PROCESSES)
-    measured = [statistics.median(t.median_ms for t in timed[i::len(genotypes)])
-                for i in range(len(genotypes))]
+    # Timed exactly as `validate` and a user's stopwatch time them: one fresh process each,
+    # the same warm-up and repeats (splitting the repeats over three processes, tried, moved
+    # the fit by +15% against single-process timings).
+    measured = [t.median_ms for t in measure_fresh(genotypes, backend, num_classes, in_channels, progress)]
     a, y = np.asarray(rows), np.asarray(measured)
     # Least squares on relative errors (each row divided by its network's time), as
     # predictions are judged: otherwise the largest networks decide the fit alone.
