@@ -202,14 +202,14 @@ def latency_table(folders: list[tuple[Path, Genotype, dict[str, Any], int]], thr
     timings = time_fresh(jobs)
     lines = [f"batch-1 latency of the exported models in ONNX Runtime (CPU, {threads} thread(s), "
              "each timed in a fresh process):",
-             f"  {'rank':>4}  {'trial':>5}  {'predicted ms':>14}  {'onnxruntime ms':>14}"]
+             f"  {'rank':>4}  {'trial':>5}  {'predicted ms (' + backend + ')':>26}  {'onnxruntime ms':>14}"]
     for rank, ((folder, _g, row, _c), t) in enumerate(zip(folders, timings, strict=True), start=1):
         info = json.loads((folder / "info.json").read_text())
         info["latency_ms_onnxruntime"] = t.median_ms
         (folder / "info.json").write_text(json.dumps(info, indent=2))
         predicted = row.get("latency_ms")
-        shown = "-" if predicted is None else f"{predicted:.3f} ({backend})"
-        lines.append(f"  {rank:>4}  {row['number']:>5}  {shown:>14}  {t.median_ms:>14.3f}")
+        shown = "-" if predicted is None else f"{predicted:.3f}"
+        lines.append(f"  {rank:>4}  {row['number']:>5}  {shown:>26}  {t.median_ms:>14.3f}")
     return "\n".join(lines)
 
 
