@@ -19,13 +19,9 @@ from nas.errors import UserError
 from nas.search.run import run_search
 from nas.training.data import FolderStreamDataModule, make_datamodule
 from nas.training.proxy import Classifier
+from tests.tiny import GENOTYPE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
-        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
-        "sampler.n_startup_trials=3", "pruner=none"]
-GENOTYPE = ("res128_w0.5_drop0.0:stem_c16_k3_s2_p1_relu:ds_r1_k3_s1_c32_adp_relu_noskip:"
-            "ds_r2_k3_s2_c64_adp_relu_skip:ds_r2_k3_s2_c128_adp_relu_skip")
 
 
 def test_no_device_is_written_into_the_code():

@@ -12,7 +12,7 @@ are timed on each, and what of the machine and software the figures depend on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,9 @@ class TorchBackend(Backend):
 @dataclass
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    # time of two anchors in a row, per (channels, size): shared by every kernel of a build
+    _pairs: dict[tuple[int, int], float] = field(default_factory=dict, init=False, repr=False,
+                                                 compare=False)
 
     def fingerprint(self) -> dict[str, Any]:
         try:
@@ -133,10 +136,9 @@ class OnnxRuntimeBackend(Backend):
         return Timing(max(t.median_ms - anchors, floor), max(t.mean_ms - anchors, floor), t.var, t.n)
 
     def _pair(self, c: int, h: int) -> float:
-        cache = self.__dict__.setdefault("_pairs", {})
-        if (c, h) not in cache:
-            cache[(c, h)] = time_onnx(*anchor_pair_graph(c, h), **self._opts()).median_ms
-        return cache[(c, h)]
+        if (c, h) not in self._pairs:
+            self._pairs[(c, h)] = time_onnx(*anchor_pair_graph(c, h), **self._opts()).median_ms
+        return self._pairs[(c, h)]
 
     def network_job(self, g: Genotype, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
         graph, shape = exported_graph(str(g), num_classes, in_channels)
@@ -331,9 +333,7 @@ def _input_shape(key: K.Kernel) -> tuple[int, ...]:
         return (1, key[1], key[7], key[7])
     if kind == "act":
         return (1, key[2], key[3], key[3])
-    if kind in ("add", "pool"):
-        return (1, key[1], key[2], key[2])
-    if kind == "maxpool":
+    if kind in ("add", "pool", "maxpool"):
         return (1, key[1], key[2], key[2])
     if kind == "linear":
         return (1, key[1])
@@ -341,7 +341,7 @@ def _input_shape(key: K.Kernel) -> tuple[int, ...]:
 
 
 def _channels_out(key: K.Kernel) -> int:
-    return {"conv": lambda: key[2], "act": lambda: key[2]}.get(key[0], lambda: key[1])()
+    return key[2] if key[0] in ("conv", "act") else key[1]
 
 
 def kernel_graph(key: K.Kernel) -> tuple[bytes, tuple[int, ...]]:

@@ -89,12 +89,9 @@ def measure(module: nn.Module, shape: tuple[int, ...], **opts: Any) -> Timing:
     return time_torch(module, shape, **opts)
 
 
-def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3,
-                     backend: Backend | None = None, **opts: Any) -> Timing:
-    """Measured batch-1 latency of the network `g` describes, at its own resolution, in this
-    process (on PyTorch eager unless another `backend` is given)."""
-    if backend is not None:
-        return backend.time_network(g, num_classes, in_channels)
+def measure_genotype(g: Genotype, num_classes: int = 1000, in_channels: int = 3, **opts: Any) -> Timing:
+    """Measured batch-1 latency in PyTorch eager of the network `g` describes, at its own
+    resolution, in this process (other backends: `Backend.time_network`)."""
     model = build_model(g, num_classes, in_channels)
     return measure(model, (1, in_channels, g.resolution, g.resolution), **opts)
 
