@@ -73,6 +73,25 @@ def test_size_and_cost_range_are_exact_on_a_tiny_space():
     assert all(sp.contains(g) for g in everything)
 
 
+def test_the_fastest_latency_bound_is_the_same_fold_and_exact_on_a_tiny_space():
+    # The latency predictor's lower bound runs `SearchSpace.fold` with kernel prices and min:
+    # against every genotype of the space, it must find the cheapest and visit every kernel.
+    import hashlib
+
+    from nas.arch.kernels import genotype_kernels, to_text
+    from nas.hardware.latency import cheapest
+
+    def price(kernels):
+        return sum(int(hashlib.sha256(to_text(k).encode()).hexdigest()[:6], 16) for k in kernels)
+
+    sp = tiny_space()
+    everything = brute_force(sp)
+    assert cheapest(sp, 10, 3, price) == min(price(genotype_kernels(g, 10, 3)) for g in everything)
+    seen = set()
+    cheapest(sp, 10, 3, lambda kernels: seen.update(kernels) or 0)
+    assert seen == {k for g in everything for k in genotype_kernels(g, 10, 3)}
+
+
 def test_size_counts_distinct_genotypes_only():
     sp = tiny_space()
     # 2 widths x 2 resolutions x 2 stems, then stages: raw product overcounts because a

@@ -16,7 +16,7 @@ from typing import Any
 
 from nas.arch import kernels as K
 
-__all__ = ["BlockType", "xc_channels"]
+__all__ = ["BlockType", "block_out_size", "xc_channels"]
 
 # (params, macs, output size) of one block instance.
 BlockCost = tuple[int, int, int]
@@ -55,15 +55,16 @@ class BlockType:
         return self.projection_shortcut or (stride == 1 and cin == cout)
 
 
-def _same_out(h: int, s: int) -> int:
-    # An odd kernel k with padding k // 2 (or a 3x3 max-pool with padding 1).
+def block_out_size(h: int, s: int) -> int:
+    """Output size of every block type for input size `h` and stride `s`: odd kernels with
+    padding k // 2 (and a 3x3 max-pool with padding 1) keep ceil(h / s)."""
     return (h - 1) // s + 1
 
 
 def _ir_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) -> BlockCost:
     k2 = stage.k * stage.k
     hid = cin * stage.t
-    ho = _same_out(h, s)
+    ho = block_out_size(h, s)
     params = hid * k2 + 2 * hid + hid * cout + 2 * cout
     macs = (hid * k2 + hid * cout) * ho * ho
     if stage.t != 1:
@@ -79,7 +80,7 @@ def _ir_kernels(spec: Any) -> list[tuple]:
     if g.t != 1:
         out.append(K.conv(spec.cin, hid, 1, 1, h, act=g.act if "e" in place else ""))
     out.append(K.conv(hid, hid, g.k, spec.stride, h, groups=hid, act=g.act if "d" in place else ""))
-    ho = _same_out(h, spec.stride)
+    ho = block_out_size(h, spec.stride)
     out.append(K.conv(hid, spec.cout, 1, 1, ho, act=g.act if "p" in place else ""))
     if spec.shortcut:
         out.append(K.add(spec.cout, ho))
@@ -88,7 +89,7 @@ def _ir_kernels(spec: Any) -> list[tuple]:
 
 def _ds_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) -> BlockCost:
     k2 = stage.k * stage.k
-    ho = _same_out(h, s)
+    ho = block_out_size(h, s)
     params = cin * k2 + 2 * cin + cin * cout + 2 * cout
     macs = (cin * k2 + cin * cout) * ho * ho
     return params, macs, ho
@@ -96,7 +97,7 @@ def _ds_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) ->
 
 def _ds_kernels(spec: Any) -> list[tuple]:
     g, h, cin = spec.gene, spec.h_in, spec.cin
-    ho = _same_out(h, spec.stride)
+    ho = block_out_size(h, spec.stride)
     out = [K.conv(cin, cin, g.k, spec.stride, h, groups=cin, act=g.act if "d" in g.place else ""),
            K.conv(cin, spec.cout, 1, 1, ho, act=g.act if "p" in g.place else "")]
     if spec.shortcut:
@@ -120,7 +121,7 @@ def _xc_cost(stage: Any, cin: int, cout: int, h: int, s: int, shortcut: bool) ->
         p = dw * k2 + ci * co + 2 * co
         params += p
         macs += (p - 2 * co) * h * h
-    ho = _same_out(h, s)
+    ho = block_out_size(h, s)
     if shortcut and (s != 1 or cin != cout):
         params += cin * cout + 2 * cout
         macs += cin * cout * ho * ho
@@ -147,7 +148,7 @@ def _xc_kernels(spec: Any) -> list[tuple]:
     if spec.shortcut:
         if s != 1 or spec.cin != spec.cout:
             out.append(K.conv(spec.cin, spec.cout, 1, s, h, padding=0))
-        out.append(K.add(spec.cout, _same_out(h, s)))
+        out.append(K.add(spec.cout, block_out_size(h, s)))
     return out
 
 

@@ -9,15 +9,25 @@ model, and `params` equals the sum of `numel()` over its parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from nas.arch.genotype import Genotype
+from nas.arch.genotype import (
+    Genotype,
+    HeadLayer,
+    Stage,
+    StemLayer,
+    head_channels,
+    stage_blocks,
+    stem_channels,
+)
 
-__all__ = ["Cost", "PartCost", "cost"]
+__all__ = ["Cost", "PartCost", "classifier_cost", "cost", "head_cost", "stage_cost", "stem_cost"]
 
 
-@dataclass(frozen=True)
-class PartCost:
-    """Cost of one named part of the network (stem, a stage, head, classifier)."""
+class PartCost(NamedTuple):
+    """Cost of one named part of the network (stem, a stage, head, classifier), and the
+    channels and size it hands to the next part. (A named tuple: `cost` makes several per
+    genotype, and the search costs every proposal.)"""
 
     name: str
     params: int
@@ -48,54 +58,55 @@ def cost(genotype: Genotype, num_classes: int = 1000, in_channels: int = 3,
 
     With `breakdown`, `Cost.parts` holds the stem, every stage, the head and the classifier.
     """
-    parts: list[PartCost] = []
-    h = genotype.resolution
-    cin = in_channels
-    p_stem = m_stem = 0
-    for layer, c in zip(genotype.stem, genotype.stem_channels(), strict=True):
+    g = genotype
+    parts = [stem_cost(g.stem, g.width, g.resolution, in_channels)]
+    for i, st in enumerate(g.stages):
+        parts.append(stage_cost(i, st, parts[-1].out_channels, parts[-1].out_size, g.width))
+    if g.head:
+        parts.append(head_cost(g.head, g.width, parts[-1].out_channels, parts[-1].out_size))
+    parts.append(classifier_cost(parts[-1].out_channels, num_classes))
+    return Cost(sum(p.params for p in parts), sum(p.macs for p in parts),
+                tuple(parts) if breakdown else ())
+
+
+# ----- the parts: one function each, shared by `cost` and `SearchSpace.cost_range` ----------
+def stem_cost(stem: tuple[StemLayer, ...], width: float, resolution: int, in_channels: int) -> PartCost:
+    """The stem's convolutions (+ BN) on an image of `resolution` pixels."""
+    h, cin, params, macs = resolution, in_channels, 0, 0
+    for layer, c in zip(stem, stem_channels(stem, width), strict=True):
         h = layer.out_size(h)
         w = cin * c * layer.k * layer.k
-        p_stem += w + 2 * c
-        m_stem += w * h * h
+        params += w + 2 * c
+        macs += w * h * h
         cin = c
-    if breakdown:
-        parts.append(PartCost("stem", p_stem, m_stem, cin, h))
-    total_p, total_m = p_stem, m_stem
-    stage_p = stage_m = 0
-    last_stage = 0
-    for spec in genotype.blocks():
-        if breakdown and spec.stage != last_stage:
-            parts.append(_stage_part(genotype, last_stage, stage_p, stage_m, cin, h))
-            stage_p = stage_m = 0
-            last_stage = spec.stage
-        p, m, h = spec.gene.type.cost(spec.gene, spec.cin, spec.cout, spec.h_in, spec.stride,
-                                      spec.shortcut)
-        stage_p += p
-        stage_m += m
-        total_p += p
-        total_m += m
-        cin = spec.cout
-    if breakdown:
-        parts.append(_stage_part(genotype, last_stage, stage_p, stage_m, cin, h))
-    p_head = m_head = 0
-    for layer, c in zip(genotype.head, genotype.head_channels(), strict=True):
+    return PartCost("stem", params, macs, cin, h)
+
+
+def stage_cost(i: int, stage: Stage, cin: int, h: int, width: float) -> PartCost:
+    """Stage `i` entered with `cin` channels at size `h`."""
+    params = macs = 0
+    block_cost = stage.type.cost
+    for spec in stage_blocks(i, stage, cin, h, width):
+        p, m, h = block_cost(stage, spec.cin, spec.cout, spec.h_in, spec.stride, spec.shortcut)
+        params += p
+        macs += m
+    return PartCost(f"stage {i} {stage.block} x{stage.n}", params, macs, spec.cout, h)
+
+
+def head_cost(head: tuple[HeadLayer, ...], width: float, cin: int, h: int) -> PartCost:
+    """The head's layers (+ BN) entered with `cin` channels at size `h`; a separable layer is a
+    depthwise k x k without BN, then a pointwise conv."""
+    params = macs = 0
+    for layer, c in zip(head, head_channels(head, width), strict=True):
         k2 = layer.k * layer.k
         w = cin * c * k2 if layer.kind == "conv" else cin * k2 + cin * c
-        p_head += w + 2 * c
-        m_head += w * h * h
+        params += w + 2 * c
+        macs += w * h * h
         cin = c
-    p_fc = cin * num_classes + num_classes
-    m_fc = cin * num_classes
-    if breakdown:
-        if genotype.head:
-            parts.append(PartCost("head", p_head, m_head, cin, h))
-        parts.append(PartCost("classifier", p_fc, m_fc, num_classes, 1))
-    return Cost(total_p + p_head + p_fc, total_m + m_head + m_fc, tuple(parts))
+    return PartCost("head", params, macs, cin, h)
 
 
-def _stage_part(genotype: Genotype, i: int, p: int, m: int, c: int, h: int) -> PartCost:
-    st = genotype.stages[i]
-    return PartCost(f"stage {i} {st.block} x{st.n}", p, m, c, h)
+def classifier_cost(cin: int, num_classes: int) -> PartCost:
+    """The linear classifier after global pooling (pooling and dropout are free)."""
+    return PartCost("classifier", cin * num_classes + num_classes, cin * num_classes, num_classes, 1)
 
-
-# ----- command line: python -m nas.cost +space=mnv2 | +genotype=<string or yaml> ----------

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nas.arch.blocktypes import BLOCK_TYPES, BlockType
+from nas.arch.blocktypes import BLOCK_TYPES, BlockType, block_out_size
 from nas.errors import UserError
 
 __all__ = [
@@ -35,10 +35,14 @@ __all__ = [
     "HeadLayer",
     "Stage",
     "StemLayer",
+    "head_channels",
     "load_genotype",
     "make_divisible",
     "parse",
     "scale_channels",
+    "stage_blocks",
+    "stem_channels",
+    "stem_out_size",
 ]
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "silu")
@@ -80,6 +84,40 @@ def scale_channels(c: int, width: float) -> int:
     rounded the MobileNet way.
     """
     return c if width == 1.0 else make_divisible(c * width)
+
+
+# ----- geometry of the parts of a network: the one place each shape rule lives --------------
+def stem_channels(stem: tuple[StemLayer, ...], width: float) -> list[int]:
+    """Output channels of each stem layer at width multiplier `width`."""
+    return [scale_channels(layer.c, width) for layer in stem]
+
+
+def head_channels(head: tuple[HeadLayer, ...], width: float) -> list[int]:
+    """Output channels of each head layer: MobileNetV2 scales its last layer only up, never down."""
+    return [scale_channels(layer.c, max(1.0, width)) for layer in head]
+
+
+def stem_out_size(stem: tuple[StemLayer, ...], resolution: int) -> int:
+    """Height (= width) of the stem's output for an input of `resolution` pixels."""
+    h = resolution
+    for layer in stem:
+        h = layer.out_size(h)
+    return h
+
+
+def stage_blocks(i: int, stage: Stage, cin: int, h: int, width: float) -> Iterator[BlockSpec]:
+    """The block instances of stage `i` entered with `cin` channels at size `h`: stride on the
+    first repeat only, a shortcut on each repeat whose shapes allow it when `residual` is on.
+    The stage leaves `block_out_size(h, stage.s)` pixels and `scale_channels(stage.c, width)`
+    channels."""
+    cout = scale_channels(stage.c, width)
+    bt = stage.type
+    for r in range(stage.n):
+        stride = stage.s if r == 0 else 1
+        shortcut = bt.shortcut_on_repeat(stage.residual, stride, cin, cout)
+        yield BlockSpec(i, r, stage, cin, cout, stride, shortcut, h)
+        h = block_out_size(h, stride)
+        cin = cout
 
 
 def _check_int(path: str, value: Any, minimum: int, what: str) -> None:
@@ -353,31 +391,22 @@ class Genotype:
     # ----- shapes -----------------------------------------------------------------
     def stem_out_size(self) -> int:
         """Height (= width) of the stem's output feature map."""
-        h = self.resolution
-        for layer in self.stem:
-            h = layer.out_size(h)
-        return h
+        return stem_out_size(self.stem, self.resolution)
 
     def stem_channels(self) -> list[int]:
-        return [scale_channels(layer.c, self.width) for layer in self.stem]
+        return stem_channels(self.stem, self.width)
 
     def head_channels(self) -> list[int]:
-        # MobileNetV2 scales its last layer only up, never down.
-        return [scale_channels(layer.c, max(1.0, self.width)) for layer in self.head]
+        return head_channels(self.head, self.width)
 
     def blocks(self) -> Iterator[BlockSpec]:
         """Every block instance in order, with its input size and channels."""
         h = self.stem_out_size()
         cin = scale_channels(self.stem[-1].c, self.width)
         for i, st in enumerate(self.stages):
-            cout = scale_channels(st.c, self.width)
-            bt = st.type
-            for r in range(st.n):
-                stride = st.s if r == 0 else 1
-                yield BlockSpec(i, r, st, cin, cout, stride,
-                                bt.shortcut_on_repeat(st.residual, stride, cin, cout), h)
-                h = (h - 1) // stride + 1
-                cin = cout
+            yield from stage_blocks(i, st, cin, h, self.width)
+            cin = scale_channels(st.c, self.width)
+            h = block_out_size(h, st.s)
 
     # ----- codecs -----------------------------------------------------------------
     def _encode(self) -> str:

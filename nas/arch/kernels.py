@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "act",
     "add",
+    "blocks_kernels",
     "conv",
     "from_text",
     "genotype_kernels",
@@ -83,28 +84,35 @@ def out_size(key: Kernel) -> int:
 
 def genotype_kernels(genotype: Any, num_classes: int = 1000, in_channels: int = 3) -> list[Kernel]:
     """Every kernel a genotype's network runs for one image, in execution order."""
-    out: list[Kernel] = list(stem_kernels(genotype, in_channels))
-    h, cin = genotype.stem_out_size(), genotype.stem_channels()[-1]
+    out = stem_kernels(genotype.stem, genotype.stem_channels(), genotype.resolution, in_channels)
+    cin = genotype.stem_channels()[-1]
     for spec in genotype.blocks():
         out.extend(spec.gene.type.kernels(spec))
         cin = spec.cout
-        h = (spec.h_in - 1) // spec.stride + 1
-    out.extend(head_kernels(genotype, cin, h, num_classes))
+    out.extend(head_kernels(genotype.head, genotype.head_channels(), cin, out_size(out[-1]), num_classes))
     return out
 
 
-def stem_kernels(genotype: Any, in_channels: int) -> list[Kernel]:
-    out, h, cin = [], genotype.resolution, in_channels
-    for layer, c in zip(genotype.stem, genotype.stem_channels(), strict=True):
+def stem_kernels(stem: Any, channels: list[int], resolution: int, in_channels: int) -> list[Kernel]:
+    """The stem's convolutions (`channels`: each layer's output channels)."""
+    out, h, cin = [], resolution, in_channels
+    for layer, c in zip(stem, channels, strict=True):
         out.append(conv(cin, c, layer.k, layer.s, h, act=layer.act, padding=layer.p))
         h = out_size(out[-1])
         cin = c
     return out
 
 
-def head_kernels(genotype: Any, cin: int, h: int, num_classes: int) -> list[Kernel]:
+def blocks_kernels(specs: Any) -> list[Kernel]:
+    """The kernels of block instances (`nas.arch.genotype.BlockSpec`s), in order."""
+    return [k for spec in specs for k in spec.gene.type.kernels(spec)]
+
+
+def head_kernels(head: Any, channels: list[int], cin: int, h: int, num_classes: int) -> list[Kernel]:
+    """The head's layers (`channels`: each layer's output channels), global pool and classifier,
+    entered with `cin` channels at size `h`."""
     out = []
-    for layer, c in zip(genotype.head, genotype.head_channels(), strict=True):
+    for layer, c in zip(head, channels, strict=True):
         if layer.kind == "conv":
             out.append(conv(cin, c, layer.k, 1, h, act=layer.act))
         else:  # separable: depthwise without BN, pointwise + BN + activation

@@ -9,12 +9,14 @@ are made.
 from __future__ import annotations
 
 import itertools
+import operator
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
-from nas.arch.blocktypes import BLOCK_TYPES
+from nas.arch.blocktypes import BLOCK_TYPES, block_out_size
+from nas.arch.cost import PartCost, classifier_cost, head_cost, stage_cost, stem_cost
 from nas.arch.genotype import (
     DIVISOR,
     Genotype,
@@ -22,11 +24,13 @@ from nas.arch.genotype import (
     Stage,
     StemLayer,
     scale_channels,
+    stem_out_size,
 )
 
 __all__ = ["SearchSpace", "StageChoices", "repeat_choices", "scaled_choices"]
 
 Chooser = Callable[[str, Sequence[Any]], Any]
+V = TypeVar("V")
 
 # Genes of a stage, in the order they are chosen.
 _STAGE_GENES = ("block", "c", "n", "s", "k", "t", "act", "place", "residual",
@@ -160,116 +164,96 @@ class SearchSpace:
                 out.add(_coerced_stage(genes, cin, width))
         return out
 
+    def fold(self, stem: Callable[[tuple[StemLayer, ...], float, int], V],
+             stage: Callable[[int, Stage, int, int, float], V],
+             head: Callable[[tuple[HeadLayer, ...], float, int, int], V],
+             then: Callable[[V, V], V], either: Callable[[V, V], V]) -> V:
+        """One dynamic programme over every genotype of the space, without enumerating them.
+
+        Each part of a network has a value: `stem(layers, width, resolution)`, `stage(i, stage,
+        cin, h, width)` for stage `i` entered with `cin` channels at size `h`, and `head(layers,
+        width, cin, h)`. A network's value is its parts' values joined in order by `then`; the
+        result is all networks' values joined by `either`, which must let alternatives that
+        reach the same channels and size be merged early (a sum, a min, a max, ...). The state
+        between stages is (width, channels, size), so every stage option is visited once per
+        state rather than once per genotype. Size, cost range and the fastest latency are all
+        this one programme with different values.
+        """
+        result: V | None = None
+        for width in self.width:
+            states: dict[tuple[int, int], V] = {}
+            for layers in self.stem:
+                for resolution in self.resolution:
+                    key = (scale_channels(layers[-1].c, width), stem_out_size(layers, resolution))
+                    _offer(states, key, stem(layers, width, resolution), either)
+            for i in range(len(self.stages)):
+                nxt: dict[tuple[int, int], V] = {}
+                options: dict[int, list[tuple[Stage, int]]] = {}
+                for (cin, h), acc in states.items():
+                    if cin not in options:
+                        options[cin] = [(option, scale_channels(option.c, width))
+                                        for option in self._stage_options(i, cin, width)]
+                    for option, cout in options[cin]:
+                        key = (cout, block_out_size(h, option.s))
+                        _offer(nxt, key, then(acc, stage(i, option, cin, h, width)), either)
+                states = nxt
+            for layers in self.head:
+                for (cin, h), acc in states.items():
+                    value = then(acc, head(layers, width, cin, h))
+                    result = value if result is None else either(result, value)
+        assert result is not None, "a space has at least one width, stem, head and resolution"
+        return result
+
     def size(self) -> int:
         """Exact number of distinct genotypes in the space."""
-        total = 0
-        outer = len(self.resolution) * len(self.dropout) * len(self.head)
-        for width in self.width:
-            counts: dict[int, int] = {}
-            for stem in self.stem:
-                c0 = scale_channels(stem[-1].c, width)
-                counts[c0] = counts.get(c0, 0) + 1
-            for i in range(len(self.stages)):
-                nxt: dict[int, int] = {}
-                for cin, count in counts.items():
-                    for stage in self._stage_options(i, cin, width):
-                        cout = scale_channels(stage.c, width)
-                        nxt[cout] = nxt.get(cout, 0) + count
-                counts = nxt
-            total += sum(counts.values()) * outer
-        return total
+        dropouts = len(self.dropout)
+        return self.fold(lambda *_: 1, lambda *_: 1, lambda *_: dropouts, operator.mul, operator.add)
 
     def cost_range(self, num_classes: int = 1000, in_channels: int = 3) -> dict[str, tuple[int, int]]:
-        """Exact smallest and largest MACs and params over the whole space.
+        """Exact smallest and largest MACs and params over the whole space (`fold`, so it costs
+        milliseconds to seconds rather than an enumeration)."""
 
-        Found by dynamic programming over stages (the state is channels and feature-map
-        size), so it costs milliseconds to seconds rather than an enumeration.
-        """
-        best = {"macs": [None, None], "params": [None, None]}
-        for width in self.width:
-            # state (cin, h) -> [min macs, max macs, min params, max params]
-            states: dict[tuple[int, int], list[int]] = {}
-            for stem in self.stem:
-                for res in self.resolution:
-                    h, cin, p, m = res, in_channels, 0, 0
-                    for layer, c in zip(stem, [scale_channels(x.c, width) for x in stem],
-                                        strict=True):
-                        h = layer.out_size(h)
-                        p += cin * c * layer.k * layer.k + 2 * c
-                        m += cin * c * layer.k * layer.k * h * h
-                        cin = c
-                    _merge(states, (cin, h), [m, m, p, p])
-            for i in range(len(self.stages)):
-                nxt: dict[tuple[int, int], list[int]] = {}
-                options_by_cin: dict[int, set[Stage]] = {}
-                for (cin, h), acc in states.items():
-                    if cin not in options_by_cin:
-                        options_by_cin[cin] = self._stage_options(i, cin, width)
-                    seen: dict[tuple, tuple[int, int, int]] = {}
-                    for stage in options_by_cin[cin]:
-                        key = _cost_key(stage)
-                        if key not in seen:
-                            seen[key] = _stage_cost(stage, cin, h, width)
-                        p, m, ho = seen[key]
-                        cout = scale_channels(stage.c, width)
-                        _merge(nxt, (cout, ho), [acc[0] + m, acc[1] + m, acc[2] + p, acc[3] + p])
-                states = nxt
-            for head in self.head:
-                probe = Genotype(stages=self.reference.stages, stem=self.reference.stem,
-                                 head=head, width=width, resolution=self.reference.resolution)
-                channels = probe.head_channels()
-                for (cin, h), acc in states.items():
-                    p = m = 0
-                    c_in = cin
-                    for layer, c in zip(head, channels, strict=True):
-                        k2 = layer.k * layer.k
-                        w = c_in * c * k2 if layer.kind == "conv" else c_in * k2 + c_in * c
-                        p += w + 2 * c
-                        m += w * h * h
-                        c_in = c
-                    p += c_in * num_classes + num_classes
-                    m += c_in * num_classes
-                    for key, lo, hi, extra in (("macs", acc[0], acc[1], m),
-                                               ("params", acc[2], acc[3], p)):
-                        cur = best[key]
-                        cur[0] = lo + extra if cur[0] is None else min(cur[0], lo + extra)
-                        cur[1] = hi + extra if cur[1] is None else max(cur[1], hi + extra)
-        return {k: (v[0], v[1]) for k, v in best.items()}
+        def spread(part: PartCost) -> Range:
+            return part.macs, part.macs, part.params, part.params
+
+        seen: dict[tuple, Range] = {}
+
+        def stage(i: int, option: Stage, cin: int, h: int, width: float) -> Range:
+            # Activation function and placement change neither params nor MACs.
+            key = (option.block, option.c, option.n, option.s, option.k, option.t, option.residual,
+                   option.m, option.order, option.grow, cin, h, width)
+            if key not in seen:
+                seen[key] = spread(stage_cost(i, option, cin, h, width))
+            return seen[key]
+
+        def head(layers: tuple[HeadLayer, ...], width: float, cin: int, h: int) -> Range:
+            top = head_cost(layers, width, cin, h)
+            return _then(spread(top), spread(classifier_cost(top.out_channels, num_classes)))
+
+        lo_m, hi_m, lo_p, hi_p = self.fold(
+            lambda layers, width, res: spread(stem_cost(layers, width, res, in_channels)),
+            stage, head, _then, _either)
+        return {"macs": (lo_m, hi_m), "params": (lo_p, hi_p)}
+
+
+Range = tuple[int, int, int, int]  # smallest MACs, largest MACs, smallest params, largest params
+
+
+def _then(a: Range, b: Range) -> Range:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
+
+
+def _either(a: Range, b: Range) -> Range:
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+def _offer(states: dict[tuple[int, int], V], key: tuple[int, int], value: V,
+           either: Callable[[V, V], V]) -> None:
+    states[key] = value if key not in states else either(states[key], value)
 
 
 def _label(option: tuple) -> str:
     return ":".join(map(str, option)) if option else "none"
-
-
-def _merge(states: dict, key: tuple[int, int], vals: list[int]) -> None:
-    cur = states.get(key)
-    if cur is None:
-        states[key] = vals
-    else:
-        cur[0] = min(cur[0], vals[0])
-        cur[1] = max(cur[1], vals[1])
-        cur[2] = min(cur[2], vals[2])
-        cur[3] = max(cur[3], vals[3])
-
-
-def _cost_key(stage: Stage) -> tuple:
-    # Activation function and placement do not change params or MACs.
-    return (stage.block, stage.c, stage.n, stage.s, stage.k, stage.t, stage.residual,
-            stage.m, stage.order, stage.grow)
-
-
-def _stage_cost(stage: Stage, cin: int, h: int, width: float) -> tuple[int, int, int]:
-    bt = stage.type
-    cout = scale_channels(stage.c, width)
-    params = macs = 0
-    for r in range(stage.n):
-        stride = stage.s if r == 0 else 1
-        shortcut = bt.shortcut_on_repeat(stage.residual, stride, cin, cout)
-        p, m, h = bt.cost(stage, cin, cout, h, stride, shortcut)
-        params += p
-        macs += m
-        cin = cout
-    return params, macs, h
 
 
 def _coerced_stage(genes: dict[str, Any], cin: int, width: float) -> Stage:

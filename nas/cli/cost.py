@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     if fmt == "json":
         out = {"genotype": str(genotype), "hash": genotype.content_hash,
                "params": result.params, "macs": result.macs, "mflops": result.mflops,
-               "parts": [vars(p) for p in result.parts], "space": summary}
+               "parts": [p._asdict() for p in result.parts], "space": summary}
         print(json.dumps(out, indent=2))
         return 0
     print(_table(genotype, result))

@@ -19,6 +19,7 @@ Appending keeps what an interrupted build measured.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import random
 import statistics
@@ -31,7 +32,7 @@ from typing import Any
 from torch import nn
 
 from nas.arch import kernels as K
-from nas.arch.genotype import BlockSpec, Genotype, scale_channels
+from nas.arch.genotype import Genotype, head_channels, stage_blocks, stem_channels
 from nas.hardware.backends import BACKENDS, Backend, LatencyError, kernel_module, make_backend
 from nas.hardware.stopwatch import Timing, cpu_name, steady_allocator, time_fresh, time_torch
 from nas.model.builder import build_model
@@ -46,6 +47,7 @@ __all__ = [
     "Timing",
     "backend_of",
     "calibrate",
+    "cheapest",
     "cpu_name",
     "default_table_path",
     "fingerprint",
@@ -112,49 +114,25 @@ def space_kernels(space: Any, num_classes: int, in_channels: int) -> list[K.Kern
         found.update(kernels)
         return 0.0
 
-    _cheapest(space, num_classes, in_channels, collect)
+    cheapest(space, num_classes, in_channels, collect)
     return sorted(found, key=K.to_text)
 
 
-def _cheapest(space: Any, num_classes: int, in_channels: int,
-              price: Callable[[list[K.Kernel]], float]) -> float:
-    """Smallest total `price` of a genotype's kernels over the whole space, by dynamic
-    programming over stages (the state between stages is channels and feature-map size).
-    Every kernel any genotype of the space runs is priced at least once on the way."""
-    best = float("inf")
-    for width in space.width:
-        states: dict[tuple[int, int], float] = {}
-        for stem in space.stem:
-            for res in space.resolution:
-                probe = Genotype(stages=space.reference.stages, stem=stem, width=width, resolution=res)
-                ks = K.stem_kernels(probe, in_channels)
-                key = (scale_channels(stem[-1].c, width), K.out_size(ks[-1]))
-                states[key] = min(states.get(key, float("inf")), price(ks))
-        for i in range(len(space.stages)):
-            nxt: dict[tuple[int, int], float] = {}
-            options_by_cin: dict[int, Any] = {}
-            for (cin, h), acc in states.items():
-                if cin not in options_by_cin:
-                    options_by_cin[cin] = space._stage_options(i, cin, width)
-                for stage in options_by_cin[cin]:
-                    c, hh, total = cin, h, acc
-                    cout = scale_channels(stage.c, width)
-                    for r in range(stage.n):
-                        stride = stage.s if r == 0 else 1
-                        spec = BlockSpec(i, r, stage, c, cout, stride,
-                                         stage.type.shortcut_on_repeat(stage.residual, stride, c, cout), hh)
-                        total += price(stage.type.kernels(spec))
-                        hh = (hh - 1) // stride + 1
-                        c = cout
-                    if total < nxt.get((cout, hh), float("inf")):
-                        nxt[(cout, hh)] = total
-            states = nxt
-        for head in space.head:
-            probe = Genotype(stages=space.reference.stages, stem=space.reference.stem, head=head,
-                             width=width, resolution=space.reference.resolution)
-            for (cin, h), acc in states.items():
-                best = min(best, acc + price(K.head_kernels(probe, cin, h, num_classes)))
-    return best
+def cheapest(space: Any, num_classes: int, in_channels: int,
+             price: Callable[[list[K.Kernel]], float]) -> float:
+    """Smallest total `price` of a genotype's kernels over the whole space (`SearchSpace.fold`
+    with min). Every kernel any genotype of the space runs is priced at least once on the way."""
+
+    def stem(layers: Any, width: float, resolution: int) -> float:
+        return price(K.stem_kernels(layers, stem_channels(layers, width), resolution, in_channels))
+
+    def stage(i: int, option: Any, cin: int, h: int, width: float) -> float:
+        return price(K.blocks_kernels(stage_blocks(i, option, cin, h, width)))
+
+    def head(layers: Any, width: float, cin: int, h: int) -> float:
+        return price(K.head_kernels(layers, head_channels(layers, width), cin, h, num_classes))
+
+    return space.fold(stem, stage, head, operator.add, min)
 
 
 # ----- the lookup table -------------------------------------------------------------------
@@ -342,7 +320,7 @@ def calibrate(table: LookupTable, space: Any, num_classes: int, in_channels: int
 
 def min_latency(table: LookupTable, space: Any, num_classes: int, in_channels: int) -> float:
     """Smallest predicted latency over the whole space."""
-    return _cheapest(space, num_classes, in_channels, table.weighted) + table.overhead_ms
+    return cheapest(space, num_classes, in_channels, table.weighted) + table.overhead_ms
 
 
 class LatencyPredictor:
