@@ -169,30 +169,80 @@ def test_choice_lists_match_the_implementations():
     assert config.LATENCY_BACKENDS == BACKENDS
 
 
-def test_yaml_defaults_equal_the_schema_defaults():
-    """One source for every default: a value the YAML files repeat must equal the dataclass's."""
+def test_every_default_has_one_source():
+    """The dataclasses are the schemas the YAML files extend: a YAML file sets only what its
+    option changes, never a key to the value the schema already gives it."""
     import dataclasses
 
+    import yaml
+
+    from nas.cli.common import CONF_DIR
+    from nas.common import config
+
+    schemas = {"search.yaml": config.SearchConfig(), "train.yaml": config.TrainConfig(),
+               "data": config.DataConfig(), "proxy": config.ProxyConfig(),
+               "sampler": config.SamplerConfig(), "pruner": config.PrunerConfig(),
+               "storage": config.StorageConfig(), "space": config.SpaceConfig()}
+    repeated, checked = [], 0
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        rel = path.relative_to(CONF_DIR)
+        schema = schemas.get(rel.parts[0])
+        if schema is None:
+            assert rel.parts[0] == "hydra", f"{rel}: a config file with no schema"
+            continue
+        body = yaml.safe_load(path.read_text()) or {}
+        for key, value in body.items():
+            if key in ("defaults", "hydra", "name"):
+                continue
+            assert any(f.name == key for f in dataclasses.fields(schema)), f"{rel}: {key} not in the schema"
+            checked += 1
+            if value == getattr(schema, key):
+                repeated.append(f"{rel}: {key}: {value!r} repeats the schema's default")
+    assert checked >= 5
+    assert repeated == []
+
+
+@pytest.mark.parametrize("group", ["data", "proxy", "sampler", "pruner", "storage", "space"])
+def test_every_group_option_composes_against_the_schema(group, tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from nas.cli.common import CONF_DIR
-    from nas.common.config import SearchConfig, TrainConfig
+    from nas.cli.search import group_options
+    from nas.common.config import SearchConfig, register_schemas
 
-    def walk(composed, schema, path=""):
-        out = []
-        for key, value in composed.items():
-            if key == "hydra" or not dataclasses.is_dataclass(schema) or not hasattr(schema, key):
-                continue
-            default = getattr(schema, key)
-            if isinstance(value, dict):
-                out += walk(value, default, f"{path}{key}.")
-            elif f"{path}{key}" not in ("study_name", "data.root", "space.name") and value != default:
-                out.append(f"{path}{key}: yaml {value!r} != schema {default!r}")
-        return out
+    register_schemas()
+    for option in group_options(group):
+        overrides = [f"+space={option}" if group == "space" else "+space=mnv2", "+budget.mflops=300",
+                     "study_name=x", f"storage.url=sqlite:///{tmp_path}/x.db"]
+        if group != "space":
+            overrides.append(f"{group}={option}")
+        if group == "data" and option != "digits":
+            overrides.append(f"data.root={tmp_path}")
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose("search", overrides=overrides)
+        assert OmegaConf.get_type(composed) is SearchConfig  # typed by the schema, not a plain dict
+        cfg = SearchConfig.from_container(OmegaConf.to_container(composed, resolve=True))
+        chosen = cfg.proxy.kind if group == "proxy" else getattr(cfg, group).name
+        assert chosen == {"default": "train", "zero_cost": "synflow"}.get(option, option)
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        search = OmegaConf.to_container(compose("search", overrides=["+space=mnv2"]), resolve=False)
-        train = OmegaConf.to_container(compose("train"), resolve=False)
-    assert walk(search, SearchConfig()) == []
-    assert walk(train, TrainConfig()) == []
+
+def test_the_schema_refuses_types_and_keys_while_composing():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from nas.cli.common import CONF_DIR
+    from nas.cli.search import composition_error
+    from nas.common.config import register_schemas
+
+    register_schemas()
+    cases = (("proxy.epochs=two", "proxy.epochs='two' is not valid: expected an integer"),
+             ("+budget.mflops=lots", "budget.mflops='lots' is not valid: expected a number"),
+             ("sampler.multivariate=maybe", "sampler.multivariate='maybe' is not valid: expected true or "
+                                            "false"),
+             ("space.width=2", "space.width is not valid: expected a list"))
+    for override, message in cases:
+        with (initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
+              pytest.raises(ConfigCompositionException) as err):
+            compose("search", overrides=["+space=mnv2", override])
+        assert str(composition_error(err.value, list, ())).startswith(message)

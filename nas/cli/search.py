@@ -9,6 +9,7 @@ touched. The search itself is `nas.search.run.run_search`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.cli.common import CONF_DIR, UsageError, checked_main, config_keys, explain_override, first_line
-from nas.common.config import ConfigError, SearchConfig, derive_study_name
+from nas.common.config import SearchConfig, config_error, derive_study_name, register_schemas
+from nas.errors import UserError
 from nas.search.run import open_search_study, run_search
 
-__all__ = ["GROUPS", "group_options", "main", "precheck"]
+__all__ = ["GROUPS", "composition_error", "group_options", "main", "precheck"]
 
 
 
 
 GROUPS = ("space", "data", "sampler", "pruner", "storage", "proxy")
+register_schemas()  # conf/search.yaml extends search_schema
 
 
 def _study_name(*, _root_: DictConfig) -> str:
@@ -93,11 +96,7 @@ def precheck(argv: list[str]) -> SearchConfig:
         key = getattr(err, "full_key", None) or "a value"
         raise UsageError(f"{key} is required here: add {key}=<value>") from None
     except Exception as err:
-        raise UsageError(explain_override(first_line(err), search_keys(), GROUPS)) from None
-    if "space" not in container:
-        from search_spaces import NAMES
-
-        raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+        raise composition_error(err, search_keys, GROUPS) from None
     cfg_obj = SearchConfig.from_container(container)
     _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
     if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
@@ -105,6 +104,17 @@ def precheck(argv: list[str]) -> SearchConfig:
 
         datamodule_for(cfg_obj.data, cfg_obj.proxy.resolution, cfg_obj.proxy.batch_size).check()
     return cfg_obj
+
+
+def composition_error(err: Exception, keys: Callable[[], list[str]], groups: tuple[str, ...]) -> UserError:
+    """One line for Hydra's refusal to compose: the schema's type or key error (OmegaConf's,
+    under Hydra's "Error merging override"), else the closest key and the `+` rule."""
+    from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
+
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, OmegaConfBaseException) and not isinstance(cause, ConfigAttributeError):
+        return config_error(cause)
+    return UsageError(explain_override(first_line(err), keys(), groups))
 
 
 def _check_writable(path: str) -> None:

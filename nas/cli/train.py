@@ -12,11 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.arch.genotype import load_genotype
 from nas.cli.common import CONF_DIR, checked_main
-from nas.common.config import TrainConfig
+from nas.common.config import TrainConfig, register_schemas
 from nas.errors import UserError
 from nas.training.train import run_identity, run_training
 
 __all__ = ["main", "precheck"]
+
+register_schemas()  # conf/train.yaml extends train_schema
 
 
 
@@ -52,8 +54,8 @@ def precheck(argv: list[str]) -> TrainConfig:
     """Compose and validate the command line before Hydra runs anything."""
     from hydra import compose, initialize_config_dir
 
-    from nas.cli.common import UsageError, config_keys, explain_override, first_line
-    from nas.cli.search import GROUPS, group_options
+    from nas.cli.common import UsageError, config_keys
+    from nas.cli.search import GROUPS, composition_error, group_options
 
     args = [a for a in argv if not a.startswith("-")]
     for a in args:
@@ -66,9 +68,11 @@ def precheck(argv: list[str]) -> TrainConfig:
             composed = compose("train", overrides=plain)
         container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     except Exception as err:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            keys = config_keys(OmegaConf.to_container(compose("train"), resolve=False))
-        raise UsageError(explain_override(first_line(err), keys, ("data", "genotype"))) from None
+        def keys() -> list[str]:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                return config_keys(OmegaConf.to_container(compose("train"), resolve=False))
+
+        raise composition_error(err, keys, ("data", "genotype")) from None
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
     return cfg

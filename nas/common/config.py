@@ -1,16 +1,20 @@
-"""Structured configs for the search: typed, validated views of the composed Hydra config.
+"""The config schemas of the search and of full training: every key, its type, its default
+and what it may hold, in one place.
 
-Hydra composes `conf/search.yaml` with its groups; `SearchConfig.from_container` turns
-the result into these dataclasses, rejecting unknown keys and bad values with one-line
-errors that name the key and what is valid. They live here, not in `__main__`, so that
-launchers that pickle the task (submitit) can unpickle them.
+`register_schemas` stores `SearchConfig` and `TrainConfig` in Hydra's ConfigStore as
+`search_schema` and `train_schema`; `conf/search.yaml` and `conf/train.yaml` extend them, and
+the YAML files of the groups (data, sampler, ...) set only what an option changes. So OmegaConf
+refuses an unknown key or a value of the wrong type while Hydra composes the command line, and
+`from_container` turns any such refusal into one line (`ConfigError`) that names the key and
+what is valid. `validate` then checks what a type cannot say (ranges, choices, combinations).
+The dataclasses live here, not in `__main__`, so launchers that pickle the task (submitit) can
+unpickle them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +48,9 @@ __all__ = [
     "TrainConfig",
     "TrainerConfig",
     "WandbConfig",
+    "config_error",
     "derive_study_name",
+    "register_schemas",
     "uses_latency",
 ]
 
@@ -68,33 +74,47 @@ STORAGES = ("sqlite", "journal", "postgres")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
 DATASETS = ("digits", "cifar10", "imagefolder")
 AUGMENTS = ("none", "flip", "cifar", "imagenet")
+# Settings of the streaming image-folder loader that the in-memory datasets do not have.
+IMAGEFOLDER_ONLY = ("in_memory", "num_workers", "pin_memory", "persistent_workers", "mean", "std")
 
 
 @dataclass
 class SpaceConfig:
-    name: str = ""
-    width: list[float] | None = None  # override the space's width choices
-    resolution: list[int] | None = None  # override the space's resolution choices
+    """`+space=NAME` (conf/space/NAME.yaml, the space in search_spaces/NAME.py)."""
+
+    name: str = ""  # mnv2 | xception | mnv1: no default on purpose
+    width: list[float] | None = None  # override the width-multiplier choices, e.g. [0.75, 1.0]
+    resolution: list[int] | None = None  # override the input-resolution choices, e.g. [224]
 
 
 @dataclass
 class DataConfig:
+    """`data=digits` (default) | `cifar10` | `imagefolder` (conf/data/*.yaml set what each changes)."""
+
     name: str = "digits"
-    root: str | None = None
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    root: str | None = None  # the data's folder (cifar10, imagefolder); stored absolute
+    val_fraction: float = 0.15  # validation split drawn with `seed`, in (0, 0.5)
+    test_fraction: float = 0.15  # held-out test split for full training (cifar10 has its own)
     seed: int = 0
-    augment: bool | str = "none"  # none | flip | cifar | imagenet (true: flip, false: none)
-    grayscale: bool = False
-    in_memory: bool | str = "auto"  # auto: an image folder streams from disk past 20,000 images
-    num_workers: int = 2  # DataLoader worker processes decoding a streamed image folder
+    augment: Any = "none"  # none | flip | cifar (pad 4 + crop + flip) | imagenet (random-resized crop + flip)
+    grayscale: bool = False  # read images as one channel
+    # The streaming image-folder loader (data=imagefolder only):
+    in_memory: Any = "auto"  # auto (decode up front up to 20,000 images, else stream) | true | false
+    num_workers: int = 2  # DataLoader worker processes decoding and augmenting a streamed folder
     pin_memory: bool = True  # page-locked batches for faster copies to a GPU (only with CUDA)
     persistent_workers: bool = True  # keep the workers between epochs
-    mean: list[float] | None = None  # per-channel normalization in [0, 1] units; null: from the data
+    mean: list[float] | None = None  # per-channel mean in [0, 1]; null: estimated from 256 training images
     std: list[float] | None = None
 
     def validate(self) -> None:
         _choice("data.name", self.name, DATASETS)
+        if self.name != "imagefolder":
+            for key in IMAGEFOLDER_ONLY:
+                if getattr(self, key) != getattr(DataConfig, key):
+                    raise ConfigError(f"data.{key} is a setting of data=imagefolder only, not of the "
+                                      f"data chosen here (data={self.name}; add data=imagefolder to use it)")
+        if self.name != "digits" and not self.root:
+            raise ConfigError(f"data.root is required with data={self.name}: add data.root=<folder>")
         if isinstance(self.augment, bool):
             self.augment = "flip" if self.augment else "none"
         _choice("data.augment", self.augment, AUGMENTS)
@@ -124,15 +144,15 @@ class RecipeConfig:
     """The optimization recipe shared by the proxy and full training."""
 
     batch_size: int = 64
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # sgd (Nesterov) | rmsprop | adamw
     lr: float = 0.05
     momentum: float = 0.9
-    weight_decay: float = 4e-5
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    weight_decay: float = 4e-5  # not applied to depthwise weights, BN or biases
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 0.0  # linear warm-up before the decay
     label_smoothing: float = 0.1
     threads: int = 1  # torch threads on CPU (0: all cores); ignored on accelerators
-    deterministic: bool | str = True  # true | false | warn (Lightning's names)
+    deterministic: Any = True  # true | false | warn (Lightning's names)
     # Where and how to train (Lightning's names; never written into the code):
     accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps | ...
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed | ...
@@ -157,19 +177,23 @@ class RecipeConfig:
 
 @dataclass
 class ProxyConfig(RecipeConfig):
-    kind: str = "train"
-    prefilter: str | None = None
-    prefilter_keep: float = 0.25
-    prefilter_warmup: int = 8
-    zero_cost_batch: int = 64
+    """The short training that scores each genotype (`proxy=default`; `proxy=zero_cost` scores it
+    untrained). The budget is always judged on the full genotype at its declared resolution;
+    the proxy trains a cheaper stand-in."""
+
+    kind: str = "train"  # train | synflow | grad_norm | naswot (zero-cost: score untrained, no training)
+    prefilter: str | None = None  # a zero-cost proxy that skips candidates before training
+    prefilter_keep: float = 0.25  # train only candidates scoring in this top fraction of those so far
+    prefilter_warmup: int = 8  # candidates scored before the filter starts skipping any
+    zero_cost_batch: int = 64  # images in the one mini-batch a zero-cost proxy sees
     devices: int = 1  # accelerators per trial (one GPU per worker; see workers_per_gpu)
     lr: float = 0.03
-    epochs: int = 2
-    resolution: int = 32
-    scale_resolution: bool = True
-    width_scale: float = 1.0
-    subset: float = 1.0
-    bn_recalibration: int = 10
+    epochs: int = 2  # chosen by scripts/bench_proxy_fidelity.py (README, Measured: proxy fidelity)
+    resolution: int = 32  # training resolution for a genotype at the space's reference resolution
+    scale_resolution: bool = True  # genotypes at other resolutions train proportionally smaller/larger
+    width_scale: float = 1.0  # multiply the genotype's width for the proxy (< 1 trains faster)
+    subset: float = 1.0  # fraction of the training split to use
+    bn_recalibration: int = 10  # re-estimate BN statistics on this many batches before validating (0: off)
 
     def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:
         """The size the proxy trains a genotype declared at `genotype_resolution` at: `resolution`
@@ -181,60 +205,75 @@ class ProxyConfig(RecipeConfig):
 
 @dataclass
 class SamplerConfig:
+    """`sampler=auto` (TPE; NSGA-II when objective=pareto) | `tpe` | `random` | `nsga2`."""
+
     name: str = "auto"
-    n_startup_trials: int = 10
-    multivariate: bool = True
-    constant_liar: bool = True
-    population_size: int | None = None  # None: population_for(n_trials)
+    n_startup_trials: int = 10  # TPE: random proposals before TPE takes over
+    multivariate: bool = True  # TPE: model genes jointly
+    constant_liar: bool = True  # TPE: parallel workers avoid proposing what others are running
+    population_size: int | None = None  # NSGA-II: genotypes per generation; null: n_trials // 4 in [4, 50]
 
 
 @dataclass
 class PrunerConfig:
+    """`pruner=median` (stop a trial below the median of earlier trials at an epoch) |
+    `hyperband` (over epochs 1 .. proxy.epochs) | `none`."""
+
     name: str = "median"
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
+    n_startup_trials: int = 5  # trials trained in full before pruning starts
+    n_warmup_steps: int = 0  # epochs before a trial may be pruned (never after its last)
 
 
 @dataclass
 class StorageConfig:
+    """`storage=sqlite` (study.db in the run or sweep folder) | `journal` (an append-only file
+    for shared/NFS filesystems) | `postgres` (storage.url or NAS_STORAGE_URL)."""
+
     name: str = "sqlite"
-    url: str | None = None
-    heartbeat: int = 60
-    max_retry: int = 2
+    url: str | None = None  # e.g. sqlite:////abs/path/study.db, journal:<file>, postgresql+psycopg2://...
+    heartbeat: int = 60  # seconds; a killed worker's trial is failed after 4 missed beats (databases)
+    max_retry: int = 2  # re-queue a trial failed that way up to this many times
 
 
 @dataclass
 class LatencyConfig:
+    """How +budget.latency_ms is judged: predicted from a lookup table built on this device
+    (python -m nas.latency build +space=NAME) when one matches it, else measured per candidate."""
+
     lut: str | None = None  # table file; default <dir>/<space>-<device>-<threads>t-<fingerprint>.lut.jsonl
-    dir: str = "luts"
-    backend: str = "torch"  # torch (PyTorch eager) | onnxruntime (ONNX Runtime, CPU)
-    device: str = "cpu"
-    threads: int = 1
-    channels_last: bool = False
-    warmup: int = 5
-    repeats: int = 25
+    dir: str = "luts"  # where `nas.latency build` writes tables by default
+    backend: str = "torch"  # torch (PyTorch eager) | onnxruntime (ONNX Runtime CPU, as exports deploy)
+    device: str = "cpu"  # cpu | cuda (torch backend)
+    threads: int = 1  # threads while measuring (part of the device fingerprint)
+    channels_last: bool = False  # measure in channels-last memory format (torch backend)
+    warmup: int = 5  # untimed calls before timing a candidate measured directly
+    repeats: int = 25  # timed calls; the median counts
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"
+    mode: str = "offline"  # offline (files in the run directory) | online | disabled
     project: str = "nas"
     entity: str | None = None
 
 
 @dataclass
 class SearchConfig:
+    """`python -m nas.search +space=NAME +budget.mflops=N [key=value ...]` (conf/search.yaml)."""
+
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    # Hard limits checked from the genotype alone, before any training; any of +budget.mflops=N
+    # (millions of multiply-accumulates), +budget.params_m=N, +budget.latency_ms=N (see `latency`).
     budget: dict[str, float] = field(default_factory=dict)
-    n_trials: int = 20
-    seed: int = 0
-    study_name: str | None = None
-    objective: str = "accuracy"
-    pareto_cost: str = "mflops"
-    top_k: int = 5
-    max_proposals: int | None = None
-    reference: bool = True
-    progress: bool = True
+    n_trials: int = 20  # trained trials to reach (rejected proposals and duplicates do not count)
+    seed: int = 0  # sampler seed; trial k trains with seed + k
+    study_name: str | None = None  # conf/search.yaml derives <space>-<budget>-<data>[-tags]
+    objective: str = "accuracy"  # accuracy | pareto: accuracy and pareto_cost together
+    pareto_cost: str = "mflops"  # the cost a pareto study minimizes: mflops | latency_ms | params_m
+    top_k: int = 5  # rows of the final table
+    max_proposals: int | None = None  # stop a run after this many proposals (default 50 x n_trials)
+    reference: bool = True  # also train the space's reference network scaled to the budget
+    progress: bool = True  # one line per trained trial
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -242,18 +281,18 @@ class SearchConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    worker: int | None = None
+    worker: int | None = None  # +worker=N: a worker started by hand joins the shared study
     workers_per_gpu: int = 1  # workers sharing one GPU: worker i trains on GPU (i // k) mod n
 
     @classmethod
     def from_container(cls, data: dict[str, Any]) -> SearchConfig:
         """Validate a plain dict (the composed config without `hydra`)."""
-        data = dict(data)
-        if not data.get("space"):
+        space = data.get("space")
+        if not space or not (isinstance(space, Mapping) and space.get("name")):
             from search_spaces import NAMES
 
             raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
-        cfg = _build(cls, data, "")
+        cfg = _typed(cls, data)
         cfg.validate()
         return cfg
 
@@ -347,26 +386,29 @@ class SearchConfig:
 
 @dataclass
 class TrainerConfig(RecipeConfig):
+    """Full training of one genotype (`python -m nas.train`, conf/train.yaml); the hardware keys
+    are Lightning's, e.g. trainer.devices=4 trainer.strategy=ddp on a GPU node."""
+
     max_epochs: int = 30
     warmup_epochs: float = 1.0
     threads: int = 0  # all cores: full training runs one model per process
-    devices: int | str = 1  # accelerators (or processes on CPU) per node; "auto" for all
+    devices: Any = 1  # accelerators (or processes on CPU) per node (an integer >= 1), or auto
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ...
     sync_batchnorm: bool = False  # batch statistics across devices (with ddp)
     compile: bool = False  # torch.compile the model for training (the export is the plain module)
-    ema: bool = False
+    ema: bool = False  # keep an exponential moving average of the weights (used to evaluate)
     ema_decay: float = 0.999
     seed: int = 0
-    progress: bool = True
+    progress: bool = True  # progress bar
 
 
 @dataclass
 class TrainConfig:
-    genotype: str = ""
-    resolution: int | None = None
-    ckpt_path: str | None = None
-    export: bool = True
+    genotype: str | None = None  # +genotype=<genotype.yaml | genotype string>
+    resolution: int | None = None  # training/eval resolution; null: the genotype's declared one
+    ckpt_path: str | None = None  # resume from this checkpoint instead of <run dir>/checkpoints/last.ckpt
+    export: bool = True  # export the trained model (ONNX, TorchScript, state dict) at the end
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -376,7 +418,7 @@ class TrainConfig:
         if not data.get("genotype"):
             raise ConfigError("no genotype given: add +genotype=<path to genotype.yaml or a "
                               "genotype string>")
-        cfg = _build(cls, data, "")
+        cfg = _typed(cls, data)
         t = cfg.trainer
         _positive("trainer.max_epochs", t.max_epochs)
         _positive("trainer.batch_size", t.batch_size)
@@ -459,63 +501,54 @@ def _choice(key: str, value: Any, valid: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(map(str, valid))}")
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """A dataclass from a dict, checking keys and scalar types."""
-    where = path or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown config key {path + '.' if path else ''}{key}; valid: "
-                              f"{', '.join(sorted(names))}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        key = f"{path}.{f.name}" if path else f.name
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], key)
-    return cls(**kwargs)
+def register_schemas() -> None:
+    """Store the schemas in Hydra's ConfigStore (`search_schema`, `train_schema`), which the
+    primary configs `conf/search.yaml` and `conf/train.yaml` name first in their defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="search_schema", node=SearchConfig)
+    store.store(name="train_schema", node=TrainConfig)
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        for arg in args[:-1]:
-            try:
-                return _convert(arg, value, key)
-            except ConfigError:
-                continue
-        return _convert(args[-1], value, key)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} is not valid: expected a list, e.g. [1, 2]")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r} is not valid: expected a mapping")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not valid: expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} is not valid: expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} is not valid: expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} is not valid: expected a string")
-        return value
-    return value
+def _typed(cls: type, data: Mapping[str, Any]) -> Any:
+    """`cls` filled from a plain mapping; OmegaConf checks every key and type against the
+    schema, and its refusals become one-line `ConfigError`s."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(data)))
+    except OmegaConfBaseException as err:
+        raise config_error(err) from None
+
+
+_EXPECTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+             "String": "a string"}
+
+
+def config_error(err: Exception) -> ConfigError:
+    """One line for OmegaConf's refusal of a key or value: the key, the bad value and what
+    the schema takes there."""
+    key = str(getattr(err, "full_key", "") or "config")
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    converted = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
+    if converted:
+        value, kind = converted.groups()
+        return ConfigError(f"{key}={value!r} is not valid: expected {_EXPECTED.get(kind, kind)}")
+    not_bool = re.match(r"Value '(.*)' is not a valid bool", text)
+    if not_bool:
+        return ConfigError(f"{key}={not_bool.group(1)!r} is not valid: expected true or false")
+    unknown = re.match(r"Key '([^']+)' not in '(\w+)'", text)
+    if unknown:
+        owner = getattr(err, "object_type", None)
+        names = sorted(f.name for f in dataclasses.fields(owner)) if dataclasses.is_dataclass(owner) else []
+        valid = f"; valid: {', '.join(names)}" if names else ""
+        return ConfigError(f"unknown config key {key}{valid}")
+    if text.startswith("Incompatible value 'None'") or "is not Optional" in text:
+        return ConfigError(f"{key}=null is not valid: give a value")
+    if "is not a ListConfig" in text or "is not a subclass of List" in text:
+        return ConfigError(f"{key} is not valid: expected a list, e.g. [1, 2]")
+    if "is not a DictConfig" in text or "is not a subclass of Dict" in text:
+        return ConfigError(f"{key} is not valid: expected a mapping")
+    return ConfigError(f"{key}: {text}")
