@@ -260,7 +260,7 @@ BAD = [
     (["+space=mnv2", "+budget.mflops=300", "data=mnist"], "unknown data 'mnist'; valid:"),
     (["+space=mnv2", "+budget.mflops=-5"], "budget.mflops=-5 is not valid: must be a positive"),
     (["+space=mnv2", "+budget.mflops=0"], "budget.mflops=0 is not valid"),
-    (["+space=mnv2", "+budget.mflops=abc"], "budget.mflops='abc' is not a number"),
+    (["+space=mnv2", "+budget.mflops=abc"], "budget.mflops='abc' is not valid: expected a number"),
     (["+space=mnv2", "+budget.flops=3"], "unknown budget key budget.flops; valid: mflops"),
     (["+space=mnv2"], "no budget given"),
     (["+space=mnv2", "+budget.mflops=300", "data=cifar10"], "data.root is required"),

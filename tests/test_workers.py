@@ -30,7 +30,9 @@ def urls(tmp_path):
             "journal": f"journal:{tmp_path / 'study.journal'}"}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+# Journal storage is covered by the SIGKILL test below and the multirun tests; four workers run
+# on the README's default (SQLite) and on the cluster's (PostgreSQL).
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_four_concurrent_workers_reach_n_trials_together(tmp_path, kind, request):
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
     workers, n_trials = 4, 5
@@ -152,7 +154,9 @@ def test_postgres_storage_needs_a_url():
         storage_url(cfg, Path("."))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+# SQLite and PostgreSQL share Optuna's RDB heartbeat code: PostgreSQL (the cluster's) and the
+# journal (its own heartbeat) are the two implementations.
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_sigkilled_worker_trial_is_failed_and_retried_by_the_other(tmp_path, kind, request):
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
     # Long trials (8 epochs) of few images: the victim is surely killed mid-training, cheaply.

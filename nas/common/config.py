@@ -309,7 +309,7 @@ class SearchConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"budget.{key}={value!r} is not a number ({BUDGET_KEYS[key]})")
             if not value > 0 or value == float("inf"):
-                raise ConfigError(f"budget.{key}={value} is not valid: must be a positive number")
+                raise ConfigError(f"budget.{key}={_num(value)} is not valid: must be a positive number")
         if self.study_name is not None and (not self.study_name.strip() or "/" in self.study_name
                                             or self.study_name in (".", "..")):
             raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
