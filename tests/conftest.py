@@ -5,6 +5,9 @@ import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the machine: one torch thread each, so neither oversubscribes it.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
