@@ -2,6 +2,7 @@
 backend's table refused for another."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -158,6 +159,7 @@ def test_cli_validate_reports_the_stopwatch_noise_floor(tmp_path):
              "backend=onnxruntime", "n=3", "warmup=0", "repeats=2", f"out={tmp_path / 'v.html'}")
     assert r.returncode == 0, r.stderr
     assert "each timed in a fresh process" in r.stdout and "stopwatch noise floor" in r.stdout
+    assert re.search(r"Kendall tau: -?[0-9.]+ \(timed twice: (-?[0-9.]+|nan)\)", r.stdout), r.stdout
 
 
 def synthetic_ort_table(path: Path) -> LookupTable:

@@ -148,7 +148,7 @@ def main(argv: list[str]) -> int:
           f"{100 * result['noise_within_10pct']:.1f}% of networks timed twice agree within +-10%)\n"
           f"  MAPE: {100 * result['mape']:.2f}% (mean signed error {100 * result['bias']:+.2f}%; "
           f"timed twice: {100 * result['noise_mape']:.2f}%)\n"
-          f"  Kendall tau: {result['kendall_tau']:.3f}\n"
+          f"  Kendall tau: {result['kendall_tau']:.3f} (timed twice: {result['noise_kendall_tau']:.3f})\n"
           f"scatter plot: {plot}")
     return 0
 

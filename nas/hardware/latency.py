@@ -393,7 +393,8 @@ def validate(table: LookupTable, space: Any, num_classes: int, in_channels: int,
             for g, p, m, m2 in zip(genotypes, predicted, first, second, strict=True)]
     noise = _agreement(second, first)
     return {"n": n, **_agreement(predicted, first), "noise_within_10pct": noise["within_10pct"],
-            "noise_mape": noise["mape"], "rows": rows}
+            "noise_mape": noise["mape"], "noise_bias": noise["bias"],
+            "noise_kendall_tau": noise["kendall_tau"], "rows": rows}
 
 
 def scatter(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
