@@ -361,3 +361,10 @@ def test_only_worker_0_trains_the_reference(tmp_path):
                tmp_path / "w0", shared_dir=tmp_path)
     study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert study.user_attrs["reference"]["accuracy"] is not None
+
+
+def test_a_journal_in_a_folder_that_does_not_exist_is_refused_naming_the_folder(tmp_path):
+    r = nas("search", *TINY, f"storage.url=journal:{tmp_path}/shared/study.journal", "+worker=3",
+            cwd=tmp_path)
+    refused(r, f"folder '{tmp_path / 'shared'}' does not exist")
+    assert not (tmp_path / "shared").exists()
