@@ -101,10 +101,6 @@ def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -
         if key.split(".")[0] == "budget":
             return (f"{key} needs a leading +: +{key}=<value> (budget keys are added, not "
                     "overridden: +budget.mflops, +budget.params_m, +budget.latency_ms)")
-        owner = _group_option_with(key)
-        if owner:
-            return (f"{key} is a setting of {owner} only, not of the {key.split('.')[0]} chosen here "
-                    f"(add {owner} to use it)")
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
         return (f"unknown config key {key!r}: {hint}(keys that are not in the config, like "
@@ -121,25 +117,6 @@ def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -
         key = present.group(1)
         return f"{key} is already in the config: set it without the leading + ({key}=<value>)"
     return f"bad configuration: {message}"
-
-
-def _group_option_with(key: str) -> str | None:
-    """`group=option` for the config group option that defines `key` (e.g. data.num_workers:
-    data=imagefolder), or None."""
-    import yaml
-
-    group, _, rest = key.partition(".")
-    folder = CONF_DIR / group
-    if not rest or not folder.is_dir():
-        return None
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            body = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            continue
-        if rest in config_keys(body):
-            return f"{group}={path.stem}"
-    return None
 
 
 def config_keys(container: Any, prefix: str = "") -> list[str]:
