@@ -84,13 +84,11 @@ def out_size(key: Kernel) -> int:
 
 def genotype_kernels(genotype: Any, num_classes: int = 1000, in_channels: int = 3) -> list[Kernel]:
     """Every kernel a genotype's network runs for one image, in execution order."""
+    specs = list(genotype.blocks())
     out = stem_kernels(genotype.stem, genotype.stem_channels(), genotype.resolution, in_channels)
-    cin = genotype.stem_channels()[-1]
-    for spec in genotype.blocks():
-        out.extend(spec.gene.type.kernels(spec))
-        cin = spec.cout
-    out.extend(head_kernels(genotype.head, genotype.head_channels(), cin, out_size(out[-1]), num_classes))
-    return out
+    out += blocks_kernels(specs)
+    cin = specs[-1].cout if specs else genotype.stem_channels()[-1]
+    return out + head_kernels(genotype.head, genotype.head_channels(), cin, out_size(out[-1]), num_classes)
 
 
 def stem_kernels(stem: Any, channels: list[int], resolution: int, in_channels: int) -> list[Kernel]:

@@ -100,6 +100,10 @@ class SearchSpace:
     resolution: tuple[int, ...] = (224,)
     dropout: tuple[float, ...] = (0.0,)
     _labels: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # (stage, channels in, width) -> the distinct stages there: enumerated once per space, as
+    # size, cost range, the latency bound and `contains` all walk them
+    _options: dict[tuple[int, int, float], frozenset[Stage]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("stem", "head"):
@@ -153,16 +157,19 @@ class SearchSpace:
         return True
 
     # ----- enumeration ----------------------------------------------------------------
-    def _stage_options(self, i: int, cin: int, width: float) -> set[Stage]:
+    def _stage_options(self, i: int, cin: int, width: float) -> frozenset[Stage]:
         """Distinct stages position `i` can hold after a stage ending in `cin` channels."""
-        sc = self.stages[i]
-        out: set[Stage] = set()
-        for block in sc.block:
-            names = _genes_of(block)[1:]
-            for combo in itertools.product(*(getattr(sc, g) for g in names)):
-                genes = {"block": block, **dict(zip(names, combo, strict=True))}
-                out.add(_coerced_stage(genes, cin, width))
-        return out
+        key = (i, cin, width)
+        if key not in self._options:
+            sc = self.stages[i]
+            out: set[Stage] = set()
+            for block in sc.block:
+                names = _genes_of(block)[1:]
+                for combo in itertools.product(*(getattr(sc, g) for g in names)):
+                    genes = {"block": block, **dict(zip(names, combo, strict=True))}
+                    out.add(_coerced_stage(genes, cin, width))
+            self._options[key] = frozenset(out)
+        return self._options[key]
 
     def fold(self, stem: Callable[[tuple[StemLayer, ...], float, int], V],
              stage: Callable[[int, Stage, int, int, float], V],

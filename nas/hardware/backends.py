@@ -285,16 +285,9 @@ class _Graph:
                 inputs.append(self.const(f"{tag}_b", cout))
             conv = self.node("Conv", inputs, f"{tag}_conv" if act else out, kernel_shape=[k, k],
                              strides=[s, s], pads=[p] * 4, group=groups, dilations=[1, 1])
-            if act:
-                nodes, consts = _activation_nodes(act, conv, out)
-                self.nodes += nodes
-                self.inits += consts
-            return out
+            return self.activation(act, conv, out) if act else out
         if kind == "act":
-            nodes, consts = _activation_nodes(key[1], src, out)
-            self.nodes += nodes
-            self.inits += consts
-            return out
+            return self.activation(key[1], src, out)
         if kind == "add":
             _, c, h = key
             return self.node("Add", [src, self.const(f"{tag}_other", 1, c, h, h)], out)
@@ -309,6 +302,12 @@ class _Graph:
             return self.node("Gemm", [src, self.const(f"{tag}_w", fout, fin), self.const(f"{tag}_b", fout)],
                              out, alpha=1.0, beta=1.0, transB=1)
         raise ValueError(f"unknown kernel kind {kind!r}")
+
+    def activation(self, name: str, src: str, out: str) -> str:
+        nodes, consts = _activation_nodes(name, src, out)
+        self.nodes += nodes
+        self.inits += consts
+        return out
 
     def anchor(self, c: int, src: str, tag: str) -> str:
         """A depthwise 1x1 convolution: the cheapest neighbour that keeps a tensor in the

@@ -133,8 +133,15 @@ class Searcher:
         if self.cfg.worker not in (None, 0):  # one worker of a study trains it, not every one
             self.print("reference: left to worker 0 of this study")
             return None
+        measured: dict[Genotype, float] = {}  # without a table each figure is a measurement
+
+        def latency_of(g: Genotype) -> float:
+            if g not in measured:
+                measured[g] = self.latency(g)
+            return measured[g]
+
         g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels,
-                             self.latency)
+                             latency_of if self.latency is not None else None)
         if g is None:
             self.print("reference: no width multiplier of the reference network fits the budget")
             return None
@@ -144,7 +151,7 @@ class Searcher:
                    f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
         result = self.train(g, seed=self.cfg.seed)
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
-               "latency_ms": self.latency(g) if self.latency is not None else None,
+               "latency_ms": latency_of(g) if self.latency is not None else None,
                "accuracy": result.value, "seconds": result.seconds}
         self.study.set_user_attr("reference", ref)
         self.print(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")

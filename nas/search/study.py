@@ -101,9 +101,10 @@ def open_storage(url: str, heartbeat: int | None = None,
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url
-        if not Path(path).expanduser().absolute().parent.is_dir():
-            raise StudyError(f"storage {url!r}: folder {str(Path(path).expanduser().absolute().parent)!r} "
-                             "does not exist (create it, on a filesystem every worker sees)")
+        folder = Path(path).expanduser().absolute().parent
+        if not folder.is_dir():
+            raise StudyError(f"storage {url!r}: folder {str(folder)!r} does not exist (create it, on a "
+                             "filesystem every worker sees)")
         try:
             return JournalStorage(JournalFileBackend(path))
         except Exception as err:
