@@ -19,8 +19,10 @@ def _seeded():
 def postgres_server():
     """A throwaway PostgreSQL server for this test session (skips without PostgreSQL,
     fails instead when NAS_REQUIRE_POSTGRES=1, as in CI)."""
+    from tests.extras import need
     from tests.pg_server import PostgresUnavailable, Server
 
+    need("psycopg2", "postgres")
     server = None
     try:
         server = Server()
@@ -44,3 +46,23 @@ def postgres_url(postgres_server, request):
 
     name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
     return create_database(postgres_server, name)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node SLURM cluster with accounting for this test session (skips without SLURM's
+    packages, fails instead when NAS_REQUIRE_SLURM=1, as in CI)."""
+    from tests.slurm_cluster import Cluster, SlurmUnavailable
+
+    cluster = None
+    try:
+        cluster = Cluster()
+        cluster.start()
+    except SlurmUnavailable as err:
+        if os.environ.get("NAS_REQUIRE_SLURM") == "1":
+            pytest.fail(f"SLURM is required here (NAS_REQUIRE_SLURM=1): {err}")
+        pytest.skip(str(err))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

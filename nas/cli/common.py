@@ -168,6 +168,12 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        print(f"interrupted ({err or 'Ctrl-C'}): the running trial was marked FAIL; rerun the same "
+        requeue = getattr(err, "requeue", None)
+        if requeue is not None:
+            print(f"interrupted by {err}: the running trial was marked FAIL; handing the job back to "
+                  "submitit to requeue it (a requeued worker resumes the study)", file=sys.stderr,
+                  flush=True)
+            requeue()  # submitit requeues the job and exits, or raises when no requeue is left
+        print(f"interrupted by {err or 'Ctrl-C'}: the running trial was marked FAIL; rerun the same "
               "command to resume", file=sys.stderr, flush=True)
         sys.exit(130)

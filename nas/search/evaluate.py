@@ -67,13 +67,18 @@ Report = Callable[[int, float], bool]  # (epoch, value) -> stop now?
 
 
 class Evaluator:
-    """Scores a genotype; `name` says what the value is ("train": a proxy accuracy)."""
+    """Scores a genotype; `name` says what the value is ("train": a proxy accuracy).
+
+    `stop()`, when given, is called often during long work (before every training batch) and
+    raises to end it at once: how a worker asked to stop ends its trial promptly.
+    """
 
     name = "train"
     trains = True
 
     def __call__(self, g: Genotype, seed: int, report: Report | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> Evaluation:
+                 on_epoch: Callable[[dict], None] | None = None,
+                 stop: Callable[[], None] | None = None) -> Evaluation:
         raise NotImplementedError
 
 
@@ -83,12 +88,12 @@ class ProxyTraining(Evaluator):
     def __init__(self, data: ProxyData, proxy: ProxyConfig, devices: int | list[int] = 1):
         self.data, self.proxy, self.devices = data, proxy, devices
 
-    def __call__(self, g, seed, report=None, on_epoch=None) -> Evaluation:
+    def __call__(self, g, seed, report=None, on_epoch=None, stop=None) -> Evaluation:
         p = self.proxy
         torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
         model = self.data.stand_in(g)
         result = train_proxy(model, self.data.for_genotype(g), p.epochs, report=report, on_epoch=on_epoch,
-                             seed=seed, deterministic=p.deterministic, accelerator=p.accelerator,
+                             seed=seed, stop=stop, deterministic=p.deterministic, accelerator=p.accelerator,
                              devices=self.devices, precision=p.precision, channels_last=p.channels_last,
                              optimizer=p.optimizer, lr=p.lr, momentum=p.momentum,
                              weight_decay=p.weight_decay, schedule=p.schedule,
@@ -105,7 +110,7 @@ class ZeroCostScore(Evaluator):
     def __init__(self, name: str, data: ProxyData, proxy: ProxyConfig, seed: int):
         self.name, self.data, self.proxy, self.seed = name, data, proxy, seed
 
-    def __call__(self, g, seed=None, report=None, on_epoch=None) -> Evaluation:
+    def __call__(self, g, seed=None, report=None, on_epoch=None, stop=None) -> Evaluation:
         from nas.model import zero_cost
 
         start = time.perf_counter()

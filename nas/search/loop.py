@@ -33,20 +33,17 @@ from nas.common.config import SearchConfig
 from nas.common.tracking import Tracker
 from nas.errors import UserError
 from nas.search.evaluate import Evaluation, Evaluator, ProxyData, make_evaluator
+from nas.search.interrupt import StopSignals, Terminated
 from nas.search.pareto import pareto_verdict
 from nas.search.report import counts, ranked
 from nas.search.status import COUNTED, Status
 from nas.search.study import Beat, fail_dead_workers, has_own_heartbeat, trained_count, worker_id
 
-__all__ = ["BudgetError", "Searcher", "Terminated", "budget_violations", "check_budget_feasible",
-           "scaled_reference", "set_threads"]
+__all__ = ["BudgetError", "Searcher", "budget_violations", "check_budget_feasible", "scaled_reference",
+           "set_threads"]
 
 FAILURES_IN_A_ROW = 5  # trials failing one after another: the cause is not the genotype
 MEASURED_REJECTIONS = 50  # proposals timed one by one (~1 s each) before giving up on a budget
-
-
-class Terminated(Exception):
-    """The process was asked to stop (SIGTERM, Ctrl-C) while the search ran."""
 
 
 class BudgetError(UserError):
@@ -104,8 +101,11 @@ class Searcher:
     """Runs the trials of one study: see the module docstring for what a trial does."""
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace, study: optuna.Study, data: ProxyData,
-                 tracker: Tracker, latency=None, out=sys.stdout):
+                 tracker: Tracker, latency=None, out=sys.stdout, signals: StopSignals | None = None):
         self.cfg, self.space, self.study, self.data = cfg, space, study, data
+        # Who asks the worker to stop; `run_search` installs its handlers around the loop.
+        self.signals = signals or StopSignals()
+        self.interrupted: str | None = None  # why the loop stopped on a signal, when it did
         self.tracker, self.latency, self.out = tracker, latency, out
         self.num_classes, self.in_channels = data.num_classes, data.in_channels
         self.pareto = cfg.objective == "pareto"
@@ -118,7 +118,7 @@ class Searcher:
 
     # The seams tests and benchmarks hook into: training and zero-cost scoring.
     def train(self, g: Genotype, seed: int, report=None, on_epoch=None) -> Evaluation:
-        return self.evaluator(g, seed, report, on_epoch)
+        return self.evaluator(g, seed, report, on_epoch, stop=self.signals.check)
 
     def zero_cost(self, g: Genotype, name: str) -> float:
         if self.evaluator.name != name:
@@ -149,7 +149,11 @@ class Searcher:
         what = "proxy accuracy" if self.evaluator.trains else f"{self.evaluator.name} score"
         self.print(f"reference: {self.space.name} reference at width {g.width} "
                    f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
-        result = self.train(g, seed=self.cfg.seed)
+        try:
+            result = self.train(g, seed=self.cfg.seed)
+        except Terminated as err:
+            self.print(f"reference: interrupted by {err}")
+            return None
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
                "latency_ms": latency_of(g) if self.latency is not None else None,
                "accuracy": result.value, "seconds": result.seconds}
@@ -163,19 +167,29 @@ class Searcher:
         start = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         beat = 0 if has_own_heartbeat(self.study) else self.cfg.storage.heartbeat
-        with Beat(trial, beat):
-            g, c, latency = self.propose(trial)
-            try:
-                self.check_budget(trial, c, latency)
-                earlier = self.find_earlier(g.content_hash, trial.number)
-                if earlier is not None:
-                    return self.reuse_earlier(trial, earlier)
-                cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
-                    self.cfg.pareto_cost]
-                self.prefilter(trial, g)
-                return self.evaluate(trial, g, c, cost_value)
-            finally:
-                trial.set_user_attr("seconds", time.perf_counter() - start)
+        try:
+            self.signals.check_start()  # asked to stop between trials: this one never starts
+            with Beat(trial, beat):
+                return self.run_trial(trial)
+        except Terminated as err:
+            # The one trial this worker had in flight; Optuna marks it FAIL and re-raises
+            # the KeyboardInterrupt, which ends `study.optimize` without another trial.
+            trial.set_user_attr("status", Status.FAILED)
+            trial.set_user_attr("reason", f"interrupted by {err}")
+            raise KeyboardInterrupt(str(err)) from None
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+
+    def run_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        g, c, latency = self.propose(trial)
+        self.check_budget(trial, c, latency)
+        earlier = self.find_earlier(g.content_hash, trial.number)
+        if earlier is not None:
+            return self.reuse_earlier(trial, earlier)
+        cost_value = {"mflops": c.mflops, "params_m": c.params_m, "latency_ms": latency}[
+            self.cfg.pareto_cost]
+        self.prefilter(trial, g)
+        return self.evaluate(trial, g, c, cost_value)
 
     def propose(self, trial: optuna.Trial) -> tuple[Genotype, Cost, float | None]:
         """The trial's genotype and its costs, stored on the trial."""
@@ -262,14 +276,14 @@ class Searcher:
         try:
             result = self.train(g, seed=self.cfg.seed + trial.number, report=report,
                                 on_epoch=self.tracker.log_epoch)
+        except Terminated as err:
+            self.tracker.finish_trial({"state": "FAIL", "reason": f"interrupted by {err}"})
+            raise
         except Exception as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
             trial.set_user_attr("status", Status.FAILED)
             trial.set_user_attr("reason", reason)
             self.tracker.finish_trial({"state": "FAIL", "reason": reason})
-            if isinstance(err, Terminated):
-                # Optuna marks the trial FAIL and re-raises this, ending the loop.
-                raise KeyboardInterrupt(str(err)) from None
             raise
         trial.set_user_attr("accuracy", result.value)
         trial.set_user_attr("epochs", len(result.history))
@@ -320,7 +334,6 @@ class Searcher:
         target = self.cfg.n_trials
         max_proposals = self.cfg.max_proposals or 50 * target
         self.reap_dead_workers()
-        first_number = len(self.study.get_trials(deepcopy=False))
         done = trained_count(self.study)
         if done >= target:
             self.print(f"study {self.study.study_name} already has {done} trained trials "
@@ -330,16 +343,22 @@ class Searcher:
             self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
         failures: list[str] = []  # reasons of the trials that failed in a row
         rejections = [0]  # proposals rejected in a row
+        # What says nothing about the settings (a rejected, duplicate or filtered proposal)
+        # neither counts as a failure nor ends a run of them.
+        neutral = (Status.REJECTED, Status.DUPLICATE, Status.FILTERED)
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             status = trial.user_attrs.get("status")
             if status != Status.REJECTED or self.proposals % 100 == 0:
                 self.progress(trial)
                 self.reap_dead_workers()
-            failures[:] = [*failures, str(trial.user_attrs.get("reason", "?"))] \
-                if trial.state == TrialState.FAIL else []
+            if trial.state == TrialState.FAIL:
+                failures.append(str(trial.user_attrs.get("reason", "?")))
+            elif status not in neutral:
+                failures.clear()
             rejections[0] = rejections[0] + 1 if status == Status.REJECTED else 0
-            if trained_count(study) >= target:
+            # A signal that arrived between trials: start no other.
+            if self.signals.reason is not None or trained_count(study) >= target:
                 study.stop()
             elif len(failures) >= FAILURES_IN_A_ROW:
                 self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
@@ -363,12 +382,10 @@ class Searcher:
         try:
             self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
                                 catch=(Exception,), gc_after_trial=False)
-        except Terminated as err:  # arrived outside training: nothing of ours is running
-            raise KeyboardInterrupt(str(err)) from None
-        failed_by_signal = [t for t in self.study.get_trials(deepcopy=False)
-                            if str(t.user_attrs.get("reason", "")).startswith("Terminated")]
-        if failed_by_signal and failed_by_signal[-1].number >= first_number:
-            raise KeyboardInterrupt(failed_by_signal[-1].user_attrs["reason"])
+        except KeyboardInterrupt:  # a trial of ours was interrupted (and marked FAIL)
+            if self.signals.reason is None:
+                raise
+        self.interrupted = self.signals.reason  # this worker's own signal, not another's trials
 
     def reap_dead_workers(self) -> None:
         """Fail (and re-queue) trials left RUNNING by workers that died without a word."""

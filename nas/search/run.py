@@ -94,18 +94,23 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
     directory so that they share one study.
     """
+    from nas.common.tracking import Tracker
+
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = claim_run_dir(run_dir)
+    name = cfg.study_name or cfg.default_study_name()
+    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
     try:
-        return _search(cfg, run_dir, out, shared_dir)
+        return _search(cfg, run_dir, out, shared_dir, tracker)
     finally:
+        tracker.close()  # W&B's own exit hook would raise if its service is gone (a cancelled job)
         lock.close()
 
 
-def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> dict[str, Any]:
-    from nas.common.tracking import Tracker
+def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, tracker) -> dict[str, Any]:
     from nas.search import report
     from nas.search.evaluate import ProxyData
+    from nas.search.interrupt import Interrupted, StopSignals
     from nas.search.loop import Searcher, check_budget_feasible, set_threads
 
     if cfg.proxy.on_cpu():  # torch's thread count concerns CPU ops only
@@ -120,8 +125,8 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> d
     if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
         study.set_user_attr("data_shape", {"num_classes": data.num_classes,
                                            "in_channels": data.in_channels})
-    tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
-    searcher = Searcher(cfg, space, study, data, tracker, latency, out)
+    signals = StopSignals()
+    searcher = Searcher(cfg, space, study, data, tracker, latency, out, signals)
     searcher.print(
         f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
         f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
@@ -133,9 +138,15 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None) -> d
         f"sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
         + (f"latency {latency.source}; " if latency else "")
         + f"run directory {run_dir}")
-    reference = searcher.train_reference() if cfg.reference else None
-    with _sigterm_as_interrupt():
-        searcher.run()
+    with signals:
+        reference = searcher.train_reference() if cfg.reference else None
+        if signals.reason is None:
+            searcher.run()
+    if signals.reason is not None:
+        # Stop quickly (a scheduler kills the job KillWait seconds after SIGTERM): no report,
+        # nothing RUNNING, and the study resumes from here.
+        searcher.print(f"stopping: {signals.reason}")
+        raise Interrupted(signals.reason, signals.requeue())
     if searcher.abort:
         searcher.print(f"stopped early: {searcher.abort}")
 
@@ -197,36 +208,3 @@ def claim_run_dir(run_dir: Path):
 
 class SearchError(UserError):
     """A search that could not train a single genotype."""
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM or Ctrl-C (a scheduler ending the job, a user stopping it) stops the search
-    cleanly: the trial in training is marked FAIL with the reason, no trial is left
-    RUNNING, and the process exits with status 130."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        import signal
-
-        from nas.search.loop import Terminated
-
-        # An Exception, not KeyboardInterrupt: Lightning turns the latter into exit(1)
-        # without unwinding, which would leave the trial RUNNING.
-        raise Terminated(signal.Signals(signum).name)
-
-    def __exit__(self, *exc):
-        import signal
-
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.nn import functional as F
 
@@ -142,18 +144,28 @@ class Classifier(pl.LightningModule):
 
 
 class EpochReporter(pl.Callback):
-    """Collects per-epoch metrics and asks `report(epoch, val_acc)` whether to prune."""
+    """Collects per-epoch metrics and asks `report(epoch, val_acc)` whether to prune;
+    `stop()`, called before every batch, may raise to end the training at once."""
 
     def __init__(self, report: Callable[[int, float], bool] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None):
+                 on_epoch: Callable[[dict], None] | None = None, stop: Callable[[], None] | None = None):
         self.report = report
         self.on_epoch = on_epoch
+        self.stop = stop
         self.history: list[dict] = []
         self.pruned_at: int | None = None
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.stop is not None:
+            self.stop()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.stop is not None:
+            self.stop()
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -196,10 +208,14 @@ def make_trainer(max_epochs: int, callbacks: list, deterministic: bool | str = T
 
     The device settings are Lightning's (`accelerator="auto"` takes a GPU when there is one).
     """
+    # A proxy trial is one process of its own, never a SLURM step of a multi-node job: with
+    # Lightning's plain environment it does not detect SLURM (no "srun ... not used" warning
+    # on every trial, no requeue handler of its own), and the worker's signal handlers stay
+    # the only ones that act on SIGTERM and the time-limit signal.
     options = dict(max_epochs=max_epochs, accelerator=accelerator, devices=devices, precision=precision,
                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0,
-                   deterministic=deterministic, callbacks=callbacks)
+                   deterministic=deterministic, callbacks=callbacks, plugins=[LightningEnvironment()])
     options.update(kwargs)
     return pl.Trainer(**options)
 
@@ -209,14 +225,28 @@ def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: in
                 on_epoch: Callable[[dict], None] | None = None, seed: int = 0,
                 deterministic: bool | str = True, accelerator: str = "auto",
                 devices: int | list[int] = 1, precision: str = "32-true", channels_last: bool = False,
-                **recipe) -> ProxyResult:
-    """Train `model` for `epochs`, validating each epoch; returns the last validation accuracy."""
+                stop: Callable[[], None] | None = None, **recipe) -> ProxyResult:
+    """Train `model` for `epochs`, validating each epoch; returns the last validation accuracy.
+
+    `stop`, when given, is called before every batch and may raise to end the training.
+    """
     pl.seed_everything(seed, workers=False, verbose=False)
-    reporter = EpochReporter(report, on_epoch)
+    reporter = EpochReporter(report, on_epoch, stop)
     module = Classifier(model, channels_last=channels_last, **recipe)
     trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # Lightning's fit still probes for SLURM (to resume its own requeue checkpoints) and
+        # warns on any machine with `srun` installed; a proxy trial never resumes that way.
+        warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        except SIGTERMException:
+            # Lightning's own answer to SIGTERM is exit(0) from inside fit; the caller's stop
+            # check (its handler saw the same signal) says how the trial ends instead.
+            if stop is not None:
+                stop()
+            raise
     seconds = time.perf_counter() - start
     if not reporter.history:
         raise RuntimeError("training finished without a validation epoch")

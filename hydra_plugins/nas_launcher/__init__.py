@@ -1,0 +1,1 @@
+"""`nas`'s Hydra launchers (Hydra finds launchers only in the `hydra_plugins` package)."""

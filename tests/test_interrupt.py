@@ -1,0 +1,101 @@
+"""Stopping a worker: the signal is recorded, the worker acts on it at its next safe point,
+and over-budget proposals between failures do not hide a run of failures."""
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+
+from nas.cli.search import precheck
+from nas.errors import UserError
+from nas.search.interrupt import StopSignals, Terminated
+from nas.search.run import run_search
+from tests.extras import need
+
+TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
+        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "pruner=none"]
+
+
+def test_a_signal_is_recorded_once_and_raised_at_the_next_check():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as signals:
+        signals.check()  # nothing asked yet
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.reason.startswith("SIGTERM")
+        os.kill(os.getpid(), signal.SIGINT)  # a second one: the first reason stays
+        assert signals.reason.startswith("SIGTERM") and signals.signum == signal.SIGTERM
+        with pytest.raises(Terminated, match="SIGTERM"):
+            signals.check()
+        assert signals.requeue() is None  # not a submitit job: nothing to hand on
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_during_training_fails_that_trial_and_starts_no_other(tmp_path, monkeypatch):
+    from nas.search.loop import Searcher
+
+    real_train = Searcher.train
+    trained = []
+
+    def train_then_signal(self, g, seed, report=None, on_epoch=None):
+        trained.append(seed)
+        if len(trained) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while this trial trains
+        return real_train(self, g, seed, report, on_epoch)
+
+    monkeypatch.setattr(Searcher, "train", train_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_search(precheck([*TINY, "n_trials=5", f"storage.url=sqlite:///{tmp_path / 's.db'}"]), tmp_path)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    trials = optuna.load_study(study_name="mnv1-mflops28-digits", storage=url).trials
+    assert len(trained) == 2
+    assert trials[-1].state == optuna.trial.TrialState.FAIL
+    assert trials[-1].user_attrs["reason"].startswith("interrupted by SIGTERM")
+    assert [t.state for t in trials].count(optuna.trial.TrialState.FAIL) == 1
+
+
+def test_rejected_proposals_do_not_reset_the_failures_in_a_row(tmp_path, monkeypatch):
+    from nas.search.loop import Searcher
+
+    def broken(self, g, *args, **kw):
+        raise RuntimeError("the data do not fit")
+
+    monkeypatch.setattr(Searcher, "train", broken)
+    # A tight budget: most proposals are rejected between the failing ones.
+    with pytest.raises(UserError, match=r"5 trials in a row failed.*the data do not fit"):
+        run_search(precheck([*TINY[:1], "+budget.mflops=12", *TINY[2:], "n_trials=3"]), tmp_path)
+    trials = optuna.load_study(study_name="mnv1-mflops12-digits",
+                               storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert [t.state for t in trials].count(optuna.trial.TrialState.FAIL) == 5
+    assert any(t.user_attrs.get("status") == "rejected" for t in trials)
+
+
+def test_a_time_limit_warning_lets_the_trial_in_flight_go_on_until_the_margin(monkeypatch):
+    need("submitit", "cluster")
+    from submitit.core.job_environment import SignalHandler
+
+    import nas.search.interrupt as interrupt
+
+    handed_on = []
+    submitits = SignalHandler.__new__(SignalHandler)  # what a submitit job has installed
+    monkeypatch.setattr(SignalHandler, "checkpoint_and_try_requeue",
+                        lambda self, signum, frame: handed_on.append(signum), raising=True)
+    previous = signal.signal(signal.SIGUSR2, submitits.checkpoint_and_try_requeue)
+    monkeypatch.setattr(interrupt, "job_end", lambda: time.time() + interrupt.MARGIN_S + 60)
+    try:
+        with StopSignals() as signals:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert signals.reason.startswith("SIGUSR2")
+            signals.check()  # 60 s of grace left: the trial goes on
+            with pytest.raises(Terminated):
+                signals.check_start()  # but no new trial starts
+            os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's kill ends the grace
+            with pytest.raises(Terminated, match="SIGUSR2"):
+                signals.check()
+            requeue = signals.requeue()
+        assert requeue is not None and not handed_on
+        requeue()  # after the cleanup: submitit's handler gets the signal
+        assert handed_on == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
