@@ -16,6 +16,10 @@ from nas.errors import UserError
 from nas.model.files import ExportError, load_exported
 from nas.search.run import run_search
 from nas.training.train import run_training
+from tests.extras import need
+
+need("onnxruntime", "onnx", whole_module=True)
+need("onnx", "onnx", whole_module=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",

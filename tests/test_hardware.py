@@ -19,6 +19,7 @@ from nas.errors import UserError
 from nas.search.run import run_search
 from nas.training.data import FolderStreamDataModule, make_datamodule
 from nas.training.proxy import Classifier
+from tests.extras import need
 from tests.tiny import GENOTYPE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +170,7 @@ def test_workers_spread_over_gpus(monkeypatch):
 
 
 def test_ddp_training_on_two_cpu_processes_exports_once_and_resumes(tmp_path):
+    need("onnxruntime", "onnx")
     args = [sys.executable, "-m", "nas.train", f"+genotype={GENOTYPE}", "resolution=16",
             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.threads=1",
             "trainer.max_epochs=1", "trainer.progress=false", "wandb.mode=disabled",
@@ -202,6 +204,7 @@ def test_slurm_tasks_sharing_a_gpu_are_workers_of_their_own(monkeypatch, tmp_pat
 
 
 def test_slurm_gpu_launcher_asks_for_one_gpu_per_worker():
+    need("submitit", "cluster")
     from hydra import compose, initialize_config_dir
 
     from nas.cli.common import CONF_DIR

@@ -21,6 +21,10 @@ from nas.hardware.latency import LatencyError, LookupTable, Timing, fingerprint,
 from nas.hardware.stopwatch import ort_session, time_fresh
 from nas.search.run import run_search
 from search_spaces import get_space
+from tests.extras import need
+
+need("onnxruntime", "onnx", whole_module=True)
+need("onnx", "onnx", whole_module=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",

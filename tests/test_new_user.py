@@ -15,6 +15,7 @@ from nas.cli.search import precheck
 from nas.errors import UserError
 from nas.search.run import claim_run_dir, run_search
 from nas.search.study import trained_count
+from tests.extras import need
 from tests.tiny import GENOTYPE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,6 +228,7 @@ def test_export_to_an_existing_file_is_refused(searched, tmp_path):
 
 
 def test_onnx_check_is_relative_to_the_output_scale(tmp_path):
+    need("onnxruntime", "onnx")
     from nas.arch.genotype import parse
     from nas.model.builder import build_model
     from nas.model.files import write_model_files

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from nas.cli.search import precheck
 from nas.search.run import open_search_study
 from nas.search.study import open_storage, trained_count
+from tests.extras import need
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
@@ -71,6 +72,7 @@ def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
 
 
 def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_parallel(tmp_path):
+    need("submitit", "cluster")
     from hydra import compose, initialize_config_dir
 
     from nas.cli.common import CONF_DIR
