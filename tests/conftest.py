@@ -66,3 +66,9 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The SLURM tests first: they wait on the scheduler for minutes, mostly idle, so with
+    two test processes the other one runs the rest of the suite meanwhile."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_slurm.py")

@@ -125,7 +125,8 @@ def test_scancel_fails_one_trial_and_the_rest_go_on(slurm_cluster, tmp_path):
     logs = worker_logs(tmp_path)
     assert logs.count("stopping: SIGTERM") == 1  # our handler ran once, Lightning's not at all
     assert "The `srun` command is available" not in logs
-    assert "Connection lost" not in logs  # W&B's service died with the job: quietly dropped
+    # W&B's service died with the job: one warning line, no traceback (atexit's included).
+    assert "Traceback" not in logs and "Exception ignored" not in logs
 
     again = submit(slurm_cluster, tmp_path, *args)
     out = finish(again, tmp_path, 400)
@@ -161,4 +162,4 @@ def test_time_limit_and_scheduler_requeue_resume_the_study(slurm_cluster, tmp_pa
     logs = worker_logs(tmp_path)
     assert "stopping: SIGUSR2 (the time limit is near)" in logs
     assert f"Requeued job {jid}_0" in logs  # submitit requeued it after our cleanup
-    assert "Connection lost" not in logs
+    assert "Traceback" not in logs and "Exception ignored" not in logs
