@@ -39,6 +39,8 @@ def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
                             "genotype": str(genotype), "resolution": resolution}
     if data.get("root"):
         body["data"] = {"root": data["root"]}
+    if data.get("name") == "cluttered_digits":  # the generated task is its settings: train on the same
+        body["data"] = {k: v for k, v in data.items() if k not in ("name", "root")}
     header = ("# Train this genotype fully (resolution: the size the search's proxy used;\n"
               "# raise it for real high-resolution images):\n"
               "#   python -m nas.train --config-dir <this folder> --config-name retrain\n"
@@ -97,7 +99,7 @@ def data_shape(data: dict[str, Any]) -> dict[str, int] | None:
     """Classes and channels of a study's data, from its identity (for studies whose workers
     did not record them); None when they cannot be known."""
     channels = 1 if data.get("grayscale") else 3
-    if data.get("name", "digits") == "digits":
+    if data.get("name", "digits") in ("digits", "cluttered_digits"):
         return {"num_classes": 10, "in_channels": 1}
     if data.get("name") == "cifar10":
         return {"num_classes": 10, "in_channels": channels}

@@ -72,10 +72,14 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 WANDB_MODES = ("offline", "online", "disabled")
 STORAGES = ("sqlite", "journal", "postgres")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
-DATASETS = ("digits", "cifar10", "imagefolder")
+DATASETS = ("digits", "cluttered_digits", "cifar10", "imagefolder")
 AUGMENTS = ("none", "flip", "cifar", "imagenet")
 # Settings of the streaming image-folder loader that the in-memory datasets do not have.
 IMAGEFOLDER_ONLY = ("in_memory", "num_workers", "pin_memory", "persistent_workers", "mean", "std")
+# The generator's settings of data=cluttered_digits (nas.training.cluttered.ClutterSettings).
+CLUTTERED_ONLY = ("canvas", "clutter", "fragment", "min_size", "max_size", "rotation", "noise",
+                  "n_train", "n_val", "n_test")
+MAX_GENERATED = 1_000_000  # images per split of a generated dataset (about 1 GB at 32 px)
 
 
 @dataclass
@@ -105,6 +109,19 @@ class DataConfig:
     persistent_workers: bool = True  # keep the workers between epochs
     mean: list[float] | None = None  # per-channel mean in [0, 1]; null: estimated from 256 training images
     std: list[float] | None = None
+    # The generated benchmark task (data=cluttered_digits only): each image is a canvas with one
+    # digit at a random size, rotation and place, `clutter` fragments of other digits, and noise.
+    # Train/val/test are made from disjoint base digits (split by val_fraction/test_fraction, seed).
+    canvas: int = 32  # field size in pixels (the native resolution)
+    clutter: int = 6  # fragments of other digits per image
+    fragment: int = 7  # side of each fragment in pixels
+    min_size: float = 9.0  # smallest digit size in pixels
+    max_size: float = 16.0  # largest digit size in pixels
+    rotation: float = 20.0  # largest rotation of the digit, degrees either way
+    noise: float = 0.1  # standard deviation of the Gaussian pixel noise (pixel values in [0, 1])
+    n_train: int = 20000  # training images generated
+    n_val: int = 5000  # validation images generated
+    n_test: int = 5000  # test images generated
 
     def validate(self) -> None:
         _choice("data.name", self.name, DATASETS)
@@ -113,7 +130,15 @@ class DataConfig:
                 if getattr(self, key) != getattr(DataConfig, key):
                     raise ConfigError(f"data.{key} is a setting of data=imagefolder only, not of the "
                                       f"data chosen here (data={self.name}; add data=imagefolder to use it)")
-        if self.name != "digits" and not self.root:
+        if self.name != "cluttered_digits":
+            for key in CLUTTERED_ONLY:
+                if getattr(self, key) != getattr(DataConfig, key):
+                    raise ConfigError(f"data.{key} is a setting of data=cluttered_digits only, not of "
+                                      f"the data chosen here (data={self.name}; add data=cluttered_digits "
+                                      "to use it)")
+        else:
+            self._validate_clutter()
+        if self.name not in ("digits", "cluttered_digits") and not self.root:
             raise ConfigError(f"data.root is required with data={self.name}: add data.root=<folder>")
         if isinstance(self.augment, bool):
             self.augment = "flip" if self.augment else "none"
@@ -132,11 +157,29 @@ class DataConfig:
             if not 0 < value < 0.5:
                 raise ConfigError(f"data.{key}={value} is not valid: must be in (0, 0.5)")
         _positive("data.seed", self.seed, minimum=0)
+        if self.seed > 2**32 - 1:
+            raise ConfigError(f"data.seed={self.seed} is not valid: must be in [0, {2**32 - 1}]")
         if self.root is not None:
             # Absolute from here on: a study or a retrain.yaml must find the data from any folder.
             from pathlib import Path
 
             self.root = str(Path(self.root).expanduser().absolute())
+
+
+    def _validate_clutter(self) -> None:
+        _in_range("data.canvas", self.canvas, 16, 256)
+        _in_range("data.clutter", self.clutter, 0, 64)
+        _in_range("data.fragment", self.fragment, 1, self.canvas)
+        for key in ("n_train", "n_val", "n_test"):
+            _in_range(f"data.{key}", getattr(self, key), 10 if key == "n_train" else 1, MAX_GENERATED)
+        for key, low, high in (("min_size", 2.0, float(self.canvas)), ("max_size", 2.0, float(self.canvas)),
+                               ("rotation", 0.0, 180.0), ("noise", 0.0, 1.0)):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and low <= value <= high):  # NaN fails too
+                raise ConfigError(f"data.{key}={value} is not valid: must be a number in [{low:g}, {high:g}]")
+        if self.min_size > self.max_size:
+            raise ConfigError(f"data.min_size={self.min_size} is not valid: must be <= data.max_size="
+                              f"{self.max_size}")
 
 
 @dataclass

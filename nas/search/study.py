@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.common.config import SearchConfig, uses_latency
+from nas.common.config import CLUTTERED_ONLY, SearchConfig, uses_latency
 from nas.errors import UserError
 from nas.search.status import COUNTED, Status
 
@@ -64,7 +64,10 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
         "objective": cfg.objective if cfg.objective == "accuracy" else f"pareto:{cfg.pareto_cost}",
         "directions": directions,
         "data": {"name": cfg.data.name, "root": cfg.data.root, "seed": cfg.data.seed,
-                 "val_fraction": cfg.data.val_fraction},
+                 "val_fraction": cfg.data.val_fraction,
+                 # A generated task is its generator's settings (absent elsewhere, as before).
+                 **({key: getattr(cfg.data, key) for key in ("test_fraction", *CLUTTERED_ONLY)}
+                    if cfg.data.name == "cluttered_digits" else {})},
         "proxy": {"kind": p.kind, "prefilter": p.prefilter, "prefilter_keep": p.prefilter_keep,
                   "epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
                   "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from nas.common.config import DataConfig
+from nas.common.config import CLUTTERED_ONLY, DataConfig
 from nas.training.images import (
     IMAGE_SUFFIXES,
     DataError,
@@ -37,6 +37,7 @@ __all__ = [
     "MIN_TRAIN",
     "ArrayDataModule",
     "Cifar10DataModule",
+    "ClutteredDigitsDataModule",
     "DataError",
     "DigitsDataModule",
     "EpochShuffle",
@@ -188,8 +189,22 @@ class ArrayDataModule(_SplitLoaders):
         """Raise `DataError` when the data cannot be read (called before any trial)."""
 
     # -- shared ----------------------------------------------------------------------------
+    def load_splits(self) -> tuple[Split, Split, Split] | None:
+        """(train, val, test) made apart from one another, or None to split `load()`'s pool."""
+        return None
+
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
+            return
+        fixed = self.load_splits()
+        if fixed is not None:
+            train, val, test = fixed
+            if self.subset < 1.0:
+                keep = max(1, int(len(train.labels) * self.subset))
+                train = Split(train.images[:keep], train.labels[:keep])
+            check_train_size(self.describe(), len(train.labels) + len(val.labels) + len(test.labels),
+                             int(train.labels.max()) + 1, len(train.labels))
+            self._assign(train, val, test)
             return
         pool, test = self.load()
         gen = torch.Generator().manual_seed(self.seed)
@@ -203,17 +218,17 @@ class ArrayDataModule(_SplitLoaders):
         check_train_size(self.describe(), n, int(pool.labels.max()) + 1, len(train_idx))
         if test is None:
             test = Split(pool.images[test_idx], pool.labels[test_idx])
-        self._splits = {
-            "train": Split(self._resize(pool.images[train_idx]), pool.labels[train_idx]),
-            "val": Split(self._resize(pool.images[val_idx]), pool.labels[val_idx]),
-            "test": Split(self._resize(test.images), test.labels),
-        }
-        train = self._splits["train"].images.float() / 255.0
-        self.mean = train.mean(dim=(0, 2, 3), keepdim=True)[0]
-        self.std = train.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
-        self.in_channels = pool.images.shape[1]
-        labels = torch.cat([pool.labels, test.labels])
-        self.num_classes = int(labels.max()) + 1
+        self._assign(Split(pool.images[train_idx], pool.labels[train_idx]),
+                     Split(pool.images[val_idx], pool.labels[val_idx]), test)
+
+    def _assign(self, train: Split, val: Split, test: Split) -> None:
+        self._splits = {name: Split(self._resize(s.images), s.labels)
+                        for name, s in (("train", train), ("val", val), ("test", test))}
+        images = self._splits["train"].images.float() / 255.0
+        self.mean = images.mean(dim=(0, 2, 3), keepdim=True)[0]
+        self.std = images.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
+        self.in_channels = train.images.shape[1]
+        self.num_classes = int(torch.cat([train.labels, val.labels, test.labels]).max()) + 1
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] == self.resolution and images.shape[-2] == self.resolution:
@@ -263,6 +278,31 @@ class DigitsDataModule(ArrayDataModule):
         # Values are 0..16; scale to 0..255 so every source shares one code path.
         images = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))
         return Split(images[:, None], torch.from_numpy(d.target.astype(np.int64))), None
+
+
+class ClutteredDigitsDataModule(ArrayDataModule):
+    """Cluttered digits (`nas.training.cluttered`): generated from the bundled digits, train,
+    validation and test made from disjoint base digits; 10 classes, one channel."""
+
+    name = "cluttered_digits"
+
+    def __init__(self, canvas: int = 32, clutter: int = 6, fragment: int = 7, min_size: float = 9.0,
+                 max_size: float = 16.0, rotation: float = 20.0, noise: float = 0.1, n_train: int = 20000,
+                 n_val: int = 5000, n_test: int = 5000, **kw):
+        super().__init__(**kw)
+        from nas.training.cluttered import ClutterSettings
+
+        self.settings = ClutterSettings(canvas=canvas, clutter=clutter, fragment=fragment,
+                                        min_size=float(min_size), max_size=float(max_size),
+                                        rotation=float(rotation), noise=float(noise), n_train=n_train,
+                                        n_val=n_val, n_test=n_test, val_fraction=self.val_fraction,
+                                        test_fraction=self.test_fraction, seed=self.seed)
+
+    def load_splits(self) -> tuple[Split, Split, Split]:
+        from nas.training.cluttered import make_cluttered
+
+        made = make_cluttered(self.settings)
+        return tuple(Split(*made[name]) for name in ("train", "val", "test"))
 
 
 class Cifar10DataModule(ArrayDataModule):
@@ -445,7 +485,8 @@ class FolderStreamDataModule(_SplitLoaders):
         return torch.stack(items), torch.as_tensor(train.labels[: len(items)].copy())
 
 
-DATASETS = {"digits": DigitsDataModule, "cifar10": Cifar10DataModule,
+DATASETS = {"digits": DigitsDataModule, "cluttered_digits": ClutteredDigitsDataModule,
+            "cifar10": Cifar10DataModule,
             "imagefolder": ImageFolderDataModule}
 STREAM_ONLY = ("num_workers", "pin_memory", "persistent_workers", "mean", "std")
 
@@ -459,15 +500,18 @@ def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.L
     """
     if name not in DATASETS:
         raise DataError(f"unknown data {name!r}; valid: {', '.join(DATASETS)}")
-    if name != "digits" and not kwargs.get("root"):
+    if name not in ("digits", "cluttered_digits") and not kwargs.get("root"):
         raise DataError(f"data={name} needs data.root=<path to the dataset>")
     if name == "imagefolder" and (in_memory is False or (in_memory == "auto"
                               and len(index_folder(kwargs["root"])) > IN_MEMORY_MAX)):
         return FolderStreamDataModule(**kwargs)
     for key in STREAM_ONLY:
         kwargs.pop(key, None)
-    if name == "digits":
+    clutter = kwargs.pop("clutter_settings", None) or {}
+    if name in ("digits", "cluttered_digits"):
         kwargs.pop("root", None)
+    if name == "cluttered_digits":
+        kwargs.update(clutter)
     if name != "imagefolder":
         kwargs.pop("grayscale", None)
     return DATASETS[name](**kwargs)
@@ -480,4 +524,5 @@ def datamodule_for(data: DataConfig, resolution: int, batch_size: int, subset: f
                            test_fraction=data.test_fraction, subset=subset, seed=data.seed,
                            augment=data.augment, grayscale=data.grayscale, num_workers=data.num_workers,
                            pin_memory=data.pin_memory, persistent_workers=data.persistent_workers,
-                           mean=data.mean, std=data.std)
+                           mean=data.mean, std=data.std,
+                           clutter_settings={key: getattr(data, key) for key in CLUTTERED_ONLY})
