@@ -124,7 +124,8 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_unknown_dataset_and_missing_root():
-    with pytest.raises(DataError, match="unknown data 'mnist'; valid: digits, cifar10, imagefolder"):
+    valid = "digits, cluttered_digits, cifar10, imagefolder"
+    with pytest.raises(DataError, match=f"unknown data 'mnist'; valid: {valid}"):
         make_datamodule("mnist")
     with pytest.raises(DataError, match=r"needs data\.root"):
         make_datamodule("cifar10")

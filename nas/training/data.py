@@ -502,12 +502,12 @@ def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.L
         raise DataError(f"unknown data {name!r}; valid: {', '.join(DATASETS)}")
     if name not in ("digits", "cluttered_digits") and not kwargs.get("root"):
         raise DataError(f"data={name} needs data.root=<path to the dataset>")
+    clutter = kwargs.pop("clutter_settings", None) or {}
     if name == "imagefolder" and (in_memory is False or (in_memory == "auto"
                               and len(index_folder(kwargs["root"])) > IN_MEMORY_MAX)):
         return FolderStreamDataModule(**kwargs)
     for key in STREAM_ONLY:
         kwargs.pop(key, None)
-    clutter = kwargs.pop("clutter_settings", None) or {}
     if name in ("digits", "cluttered_digits"):
         kwargs.pop("root", None)
     if name == "cluttered_digits":
