@@ -15,28 +15,35 @@ def _seeded():
     torch.manual_seed(0)
 
 
+def _service(make, unavailable: type, what: str, require: str):
+    """Start a real service for the session: `make()` builds it, `.start()` returns what the
+    tests get and `.stop()` ends it. Without it the tests skip with the reason, or fail when
+    the environment variable `require` is 1 (as in CI)."""
+    service = None
+    try:
+        service = make()
+        started = service.start()
+    except unavailable as err:
+        if service is not None:
+            service.stop()
+        if os.environ.get(require) == "1":
+            pytest.fail(f"{what} is required here ({require}=1): {err}")
+        pytest.skip(str(err))
+    try:
+        yield service, started
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A throwaway PostgreSQL server for this test session (skips without PostgreSQL,
-    fails instead when NAS_REQUIRE_POSTGRES=1, as in CI)."""
+    """A throwaway PostgreSQL server for this test session (its URL)."""
     from tests.extras import need
     from tests.pg_server import PostgresUnavailable, Server
 
     need("psycopg2", "postgres")
-    server = None
-    try:
-        server = Server()
-        url = server.start()
-    except PostgresUnavailable as err:
-        if server is not None:
-            server.stop()
-        if os.environ.get("NAS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here (NAS_REQUIRE_POSTGRES=1): {err}")
-        pytest.skip(str(err))
-    try:
+    for _, url in _service(Server, PostgresUnavailable, "PostgreSQL", "NAS_REQUIRE_POSTGRES"):
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -50,22 +57,11 @@ def postgres_url(postgres_server, request):
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A one-node SLURM cluster with accounting for this test session (skips without SLURM's
-    packages, fails instead when NAS_REQUIRE_SLURM=1, as in CI)."""
+    """A one-node SLURM cluster with accounting for this test session (its `Cluster`)."""
     from tests.slurm_cluster import Cluster, SlurmUnavailable
 
-    cluster = None
-    try:
-        cluster = Cluster()
-        cluster.start()
-    except SlurmUnavailable as err:
-        if os.environ.get("NAS_REQUIRE_SLURM") == "1":
-            pytest.fail(f"SLURM is required here (NAS_REQUIRE_SLURM=1): {err}")
-        pytest.skip(str(err))
-    try:
+    for cluster, _ in _service(Cluster, SlurmUnavailable, "SLURM", "NAS_REQUIRE_SLURM"):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def pytest_collection_modifyitems(config, items):
