@@ -90,7 +90,7 @@ def test_the_data_module_resizes_and_reports_its_shape():
 
 @pytest.mark.parametrize("arg, message", [
     ("data.canvas=8", "data.canvas=8 is not valid"),
-    ("data.min_size=20", "data.min_size=20.0 is not valid: must be <= data.max_size"),
+    ("data.min_size=30", "data.min_size=30.0 is not valid: must be <= data.max_size"),
     ("data.noise=nan", "data.noise=nan is not valid"),
     ("data.n_train=0", "data.n_train=0 is not valid"),
     ("data.rotation=-5", "data.rotation=-5.0 is not valid"),

@@ -36,10 +36,10 @@ class ClutterSettings:
     """What makes one cluttered-digits dataset (every knob is a `data.*` key)."""
 
     canvas: int = 32
-    clutter: int = 6
-    fragment: int = 7
-    min_size: float = 9.0
-    max_size: float = 16.0
+    clutter: int = 4
+    fragment: int = 6
+    min_size: float = 14.0
+    max_size: float = 22.0
     rotation: float = 20.0
     noise: float = 0.1
     n_train: int = 20000

@@ -286,8 +286,8 @@ class ClutteredDigitsDataModule(ArrayDataModule):
 
     name = "cluttered_digits"
 
-    def __init__(self, canvas: int = 32, clutter: int = 6, fragment: int = 7, min_size: float = 9.0,
-                 max_size: float = 16.0, rotation: float = 20.0, noise: float = 0.1, n_train: int = 20000,
+    def __init__(self, canvas: int = 32, clutter: int = 4, fragment: int = 6, min_size: float = 14.0,
+                 max_size: float = 22.0, rotation: float = 20.0, noise: float = 0.1, n_train: int = 20000,
                  n_val: int = 5000, n_test: int = 5000, **kw):
         super().__init__(**kw)
         from nas.training.cluttered import ClutterSettings
