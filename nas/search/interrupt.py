@@ -5,9 +5,10 @@ a preemption by the scheduler) or submitit's time-limit warning (SIGUSR2 by defa
 The handler only records the first signal; the worker acts on it at its next safe point
 (`StopSignals.check`): before every training batch and at the start of a trial, where
 `Terminated` ends the trial in flight (marked FAIL with the reason), and after each trial,
-where the loop stops before the next one. On a time-limit warning the trial in flight may
-first go on until `MARGIN_S` seconds before the job's end (asked of `squeue`), so that a
-trial that can finish does; SIGTERM and Ctrl-C end it at once. An exception raised from inside the handler
+where the loop stops before the next one. A time-limit warning comes up to a minute (or
+`signal_delay_s`) early: the worker goes on with its trials until `MARGIN_S` seconds before
+the job's end (asked of `squeue`), so a trial that can finish does and no allocation ends
+unused; SIGTERM and Ctrl-C stop it at once. An exception raised from inside the handler
 could land anywhere (in a storage write, or in library code that swallows it), so it is
 not raised there. Later signals are ignored, so the cleanup is never cut short. After the
 cleanup, a time-limit warning is handed to submitit's own handler (`requeue`), which
@@ -113,20 +114,19 @@ class StopSignals:
         elif signum != self._preempt:
             self.deadline = time.time()  # SIGTERM after the warning: no more grace
 
-    def check(self) -> None:
-        """Raise `Terminated` once the worker has been asked to stop and a trial in flight may
-        not go on (its grace after a time-limit warning is over)."""
+    def expired(self) -> bool:
+        """Whether the worker must stop now: asked to, and past any grace a time-limit
+        warning leaves."""
         if self.reason is None:
-            return
+            return False
         if self.deadline is None:
             end = job_end() if self.signum == self._preempt else None
             self.deadline = end - MARGIN_S if end is not None else time.time()
-        if time.time() >= self.deadline:
-            raise Terminated(self.reason)
+        return time.time() >= self.deadline
 
-    def check_start(self) -> None:
-        """Raise `Terminated` once the worker has been asked to stop: no new trial starts."""
-        if self.reason is not None:
+    def check(self) -> None:
+        """Raise `Terminated` once the worker must stop (see `expired`)."""
+        if self.expired():
             raise Terminated(self.reason)
 
     def requeue(self) -> Callable[[], None] | None:

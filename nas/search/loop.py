@@ -168,7 +168,7 @@ class Searcher:
         trial.set_user_attr("worker", worker_id())
         beat = 0 if has_own_heartbeat(self.study) else self.cfg.storage.heartbeat
         try:
-            self.signals.check_start()  # asked to stop between trials: this one never starts
+            self.signals.check()  # asked to stop between trials: this one never starts
             with Beat(trial, beat):
                 return self.run_trial(trial)
         except Terminated as err:
@@ -358,7 +358,7 @@ class Searcher:
                 failures.clear()
             rejections[0] = rejections[0] + 1 if status == Status.REJECTED else 0
             # A signal that arrived between trials: start no other.
-            if self.signals.reason is not None or trained_count(study) >= target:
+            if self.signals.expired() or trained_count(study) >= target:
                 study.stop()
             elif len(failures) >= FAILURES_IN_A_ROW:
                 self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
@@ -385,7 +385,8 @@ class Searcher:
         except KeyboardInterrupt:  # a trial of ours was interrupted (and marked FAIL)
             if self.signals.reason is None:
                 raise
-        self.interrupted = self.signals.reason  # this worker's own signal, not another's trials
+        # This worker's own signal (not another's trials), unless the study was done first.
+        self.interrupted = self.signals.reason if self.signals.expired() else None
 
     def reap_dead_workers(self) -> None:
         """Fail (and re-queue) trials left RUNNING by workers that died without a word."""

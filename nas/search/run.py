@@ -140,9 +140,10 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
         + f"run directory {run_dir}")
     with signals:
         reference = searcher.train_reference() if cfg.reference else None
-        if signals.reason is None:
+        if not signals.expired():
             searcher.run()
-    if signals.reason is not None:
+        stopped = signals.expired()  # else the study was done before the time limit's grace ran out
+    if stopped:
         # Stop quickly (a scheduler kills the job KillWait seconds after SIGTERM): no report,
         # nothing RUNNING, and the study resumes from here.
         searcher.print(f"stopping: {signals.reason}")
