@@ -63,8 +63,3 @@ def slurm_cluster():
     for cluster, _ in _service(Cluster, SlurmUnavailable, "SLURM", "NAS_REQUIRE_SLURM"):
         yield cluster
 
-
-def pytest_collection_modifyitems(config, items):
-    """The SLURM tests first: they wait on the scheduler for minutes, mostly idle, so with
-    two test processes the other one runs the rest of the suite meanwhile."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_slurm.py")
