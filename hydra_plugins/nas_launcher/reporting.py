@@ -29,6 +29,7 @@ except ImportError:  # the cluster extra is not installed
 __all__ = ["LocalLauncher", "SlurmLauncher", "TaskOutcome", "describe"]
 
 log = logging.getLogger(__name__)
+TIMED_OUT = "timed out (no requeue left: raise hydra.launcher.max_num_timeout or timeout_min)"
 
 
 class TaskOutcome(NamedTuple):
@@ -52,7 +53,7 @@ def describe(state: str, stderr: str | None) -> str:
     if upper.startswith("CANCELLED"):
         return f"cancelled ({state})"
     if upper.startswith("TIMEOUT"):
-        return "timed out (no requeue left: raise hydra.launcher.max_num_timeout or timeout_min)"
+        return TIMED_OUT
     if upper.startswith("PREEMPTED"):
         return "preempted"
     if upper.startswith("OUT_OF_MEMORY"):
@@ -78,8 +79,7 @@ def outcome(job) -> TaskOutcome:
         error = getattr(ret, "_return_value", None)
         message = str(error).splitlines()[0] if error is not None and str(error) else type(error).__name__
         if "timed-out too many times" in message:
-            return TaskOutcome(False, "timed out (no requeue left: raise hydra.launcher.max_num_timeout "
-                                      "or timeout_min)")
+            return TaskOutcome(False, TIMED_OUT)
         return TaskOutcome(False, f"failed: {type(error).__name__}: {message}")
     return TaskOutcome(True, "finished", ret)
 

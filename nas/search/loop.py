@@ -105,7 +105,6 @@ class Searcher:
         self.cfg, self.space, self.study, self.data = cfg, space, study, data
         # Who asks the worker to stop; `run_search` installs its handlers around the loop.
         self.signals = signals or StopSignals()
-        self.interrupted: str | None = None  # why the loop stopped on a signal, when it did
         self.tracker, self.latency, self.out = tracker, latency, out
         self.num_classes, self.in_channels = data.num_classes, data.in_channels
         self.pareto = cfg.objective == "pareto"
@@ -385,8 +384,6 @@ class Searcher:
         except KeyboardInterrupt:  # a trial of ours was interrupted (and marked FAIL)
             if self.signals.reason is None:
                 raise
-        # This worker's own signal (not another's trials), unless the study was done first.
-        self.interrupted = self.signals.reason if self.signals.expired() else None
 
     def reap_dead_workers(self) -> None:
         """Fail (and re-queue) trials left RUNNING by workers that died without a word."""

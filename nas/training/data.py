@@ -286,16 +286,14 @@ class ClutteredDigitsDataModule(ArrayDataModule):
 
     name = "cluttered_digits"
 
-    def __init__(self, canvas: int = 32, clutter: int = 4, fragment: int = 6, min_size: float = 14.0,
-                 max_size: float = 22.0, rotation: float = 20.0, noise: float = 0.1, n_train: int = 20000,
-                 n_val: int = 5000, n_test: int = 5000, **kw):
+    def __init__(self, clutter_settings: dict | None = None, **kw):
+        """`clutter_settings`: the generator's `data.*` keys (CLUTTERED_ONLY); the rest default."""
         super().__init__(**kw)
         from nas.training.cluttered import ClutterSettings
 
-        self.settings = ClutterSettings(canvas=canvas, clutter=clutter, fragment=fragment,
-                                        min_size=float(min_size), max_size=float(max_size),
-                                        rotation=float(rotation), noise=float(noise), n_train=n_train,
-                                        n_val=n_val, n_test=n_test, val_fraction=self.val_fraction,
+        given = {k: float(v) if isinstance(getattr(ClutterSettings, k), float) else v
+                 for k, v in (clutter_settings or {}).items()}
+        self.settings = ClutterSettings(**given, val_fraction=self.val_fraction,
                                         test_fraction=self.test_fraction, seed=self.seed)
 
     def load_splits(self) -> tuple[Split, Split, Split]:
@@ -502,7 +500,7 @@ def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.L
         raise DataError(f"unknown data {name!r}; valid: {', '.join(DATASETS)}")
     if name not in ("digits", "cluttered_digits") and not kwargs.get("root"):
         raise DataError(f"data={name} needs data.root=<path to the dataset>")
-    clutter = kwargs.pop("clutter_settings", None) or {}
+    clutter = kwargs.pop("clutter_settings", None)
     if name == "imagefolder" and (in_memory is False or (in_memory == "auto"
                               and len(index_folder(kwargs["root"])) > IN_MEMORY_MAX)):
         return FolderStreamDataModule(**kwargs)
@@ -511,7 +509,7 @@ def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.L
     if name in ("digits", "cluttered_digits"):
         kwargs.pop("root", None)
     if name == "cluttered_digits":
-        kwargs.update(clutter)
+        kwargs["clutter_settings"] = clutter
     if name != "imagefolder":
         kwargs.pop("grayscale", None)
     return DATASETS[name](**kwargs)
