@@ -5,7 +5,7 @@ uses, its activation-placement vocabulary, when an identity shortcut is possible
 output size, its exact analytic cost and the torch module that implements it. The
 module is named by import path so that costing never imports torch.
 
-Adding a block type is one new `BlockType` entry plus its module in `nas/blocks.py`.
+Adding a block type is one new `BlockType` entry plus its module in `nas/model/blocks.py`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class BlockType:
     # The kernels one block instance (a `nas.arch.genotype.BlockSpec`) runs, for the latency table.
     kernels: Callable[[Any], list[tuple]]
     module: str
+    # Genes whose choices cannot share weights in a supernet: each choice gets its own
+    # (Xception's dw/pw order runs the depthwise conv on other channels and another input).
+    unshared_genes: tuple[str, ...] = ()
 
     def residual_possible(self, n: int, s: int, cin: int, cout: int) -> bool:
         """Whether a stage of `n` repeats can have a shortcut on at least one repeat."""
@@ -177,6 +180,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
         cost=_xc_cost,
         kernels=_xc_kernels,
         module="nas.model.blocks:XceptionBlock",
+        unshared_genes=("order",),
     ),
     "ds": BlockType(
         name="ds",

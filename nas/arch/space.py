@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from nas.arch.blocktypes import BLOCK_TYPES, block_out_size
-from nas.arch.cost import PartCost, classifier_cost, head_cost, stage_cost, stem_cost
+from nas.arch.cost import PartCost, classifier_cost, cost, head_cost, stage_cost, stem_cost
 from nas.arch.genotype import (
     DIVISOR,
     Genotype,
@@ -157,6 +157,41 @@ class SearchSpace:
         return True
 
     # ----- enumeration ----------------------------------------------------------------
+    def stage_options(self, i: int, cin: int, width: float) -> frozenset[Stage]:
+        """Every distinct stage position `i` can hold after a stage ending in `cin` channels."""
+        return self._stage_options(i, cin, width)
+
+    def extreme(self, largest: bool = True) -> Genotype:
+        """The space's largest (or smallest) genotype: every numeric gene at its largest (or
+        smallest) choice, then each other gene at the choice with the most (or fewest) MACs,
+        one gene at a time (ties keep the space's first choice). The sandwich rule of supernet
+        training trains these two on every step."""
+        def numeric(options: Sequence[Any]) -> bool:
+            return all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in options)
+
+        picks: dict[str, Any] = {}
+        other: dict[str, list[Any]] = {}
+
+        def choose(name: str, options: Sequence[Any]) -> Any:
+            if name in picks:
+                return picks[name] if picks[name] in options else options[0]
+            if numeric(options):
+                return max(options) if largest else min(options)
+            other.setdefault(name, list(options))
+            return options[0]
+
+        g = self.decode(choose)
+        for name in list(other):
+            best, best_macs = None, None
+            for option in other[name]:
+                picks[name] = option
+                macs = cost(self.decode(choose), 1000, 3).macs
+                if best_macs is None or (macs > best_macs if largest else macs < best_macs):
+                    best, best_macs = option, macs
+            picks[name] = best
+            g = self.decode(choose)
+        return g
+
     def _stage_options(self, i: int, cin: int, width: float) -> frozenset[Stage]:
         """Distinct stages position `i` can hold after a stage ending in `cin` channels."""
         key = (i, cin, width)
