@@ -171,6 +171,13 @@ def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
     sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
                  f"multirun/{cfg.study_name}")
     shared = Path(sweep).expanduser()
+    if cfg.proxy.kind == "supernet":
+        path = Path(cfg.proxy.supernet).expanduser() if cfg.proxy.supernet else shared / "supernet.pt"
+        if not path.is_file():
+            raise UsageError(f"proxy=supernet in a multirun needs an existing supernet, and "
+                             f"{str(path)!r} is not one: train it first (python -m nas.supernet train "
+                             f"+space={cfg.space.name} with the same data= settings), then pass "
+                             "proxy.supernet=<its supernet.pt>")
     if cfg.storage.name != "postgres" or cfg.storage.url:
         study, existed, url = open_search_study(cfg, shared.absolute(), cfg.seed)
         print(f"study {study.study_name} ({'resumed' if existed else 'created'}) in {url}; "

@@ -14,6 +14,7 @@ unpickle them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ __all__ = [
     "SearchConfig",
     "SpaceConfig",
     "StorageConfig",
+    "SupernetConfig",
+    "SupernetRunConfig",
     "TrainConfig",
     "TrainerConfig",
     "WandbConfig",
@@ -224,7 +227,8 @@ class ProxyConfig(RecipeConfig):
     untrained). The budget is always judged on the full genotype at its declared resolution;
     the proxy trains a cheaper stand-in."""
 
-    kind: str = "train"  # train | synflow | grad_norm | naswot (zero-cost: score untrained, no training)
+    kind: str = "train"  # train | supernet (inherited weights) | synflow | grad_norm | naswot (zero-cost)
+    supernet: str | None = None  # proxy=supernet: the supernet file (python -m nas.supernet train makes one)
     prefilter: str | None = None  # a zero-cost proxy that skips candidates before training
     prefilter_keep: float = 0.25  # train only candidates scoring in this top fraction of those so far
     prefilter_warmup: int = 8  # candidates scored before the filter starts skipping any
@@ -243,6 +247,53 @@ class ProxyConfig(RecipeConfig):
         for the space's reference resolution, in proportion for others (when `scale_resolution`)."""
         if not self.scale_resolution:
             return self.resolution
+        return max(8, round(self.resolution * genotype_resolution / reference_resolution))
+
+
+@dataclass
+class SupernetConfig(RecipeConfig):
+    """Training the weight-sharing supernet (`python -m nas.supernet train`, conf/supernet.yaml;
+    also how `proxy=supernet` trains one when `proxy.supernet` names no file yet)."""
+
+    epochs: int = 20
+    lr: float = 0.05
+    resolution: int = 32  # a subnet's px at the space's reference resolution (as proxy.resolution)
+    random_subnets: int = 2  # random subnets per step beside the largest and the smallest (sandwich rule)
+    distill: bool = True  # in-place distillation: the other subnets learn the largest one's outputs
+    largest_epochs: int = 0  # a first phase in the same run: epochs training the largest subnet alone
+    bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
+    devices: Any = 1  # Lightning's: accelerators (or CPU processes) per node, e.g. 2 with strategy=ddp
+    strategy: str = "auto"  # auto | ddp (unused subnet weights are allowed for) | ...
+    seed: int = 0
+    progress: bool = True  # progress bar
+
+    def validate(self, prefix: str = "supernet") -> None:
+        _positive(f"{prefix}.epochs", self.epochs)
+        _positive(f"{prefix}.batch_size", self.batch_size)
+        _in_range(f"{prefix}.resolution", self.resolution, 8, MAX_RESOLUTION)
+        _positive(f"{prefix}.random_subnets", self.random_subnets, minimum=0)
+        _positive(f"{prefix}.largest_epochs", self.largest_epochs, minimum=0)
+        if self.largest_epochs >= self.epochs:
+            raise ConfigError(f"{prefix}.largest_epochs={self.largest_epochs} is not valid: must be below "
+                              f"{prefix}.epochs={self.epochs} (the sandwich phase needs an epoch)")
+        _positive(f"{prefix}.bn_batches", self.bn_batches)
+        _positive(f"{prefix}.seed", self.seed, minimum=0)
+        _positive(f"{prefix}.threads", self.threads, minimum=0)
+        _choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
+        _choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
+        for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+                raise ConfigError(f"{prefix}.{key}={value} is not valid: must be a finite number "
+                                  f"{'> 0' if key == 'lr' else '>= 0'}")
+        if self.label_smoothing >= 1 or self.momentum >= 1:
+            raise ConfigError(f"{prefix}.label_smoothing and {prefix}.momentum must be below 1")
+        self.validate_device(prefix)
+        if self.devices != "auto" and (isinstance(self.devices, str) or self.devices < 1):
+            raise ConfigError(f"{prefix}.devices={self.devices!r} is not valid: an integer >= 1 or auto")
+
+    def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:
+        """A subnet's training (and scoring) resolution: in proportion to its own."""
         return max(8, round(self.resolution * genotype_resolution / reference_resolution))
 
 
@@ -301,6 +352,33 @@ class WandbConfig:
 
 
 @dataclass
+class SupernetRunConfig:
+    """`python -m nas.supernet train +space=NAME [data=...] [supernet.epochs=N ...]`."""
+
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    out: str | None = None  # the supernet file to write; default <run dir>/supernet.pt
+
+    @classmethod
+    def from_container(cls, data: dict[str, Any]) -> SupernetRunConfig:
+        space = data.get("space")
+        if not space or not (isinstance(space, Mapping) and space.get("name")):
+            from search_spaces import NAMES
+
+            raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+        cfg = _typed(cls, data)
+        from search_spaces import NAMES
+
+        _choice("space", cfg.space.name, NAMES)
+        cfg.data.validate()
+        cfg.supernet.validate()
+        _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+        return cfg
+
+
+@dataclass
 class SearchConfig:
     """`python -m nas.search +space=NAME +budget.mflops=N [key=value ...]` (conf/search.yaml)."""
 
@@ -324,6 +402,8 @@ class SearchConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # proxy=supernet with no file yet trains one with these:
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
     worker: int | None = None  # +worker=N: a worker started by hand joins the shared study
     workers_per_gpu: int = 1  # workers sharing one GPU: worker i trains on GPU (i // k) mod n
 
@@ -388,7 +468,15 @@ class SearchConfig:
             raise ConfigError(f"proxy.bn_recalibration={p.bn_recalibration} is not valid: 0 (off) or more")
         if p.threads < 0:
             raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
-        _choice("proxy.kind", p.kind, ("train", *ZERO_COST))
+        _choice("proxy.kind", p.kind, ("train", "supernet", *ZERO_COST))
+        if p.kind == "supernet":
+            self.supernet.validate()
+            if p.prefilter is not None:
+                raise ConfigError(f"proxy.prefilter={p.prefilter} is not valid with proxy=supernet (a "
+                                  "pre-filter saves trainings; a supernet study trains none): leave it out")
+        elif p.supernet is not None:
+            raise ConfigError(f"proxy.supernet={p.supernet!r} is a setting of proxy=supernet only (add "
+                              "proxy=supernet, or leave it out)")
         if p.prefilter is not None:
             _choice("proxy.prefilter", p.prefilter, ZERO_COST)
         if not 0 < p.prefilter_keep <= 1:
@@ -552,6 +640,7 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="search_schema", node=SearchConfig)
     store.store(name="train_schema", node=TrainConfig)
+    store.store(name="supernet_schema", node=SupernetRunConfig)
 
 
 def _typed(cls: type, data: Mapping[str, Any]) -> Any:

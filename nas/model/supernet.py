@@ -55,15 +55,16 @@ def space_fingerprint(space: SearchSpace) -> str:
     """A hash of every choice of the space: a supernet trained on one space fits only it."""
     payload = {f.name: getattr(space, f.name) for f in fields(space) if not f.name.startswith("_")}
     payload["reference"] = str(space.reference)
-    text = json.dumps(payload, sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                      else repr(o))
+    text = json.dumps(payload, sort_keys=True,
+                      default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else repr(o))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _variant(space: SearchSpace, i: int, stage: Stage) -> str:
     """Which copy of stage `i`'s tensors `stage` uses: one per choice of an unshared gene, and
     one per block type where the stage offers several."""
-    genes = (["block"] if len(space.stages[i].block) > 1 else []) + list(BLOCK_TYPES[stage.block].unshared_genes)
+    genes = ["block"] if len(space.stages[i].block) > 1 else []
+    genes += BLOCK_TYPES[stage.block].unshared_genes
     return ",".join(f"{gene}={getattr(stage, gene)}" for gene in genes)
 
 
@@ -102,11 +103,14 @@ def _largest_options(options: frozenset[Stage]) -> list[Stage]:
     return list(best.values())
 
 
-def bank_layout(space: SearchSpace, num_classes: int, in_channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+Layout = dict[str, tuple[tuple[int, ...], str]]  # bank key -> (shape, kind)
+
+
+def bank_layout(space: SearchSpace, num_classes: int, in_channels: int) -> Layout:
     """Bank key -> (largest shape over the space, kind). Walks, per width, every stem and head
     and each stage's largest options for every channel count it can receive, on the meta
     device."""
-    layout: dict[str, tuple[tuple[int, ...], str]] = {}
+    layout: Layout = {}
 
     def offer(prefix: str, module: nn.Module, variant: str = "") -> None:
         for name, tensor, kind in _tensors(module):
@@ -132,7 +136,8 @@ def bank_layout(space: SearchSpace, num_classes: int, in_channels: int) -> dict[
                 for cin in sorted(cins):
                     for option in _largest_options(space.stage_options(i, cin, width)):
                         for spec in stage_blocks(i, option, cin, 1, width):
-                            offer(f"stages.{i}.{spec.repeat}.", block_module(spec), _variant(space, i, option))
+                            offer(f"stages.{i}.{spec.repeat}.", block_module(spec),
+                                  _variant(space, i, option))
                 cins = {scale_channels(c, width) for c in space.stages[i].c}
             for head in space.head:
                 for cin in sorted(cins):

@@ -1,8 +1,12 @@
-"""How a candidate is scored: proxy training or a zero-cost score, behind one small interface.
+"""How a candidate is scored: proxy training, a trained supernet's inherited weights, or a
+zero-cost score, behind one small interface.
 
-`ProxyData` holds the proxy's data (one data module per proxy resolution, built once);
-an `Evaluator` turns a genotype and a seed into an `Evaluation`. The search loop asks
-the evaluator and never knows which kind it has.
+`ProxyData` holds the proxy's data (one data module per proxy resolution, built once); an
+`Evaluator` turns a genotype and a seed into an `Evaluation` and says what it can do
+(`measures`: an accuracy or a score; `reports_epochs`: whether a pruner can stop it early).
+`EVALUATORS` maps each `proxy.kind` to its class; `prepare` does, once per study and before
+any worker fans out, what an evaluator needs first (a supernet file). The search loop asks
+the evaluator's capabilities and never its kind.
 """
 
 from __future__ import annotations
@@ -11,18 +15,20 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
-from nas.common.config import ProxyConfig, SearchConfig
+from nas.common.config import ZERO_COST, ProxyConfig, SearchConfig
 from nas.model.builder import build_model
 from nas.training.data import datamodule_for
 from nas.training.proxy import torch_device, train_proxy
 
-__all__ = ["Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "ZeroCostScore", "make_evaluator"]
+__all__ = ["EVALUATORS", "Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "SupernetScore",
+           "ZeroCostScore", "make_evaluator", "prepare"]
 
 
 class ProxyData:
@@ -67,14 +73,15 @@ Report = Callable[[int, float], bool]  # (epoch, value) -> stop now?
 
 
 class Evaluator:
-    """Scores a genotype; `name` says what the value is ("train": a proxy accuracy).
+    """Scores a genotype; `name` is its `proxy.kind`.
 
     `stop()`, when given, is called often during long work (before every training batch) and
     raises to end it at once: how a worker asked to stop ends its trial promptly.
     """
 
     name = "train"
-    trains = True
+    measures = "accuracy"  # the value is a validation accuracy ("accuracy") or a "score"
+    reports_epochs = True  # calls report(epoch, value) as it goes, so a pruner can stop it
 
     def __call__(self, g: Genotype, seed: int, report: Report | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
@@ -105,7 +112,8 @@ class ProxyTraining(Evaluator):
 class ZeroCostScore(Evaluator):
     """A zero-cost score of the untrained stand-in on one fixed training mini-batch."""
 
-    trains = False
+    measures = "score"
+    reports_epochs = False
 
     def __init__(self, name: str, data: ProxyData, proxy: ProxyConfig, seed: int):
         self.name, self.data, self.proxy, self.seed = name, data, proxy, seed
@@ -135,8 +143,80 @@ def worker_devices(cfg: SearchConfig) -> int | list[int]:
     return [(cfg.worker // cfg.workers_per_gpu) % gpus]
 
 
+class SupernetScore(Evaluator):
+    """Inherited weights: the candidate's subnet extracted from a trained supernet, its BN
+    statistics re-estimated on a fixed set of training images, its validation accuracy."""
+
+    name = "supernet"
+    reports_epochs = False
+
+    def __init__(self, data: ProxyData, cfg: SearchConfig):
+        self.data, self.cfg = data, cfg
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            from nas.training.supernet import data_identity, load_supernet
+
+            net, meta = load_supernet(self.cfg.proxy.supernet, self.data.space, data_identity(self.cfg.data))
+            device = torch_device(self.cfg.proxy.accelerator, self.cfg.proxy.devices)
+            recipe = meta.recipe
+            ref = self.data.space.reference.resolution
+
+            def resolution_for(g: Genotype) -> int:
+                return max(8, round(recipe["resolution"] * g.resolution / ref))
+
+            dm = self.data.at(resolution_for(replace(self.data.space.reference,
+                                                     resolution=max(self.data.space.resolution))))
+            n = recipe["bn_batches"] * recipe["batch_size"]
+            images, _ = dm.sample_batch(n)
+            batches = list(images.split(recipe["batch_size"]))
+            self._loaded = (net.to(device).eval(), resolution_for, dm, batches, device)
+        return self._loaded
+
+    def __call__(self, g, seed=None, report=None, on_epoch=None, stop=None) -> Evaluation:
+        from nas.training.supernet import score_subnet
+
+        start = time.perf_counter()
+        net, resolution_for, dm, batches, device = self._load()
+        if stop is not None:
+            stop()
+        acc = score_subnet(net, g, resolution_for(g), batches, dm.val_dataloader(), device)
+        return Evaluation(acc, seconds=time.perf_counter() - start)
+
+
+EVALUATORS: dict[str, type[Evaluator]] = {"train": ProxyTraining, "supernet": SupernetScore,
+                                          **{name: ZeroCostScore for name in ZERO_COST}}
+
+
+def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path, out=None) -> SearchConfig:
+    """What the study's evaluator needs before any trial (and before workers fan out): for
+    `proxy=supernet`, a supernet file. A missing one is trained here on a single machine (into
+    `proxy.supernet`, or `<shared dir>/supernet.pt`); a worker of a multirun is refused, since
+    every worker would train its own. Returns `cfg` with the file's absolute path."""
+    if cfg.proxy.kind != "supernet":
+        return cfg
+    from nas.training.supernet import SupernetError, data_identity, load_supernet, train_supernet
+
+    given = Path(cfg.proxy.supernet).expanduser() if cfg.proxy.supernet else shared_dir / "supernet.pt"
+    path = given.absolute()
+    if not path.is_file():
+        if cfg.worker is not None:
+            raise SupernetError(f"proxy.supernet={str(path)!r} does not exist, and the workers of a multirun "
+                                "cannot each train one: train it first (python -m nas.supernet train "
+                                f"+space={space.name} with the same data= settings), then pass "
+                                "proxy.supernet=<its supernet.pt>")
+        print(f"proxy=supernet: no supernet at {path}; training one first", file=out, flush=True)
+        train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, shared_dir / "supernet", out)
+    load_supernet(path, space, data_identity(cfg.data))  # another space's or data's: refused now
+    return replace(cfg, proxy=replace(cfg.proxy, supernet=str(path)))
+
+
 def make_evaluator(name: str, data: ProxyData, cfg: SearchConfig) -> Evaluator:
-    """`train` (proxy training) or a zero-cost proxy's name."""
-    if name == "train":
+    """The evaluator of `proxy.kind` `name` (a key of `EVALUATORS`)."""
+    cls = EVALUATORS[name]
+    if cls is ProxyTraining:
         return ProxyTraining(data, cfg.proxy, worker_devices(cfg))
+    if cls is SupernetScore:
+        return SupernetScore(data, cfg)
     return ZeroCostScore(name, data, cfg.proxy, cfg.seed)

@@ -145,7 +145,8 @@ class Searcher:
             self.print("reference: no width multiplier of the reference network fits the budget")
             return None
         c = cost(g, self.num_classes, self.in_channels)
-        what = "proxy accuracy" if self.evaluator.trains else f"{self.evaluator.name} score"
+        what = ("proxy accuracy" if self.evaluator.measures == "accuracy"
+                else f"{self.evaluator.name} score")
         self.print(f"reference: {self.space.name} reference at width {g.width} "
                    f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
         try:
@@ -246,9 +247,18 @@ class Searcher:
 
     def evaluate(self, trial: optuna.Trial, g: Genotype, c: Cost, cost_value: float | None):
         """Score the candidate with the evaluator; its value is the trial's objective."""
-        if not self.evaluator.trains:  # a zero-cost study: the score is the result
-            score = self.evaluator(g, self.cfg.seed).value
-            trial.set_user_attr("zero_cost", score)
+        if not self.evaluator.reports_epochs:  # one value, nothing to prune on the way
+            try:
+                score = self.evaluator(g, self.cfg.seed, stop=self.signals.check).value
+                if not math.isfinite(score):
+                    raise RuntimeError(f"{self.evaluator.name} value is {score}")
+            except Terminated:
+                raise
+            except Exception as err:
+                trial.set_user_attr("status", Status.FAILED)
+                trial.set_user_attr("reason", f"{type(err).__name__}: {err}".splitlines()[0][:500])
+                raise
+            trial.set_user_attr("accuracy" if self.evaluator.measures == "accuracy" else "zero_cost", score)
             trial.set_user_attr("status", Status.TRAINED)
             return (score, cost_value) if self.pareto else score
         self.tracker.start_trial(trial.number, {"genotype": str(g), "hash": g.content_hash,
@@ -400,7 +410,7 @@ class Searcher:
         n = counts(self.study)
         best = ranked(self.study)
         # A zero-cost study's objective is a score, not an accuracy: say which.
-        what = "acc" if self.evaluator.trains else self.evaluator.name
+        what = "acc" if self.evaluator.measures == "accuracy" else self.evaluator.name
         best_text = (f"best {what} {best[0]['accuracy']:.4f} @ {best[0]['mflops']:.1f} MFLOPs"
                      if best else "best -")
         ua = trial.user_attrs

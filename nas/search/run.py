@@ -109,7 +109,7 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
 
 def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, tracker) -> dict[str, Any]:
     from nas.search import report
-    from nas.search.evaluate import ProxyData
+    from nas.search.evaluate import ProxyData, prepare
     from nas.search.interrupt import Interrupted, StopSignals
     from nas.search.loop import Searcher, check_budget_feasible, set_threads
 
@@ -120,6 +120,7 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     data = ProxyData(cfg, space)  # reads and checks the data before any storage is touched
     latency = latency_predictor(cfg, space, data.num_classes, data.in_channels)
     rng = check_budget_feasible(space, cfg.budget, data.num_classes, data.in_channels, latency)
+    cfg = prepare(cfg, space, shared_dir or run_dir, out)  # e.g. the supernet file, before the study
     seed = cfg.seed + (cfg.worker or 0)
     study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
     if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
@@ -133,8 +134,10 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
         f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
         + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
         + f"; data {cfg.data.name} ({data.num_classes} classes); proxy "
-        + (f"{cfg.proxy.kind} score (zero-cost, no training)" if cfg.proxy.kind != "train"
-           else f"{cfg.proxy.epochs} epochs") + f" at {cfg.proxy.resolution}px; "
+        + {"train": f"{cfg.proxy.epochs} epochs at {cfg.proxy.resolution}px",
+           "supernet": f"supernet {cfg.proxy.supernet} (inherited weights, no training)"}.get(
+               cfg.proxy.kind, f"{cfg.proxy.kind} score (zero-cost, no training) at {cfg.proxy.resolution}px")
+        + "; "
         f"sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
         + (f"latency {latency.source}; " if latency else "")
         + f"run directory {run_dir}")

@@ -75,11 +75,25 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
                   # Precision changes what a proxy reaches (the device does not): a bf16 worker
                   # must not join a float32 study. Absent for the default, as in older studies.
                   **({"precision": p.precision} if p.precision != "32-true" else {})},
+        # A supernet study's values are its supernet's: another file is another study.
+        **({"supernet": _file_digest(p.supernet)} if p.kind == "supernet" else {}),
         # Milliseconds on ONNX Runtime are not milliseconds in PyTorch eager: a latency study
         # keeps its backend. Absent for torch, as in studies from before there were backends.
         **({"latency": {"backend": cfg.latency.backend}}
            if uses_latency(dataclasses.asdict(cfg)) and cfg.latency.backend != "torch" else {}),
     }
+
+
+def _file_digest(path: str | None) -> str | None:
+    import hashlib
+
+    if not path:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def open_storage(url: str, heartbeat: int | None = None,

@@ -24,7 +24,8 @@ from torch.nn import functional as F
 
 from nas.model.optim import param_groups
 
-__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_trainer", "train_proxy"]
+__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer", "make_trainer",
+           "train_proxy"]
 
 for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -114,33 +115,41 @@ class Classifier(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        groups = param_groups(self.model, self.weight_decay)
-        if self.opt_name == "sgd":
-            opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0)
-        elif self.opt_name == "rmsprop":
-            opt = torch.optim.RMSprop(groups, lr=self.lr, momentum=self.momentum, alpha=0.9, eps=0.0316)
-        elif self.opt_name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=self.lr)
-        else:
-            raise ValueError(f"unknown optimizer {self.opt_name!r}; valid: sgd, rmsprop, adamw")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        if self.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
-        else:
-            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-            warmup = int(self.warmup_epochs * steps_per_epoch)
-            cosine = self.schedule == "cosine"
+        return make_optimizer(param_groups(self.model, self.weight_decay), self.trainer,
+                              optimizer=self.opt_name, lr=self.lr, momentum=self.momentum,
+                              schedule=self.schedule, warmup_epochs=self.warmup_epochs)
 
-            def factor(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                if not cosine:
-                    return 1.0
-                progress = (step - warmup) / max(1, total - warmup)
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def make_optimizer(groups: list[dict], trainer: pl.Trainer, optimizer: str = "sgd", lr: float = 0.1,
+                   momentum: float = 0.9, schedule: str = "cosine", warmup_epochs: float = 0.0) -> dict:
+    """The recipe's optimizer over parameter `groups` (each with its weight decay) and its
+    per-step schedule, as Lightning's `configure_optimizers` returns them."""
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    elif optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(groups, lr=lr, momentum=momentum, alpha=0.9, eps=0.0316)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: sgd, rmsprop, adamw")
+    total = max(1, int(trainer.estimated_stepping_batches))
+    if schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+    else:
+        steps_per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
+        warmup = int(warmup_epochs * steps_per_epoch)
+        cosine = schedule == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class EpochReporter(pl.Callback):

@@ -1,0 +1,78 @@
+"""`python -m nas.supernet train +space=NAME ...`: train a space's weight-sharing supernet, as a
+Hydra app; the command line is validated before Hydra runs anything. The training itself is
+`nas.training.supernet.train_supernet`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nas.cli.common import CONF_DIR, UsageError, checked_main
+from nas.common.config import SupernetRunConfig, register_schemas
+
+__all__ = ["COMMANDS", "main", "precheck"]
+
+register_schemas()  # conf/supernet.yaml extends supernet_schema
+COMMANDS = ("train",)
+
+
+def precheck(argv: list[str]) -> SupernetRunConfig:
+    """Compose and validate the command line before Hydra runs anything."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.cli.common import config_keys
+    from nas.cli.search import composition_error, group_options
+    from nas.search.run import apply_space_overrides
+
+    args = [a for a in argv if not a.startswith("-")]
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key in ("data", "space") and value not in group_options(key):
+            raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
+    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose("supernet", overrides=plain)
+        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+    except Exception as err:
+        def keys() -> list[str]:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                return config_keys(OmegaConf.to_container(compose("supernet", overrides=["+space=mnv2"]),
+                                                          resolve=False))
+
+        raise composition_error(err, keys, ("data", "space")) from None
+    cfg = SupernetRunConfig.from_container(container)
+    apply_space_overrides(cfg)
+    return cfg
+
+
+def run(cfg: SupernetRunConfig, run_dir: Path) -> dict[str, Any]:
+    from nas.search.run import apply_space_overrides
+    from nas.training.supernet import train_supernet
+
+    space = apply_space_overrides(cfg)
+    path = Path(cfg.out).expanduser() if cfg.out else run_dir / "supernet.pt"
+    meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path.absolute(), run_dir)
+    return {"path": str(path), "epochs": meta.epochs}
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="supernet", version_base="1.3")
+def _task(cfg: DictConfig) -> None:
+    from nas.cli.common import hydra_task
+
+    hydra_task(cfg, SupernetRunConfig.from_container, run)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if not argv or argv[0] not in COMMANDS:
+        given = f" {argv[0]!r}" if argv else ""
+        print(f"error: unknown command{given}; valid: {', '.join(COMMANDS)} (python -m nas.supernet "
+              "train +space=NAME [key=value ...])", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv[1:]]  # Hydra sees the overrides only
+    checked_main(precheck, _task)

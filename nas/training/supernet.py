@@ -1,0 +1,347 @@
+"""Training the weight-sharing supernet, and scoring its subnets (the library behind
+`python -m nas.supernet` and `proxy=supernet`).
+
+One Lightning run: every step trains the largest subnet on the labels and, by the sandwich
+rule (BigNAS, AttentiveNAS), the smallest and `random_subnets` random ones, each at its own
+(proxy-scaled) resolution, learning the largest one's outputs (in-place distillation). The
+first `largest_epochs` train the largest subnet alone (a phase inside the same run).
+
+A subnet is scored as a plain network: `extract` it, re-estimate its BN statistics on a few
+training batches (the shared running statistics mix every subnet's), evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nas.arch.genotype import Genotype
+from nas.arch.space import SearchSpace
+from nas.errors import UserError
+from nas.model.supernet import SuperNet, space_fingerprint
+from nas.training.proxy import make_optimizer
+
+__all__ = [
+    "FORMAT",
+    "SupernetError",
+    "SupernetFile",
+    "SupernetModule",
+    "load_supernet",
+    "recalibrate_bn",
+    "resize",
+    "score_subnet",
+]
+
+FORMAT = "nas-supernet/1"
+_NO_DECAY = ("dwconv", "bn_weight", "bn_bias", "linear_bias")
+
+
+class SupernetError(UserError):
+    """A supernet file that cannot be used here."""
+
+
+def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A batch at another resolution (the same resampling in training and in scoring)."""
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Exact BN statistics of `model`'s weights: a cumulative average over `batches`."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for x in batches:
+        model(x)
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
+
+
+@torch.no_grad()
+def score_subnet(supernet: SuperNet, g: Genotype, resolution: int, train_batches: list[torch.Tensor],
+                 val_loader: Iterable, device: torch.device | None = None) -> float:
+    """Validation accuracy of subnet `g` with inherited weights and re-estimated BN statistics."""
+    device = device or next(supernet.parameters()).device
+    model = supernet.extract(g).to(device)
+    recalibrate_bn(model, (resize(x.to(device), resolution) for x in train_batches))
+    correct = total = 0
+    for x, y in val_loader:
+        logits = model(resize(x.to(device), resolution))
+        correct += int((logits.argmax(1) == y.to(device)).sum())
+        total += len(y)
+    return correct / max(1, total)
+
+
+@dataclass
+class SupernetFile:
+    """What a supernet file holds besides its tensors: what it was trained on."""
+
+    space: str
+    space_fingerprint: str
+    data: dict[str, Any]
+    recipe: dict[str, Any]
+    num_classes: int
+    in_channels: int
+    epochs: int
+
+    def describe(self) -> str:
+        return f"space {self.space}, data {self.data.get('name')}, {self.epochs} epochs"
+
+
+def data_identity(data: Any) -> dict[str, Any]:
+    """The settings that make a dataset (a supernet trained on one is refused for another)."""
+    from dataclasses import asdict
+
+    from nas.common.config import CLUTTERED_ONLY
+
+    d = asdict(data)
+    keep = ["name", "root", "seed", "val_fraction", "test_fraction", "grayscale", "augment"]
+    if d["name"] == "cluttered_digits":
+        keep += list(CLUTTERED_ONLY)
+    return {k: d[k] for k in keep}
+
+
+def save_supernet(path: Path, net: SuperNet, meta: SupernetFile) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, "meta": meta.__dict__, "state_dict": net.state_dict()}, tmp)
+    tmp.replace(path)  # a reader never sees half a file
+
+
+def load_supernet(path: str | Path, space: SearchSpace,
+                  data: dict[str, Any] | None = None) -> tuple[SuperNet, SupernetFile]:
+    """The supernet in `path`, refused in one line when it was trained for another space or
+    on other data than `data` (a `data_identity`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SupernetError(f"proxy.supernet={str(path)!r} does not exist: train one with python -m "
+                            f"nas.supernet train +space={space.name} (same data= settings)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise SupernetError(f"{str(path)!r} is not a supernet file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise SupernetError(f"{str(path)!r} is not a supernet file (format {FORMAT} expected)")
+    meta = SupernetFile(**payload["meta"])
+    if meta.space != space.name or meta.space_fingerprint != space_fingerprint(space):
+        raise SupernetError(f"{str(path)!r} was trained for space {meta.space} with other choices "
+                            f"({meta.space_fingerprint}), not for {space.name} as chosen here "
+                            f"({space_fingerprint(space)}); train one for this space")
+    if data is not None and json.dumps(meta.data, sort_keys=True) != json.dumps(data, sort_keys=True):
+        differ = sorted(k for k in set(meta.data) | set(data) if meta.data.get(k) != data.get(k))
+        stored = ", ".join(f"data.{k}={meta.data.get(k)!r}" for k in differ)
+        raise SupernetError(f"{str(path)!r} was trained on other data ({stored}); use the same data= "
+                            "settings or train a supernet on these")
+    net = SuperNet(space, meta.num_classes, meta.in_channels)
+    net.load_state_dict(payload["state_dict"])
+    return net, meta
+
+
+class SupernetModule(pl.LightningModule):
+    """The sandwich rule with in-place distillation, over one `SuperNet`."""
+
+    def __init__(self, supernet: SuperNet, resolution_for: Callable[[Genotype], int], *,
+                 random_subnets: int = 2, distill: bool = True, largest_epochs: int = 0,
+                 seed: int = 0, bn_batches: int = 10, optimizer: str = "sgd", lr: float = 0.05,
+                 momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
+                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1):
+        super().__init__()
+        self.supernet, self.resolution_for = supernet, resolution_for
+        self.random_subnets, self.distill, self.largest_epochs = random_subnets, distill, largest_epochs
+        self.seed, self.bn_batches = seed, bn_batches
+        self.recipe = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           schedule=schedule, warmup_epochs=warmup_epochs)
+        self.label_smoothing = label_smoothing
+        space = supernet.space
+        self.largest, self.smallest = space.extreme(True), space.extreme(False)
+        self._scored: dict[str, nn.Module] = {}
+
+    def subnets(self) -> list[Genotype]:
+        """This step's subnets: the largest first (the teacher), then the smallest and random
+        ones, drawn from (seed, step) so a resumed run draws what the first would have."""
+        if self.current_epoch < self.largest_epochs:
+            return [self.largest]
+        rng = random.Random(self.seed * 1_000_003 + self.global_step)
+        others = [self.supernet.space.sample(rng) for _ in range(self.random_subnets)]
+        return [self.largest, self.smallest, *others]
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        total, teacher = 0.0, None
+        subnets = self.subnets()
+        for g in subnets:
+            logits = self.supernet(resize(x, self.resolution_for(g)), g)
+            if teacher is None or not self.distill:
+                loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+                if teacher is None:
+                    self.log("train_loss_largest", loss, on_step=False, on_epoch=True, batch_size=len(y),
+                             sync_dist=True)
+                    teacher = logits.detach()
+            else:
+                loss = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher, 1), reduction="batchmean")
+            total = total + loss
+        # The mean over the subnets: the shared weights get one network's step size, whatever
+        # the number of subnets (their sum diverged at the proxy's learning rate).
+        total = total / len(subnets)
+        self.log("train_loss", total, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        return total
+
+    # ----- validation: the largest and the smallest subnet, scored as a search scores them ----
+    def on_validation_epoch_start(self) -> None:
+        loader = self.trainer.datamodule.train_dataloader()
+        batches = []
+        for i, (x, _) in enumerate(loader):
+            if i >= self.bn_batches:
+                break
+            batches.append(x.to(self.device))
+        self._scored = {}
+        for name, g in (("largest", self.largest), ("smallest", self.smallest)):
+            model = self.supernet.extract(g).to(self.device)
+            recalibrate_bn(model, (resize(x, self.resolution_for(g)) for x in batches))
+            self._scored[name] = model
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        for name, g in (("largest", self.largest), ("smallest", self.smallest)):
+            with torch.no_grad():
+                logits = self._scored[name](resize(x, self.resolution_for(g)))
+            acc = (logits.argmax(1) == y).float().mean()
+            self.log(f"val_acc_{name}", acc, on_epoch=True, batch_size=len(y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._scored = {}
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for key, p in self.supernet.weights.items():
+            (no_decay if self.supernet.kind(key) in _NO_DECAY else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.recipe["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        recipe = {k: v for k, v in self.recipe.items() if k != "weight_decay"}
+        return make_optimizer(groups, self.trainer, **recipe)
+
+
+class _EpochLine(pl.Callback):
+    """One line per epoch (with the progress bar off) and the epoch's row to W&B."""
+
+    def __init__(self, tracker, out, progress: bool, epochs: int):
+        self.tracker, self.out, self.progress, self.epochs = tracker, out, progress, epochs
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, module):
+        import time
+
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        # After the epoch's validation (Lightning runs it before this hook): both are known.
+        import time
+
+        if not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "seconds": time.perf_counter() - self._start, **m}
+        self.tracker.log_epoch(row)
+        phase = " (largest only)" if trainer.current_epoch < module.largest_epochs else ""
+        nan = float("nan")
+        print(f"epoch {trainer.current_epoch + 1}/{self.epochs}{phase}: val acc largest "
+              f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}, "
+              f"train loss {m.get('train_loss', nan):.3f} ({row['seconds']:.0f} s)",
+              file=self.out, flush=True)
+
+
+def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Path, run_dir: Path,
+                   out=None) -> SupernetFile:
+    """Train (or resume, or find finished) the supernet of `space` on `data` with the
+    `SupernetConfig` `cfg`; writes it to `path` and returns what it records."""
+    import sys
+    from dataclasses import asdict
+
+    from nas.common.tracking import Tracker
+    from nas.training.data import datamodule_for
+    from nas.training.train import claim_run_dir
+
+    out = out or sys.stdout
+    ident = data_identity(data)
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "threads", "accelerator",
+                                                                 "devices", "strategy", "channels_last")}
+    # A run directory holds one supernet; more epochs later resume it (the file records them).
+    identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
+                "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
+    claim_run_dir(run_dir, json.loads(json.dumps(identity)))
+    if path.is_file():
+        try:
+            _, meta = load_supernet(path, space, ident)
+        except SupernetError:
+            meta = None
+        if meta is not None and meta.recipe == json.loads(json.dumps(recipe)):
+            print(f"{path} already holds this supernet ({meta.describe()}); delete it to train again",
+                  file=out, flush=True)
+            return meta
+    ref = space.reference.resolution
+    top = cfg.resolution_for(max(space.resolution), ref)
+    dm = datamodule_for(data, top, cfg.batch_size)
+    dm.check()
+    dm.setup()
+    if cfg.threads > 0 and cfg.on_cpu():
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, verbose=False)
+    net = SuperNet(space, dm.num_classes, dm.in_channels)
+    module = SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref),
+                            random_subnets=cfg.random_subnets, distill=cfg.distill,
+                            largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
+                            optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                            warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"supernet of {space.name}: {n_params / 1e6:.2f} M shared parameters, {cfg.epochs} epochs on "
+          f"{data.name} (largest subnet at {top} px, {2 + cfg.random_subnets} subnets per step); run "
+          f"directory {run_dir}" + (f"; resuming from {last}" if last.is_file() else ""),
+          file=out, flush=True)
+    from pytorch_lightning.utilities import rank_zero_only
+
+    mode = wandb.mode if rank_zero_only.rank == 0 else "disabled"
+    tracker = Tracker(mode, wandb.project, wandb.entity, f"supernet-{space.name}", run_dir)
+    tracker.start_run(f"supernet-{space.name}-{data.name}", "supernet",
+                      {**identity, "params_m": n_params / 1e6})
+    strategy = "ddp_find_unused_parameters_true" if cfg.strategy == "ddp" else cfg.strategy
+    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                              auto_insert_metric_name=False, save_last=True,
+                                              every_n_epochs=1, save_top_k=1),
+                 _EpochLine(tracker, out, cfg.progress, cfg.epochs)]
+    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                         strategy=strategy, precision=cfg.precision, logger=False, callbacks=callbacks,
+                         enable_progress_bar=cfg.progress, enable_model_summary=False,
+                         deterministic=cfg.deterministic, num_sanity_val_steps=0,
+                         default_root_dir=str(run_dir), use_distributed_sampler=True)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    finally:
+        tracker.close()
+    meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,
+                        recipe=json.loads(json.dumps(recipe)), num_classes=dm.num_classes,
+                        in_channels=dm.in_channels, epochs=trainer.current_epoch)
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_supernet(path, net.to("cpu"), meta)
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        print(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
+              f"smallest {m.get('val_acc_smallest', float('nan')):.4f}", file=out, flush=True)
+    return meta

@@ -1,0 +1,116 @@
+"""Training a supernet in one command, resuming it, and searching with it (`proxy=supernet`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+# mnv1 at width 0.25 on digits at 16 px: seconds per epoch on one CPU thread.
+SMALL = ["+space=mnv1", "space.width=[0.25]", "supernet.resolution=16", "supernet.threads=1",
+         "supernet.progress=false", "supernet.random_subnets=1", "wandb.mode=disabled"]
+
+
+def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One epoch, then the same command with two: the second resumes the first's checkpoint."""
+    cwd = tmp_path_factory.mktemp("supernet")
+    first = cli("nas.supernet", "train", *SMALL, "supernet.epochs=1", cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    run_dir = cwd / "outputs" / "supernet" / "mnv1-digits"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    second = cli("nas.supernet", "train", *SMALL, "supernet.epochs=2", cwd=cwd)
+    assert second.returncode == 0, second.stderr
+    assert "resuming from" in second.stdout
+    assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout
+    return run_dir / "supernet.pt"
+
+
+def test_the_file_records_what_it_was_trained_on(trained):
+    import torch
+
+    payload = torch.load(trained, map_location="cpu", weights_only=False)
+    meta = payload["meta"]
+    assert meta["space"] == "mnv1" and meta["epochs"] == 2
+    assert meta["data"]["name"] == "digits" and meta["num_classes"] == 10 and meta["in_channels"] == 1
+    assert meta["recipe"]["resolution"] == 16
+
+
+def test_rerunning_a_finished_training_trains_nothing(trained):
+    before = trained.stat().st_mtime_ns
+    again = cli("nas.supernet", "train", *SMALL, "supernet.epochs=2", cwd=trained.parents[3])
+    assert again.returncode == 0, again.stderr
+    assert "already holds this supernet" in again.stdout
+    assert trained.stat().st_mtime_ns == before
+
+
+def test_a_search_scores_candidates_with_it_without_training(trained, tmp_path):
+    run = cli("nas.search", "+space=mnv1", "space.width=[0.25]", "+budget.mflops=28", "proxy=supernet",
+              f"proxy.supernet={trained}", "supernet.resolution=16", "n_trials=4", "reference=false",
+              "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    db = next(tmp_path.glob("outputs/*/study.db"))
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 4
+    assert all(0.0 <= t.value <= 1.0 and t.user_attrs["accuracy"] == t.value for t in done)
+    assert all("epochs" not in t.user_attrs for t in done)  # nothing was trained per trial
+    assert study.user_attrs["identity"]["supernet"]  # the file's hash: another file, another study
+
+
+def test_a_supernet_of_another_space_or_data_is_refused_in_one_line(trained, tmp_path):
+    for args, words in ((["+space=mnv2"], "trained for space mnv1"),
+                        (["+space=mnv1", "space.width=[0.25]", "data.seed=3"], "trained on other data")):
+        run = cli("nas.search", *args, "+budget.mflops=300", "proxy=supernet", f"proxy.supernet={trained}",
+                  "n_trials=2", "reference=false", "wandb.mode=disabled", cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in run.stderr
+    assert not list(tmp_path.glob("outputs/*/study.db"))  # refused before any study was made
+
+
+def test_bad_supernet_settings_are_refused_in_one_line(tmp_path):
+    for args, words in ((["supernet.largest_epochs=5", "supernet.epochs=5"], "supernet.largest_epochs=5"),
+                        (["supernet.lr=-1"], "supernet.lr=-1"),
+                        (["supernet.random_subnets=-1"], "supernet.random_subnets")):
+        run = cli("nas.supernet", "train", "+space=mnv1", *args, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert words in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    run = cli("nas.supernet", "fit", "+space=mnv1", cwd=tmp_path)
+    assert run.returncode == 2 and "unknown command 'fit'" in run.stderr
+    run = cli("nas.search", "+space=mnv1", "+budget.mflops=28", "proxy.supernet=x.pt", cwd=tmp_path)
+    assert run.returncode == 2 and "proxy=supernet only" in run.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_multirun_needs_an_existing_supernet(tmp_path):
+    run = cli("nas.search", "-m", "+space=mnv1", "+budget.mflops=28", "proxy=supernet", "+worker=range(2)",
+              "wandb.mode=disabled", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "needs an existing supernet" in run.stderr
+    assert not list(tmp_path.glob("multirun/*/study.db"))
+
+
+def test_subnets_of_a_step_are_reproducible():
+    from nas.model.supernet import SuperNet
+    from nas.training.supernet import SupernetModule
+    from search_spaces import get_space
+
+    space = get_space("mnv1")
+    module = SupernetModule(SuperNet(space, 10, 1), lambda g: 16, random_subnets=2, seed=5)
+    first = [str(g) for g in module.subnets()]
+    again = [str(g) for g in module.subnets()]
+    assert first == again and len(first) == 4
+    assert first[0] == str(space.extreme(True)) and first[1] == str(space.extreme(False))
