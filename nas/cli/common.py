@@ -13,6 +13,7 @@ __all__ = [
     "CONF_DIR",
     "HELP_FLAGS",
     "UsageError",
+    "compose_checked",
     "config_keys",
     "explain_override",
     "first_line",
@@ -142,6 +143,36 @@ def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
     task()
+
+
+def compose_checked(config_name: str, argv: list[str], groups: tuple[str, ...],
+                    probe: tuple[str, ...] = (), plus: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config `config_name` composed with the command line's overrides as Hydra will
+    compose it, as a plain dict: an unknown option of a group in `groups`, an unknown key or a
+    value of the wrong type ends in one-line `UserError` (the closest key named, found in the
+    config composed with `probe`; `plus` are keys that take a leading + like the groups)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nas.cli.search import composition_error, group_options
+
+    args = [a for a in argv if not a.startswith("-")]
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key in groups and value not in group_options(key):
+            raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
+    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = compose(config_name, overrides=plain)
+        return OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+    except Exception as err:
+        def keys() -> list[str]:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                return config_keys(OmegaConf.to_container(compose(config_name, overrides=list(probe)),
+                                                          resolve=False))
+
+        raise composition_error(err, keys, (*groups, *plus)) from None
 
 
 def print_usage(usage: str, valid: Mapping[str, str]) -> None:

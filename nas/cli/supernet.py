@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nas.cli.common import CONF_DIR, UsageError, checked_main
+from nas.cli.common import CONF_DIR, checked_main
 from nas.common.config import SupernetRunConfig, register_schemas
 
 __all__ = ["COMMANDS", "main", "precheck"]
@@ -22,29 +22,10 @@ COMMANDS = ("train",)
 
 def precheck(argv: list[str]) -> SupernetRunConfig:
     """Compose and validate the command line before Hydra runs anything."""
-    from hydra import compose, initialize_config_dir
-
-    from nas.cli.common import config_keys
-    from nas.cli.search import composition_error, group_options
+    from nas.cli.common import compose_checked
     from nas.search.run import apply_space_overrides
 
-    args = [a for a in argv if not a.startswith("-")]
-    for a in args:
-        key, _, value = a.lstrip("+~").partition("=")
-        if key in ("data", "space") and value not in group_options(key):
-            raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
-    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = compose("supernet", overrides=plain)
-        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
-    except Exception as err:
-        def keys() -> list[str]:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                return config_keys(OmegaConf.to_container(compose("supernet", overrides=["+space=mnv2"]),
-                                                          resolve=False))
-
-        raise composition_error(err, keys, ("data", "space")) from None
+    container = compose_checked("supernet", argv, ("data", "space"), probe=("+space=mnv2",))
     cfg = SupernetRunConfig.from_container(container)
     apply_space_overrides(cfg)
     return cfg

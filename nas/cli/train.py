@@ -52,27 +52,9 @@ def _task(cfg: DictConfig) -> float | None:
 
 def precheck(argv: list[str]) -> TrainConfig:
     """Compose and validate the command line before Hydra runs anything."""
-    from hydra import compose, initialize_config_dir
+    from nas.cli.common import compose_checked
 
-    from nas.cli.common import UsageError, config_keys
-    from nas.cli.search import GROUPS, composition_error, group_options
-
-    args = [a for a in argv if not a.startswith("-")]
-    for a in args:
-        key, _, value = a.lstrip("+~").partition("=")
-        if key in GROUPS and key == "data" and value not in group_options(key):
-            raise UsageError(f"unknown data {value!r}; valid: {', '.join(group_options(key))}")
-    plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = compose("train", overrides=plain)
-        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
-    except Exception as err:
-        def keys() -> list[str]:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                return config_keys(OmegaConf.to_container(compose("train"), resolve=False))
-
-        raise composition_error(err, keys, ("data", "genotype")) from None
+    container = compose_checked("train", argv, ("data",), plus=("genotype",))
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
     return cfg

@@ -363,11 +363,7 @@ class SupernetRunConfig:
 
     @classmethod
     def from_container(cls, data: dict[str, Any]) -> SupernetRunConfig:
-        space = data.get("space")
-        if not space or not (isinstance(space, Mapping) and space.get("name")):
-            from search_spaces import NAMES
-
-            raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+        _require_space(data)
         cfg = _typed(cls, data)
         from search_spaces import NAMES
 
@@ -410,11 +406,7 @@ class SearchConfig:
     @classmethod
     def from_container(cls, data: dict[str, Any]) -> SearchConfig:
         """Validate a plain dict (the composed config without `hydra`)."""
-        space = data.get("space")
-        if not space or not (isinstance(space, Mapping) and space.get("name")):
-            from search_spaces import NAMES
-
-            raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
+        _require_space(data)
         cfg = _typed(cls, data)
         cfg.validate()
         return cfg
@@ -641,6 +633,14 @@ def register_schemas() -> None:
     store.store(name="search_schema", node=SearchConfig)
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="supernet_schema", node=SupernetRunConfig)
+
+
+def _require_space(data: Mapping[str, Any]) -> None:
+    space = data.get("space")
+    if not space or not (isinstance(space, Mapping) and space.get("name")):
+        from search_spaces import NAMES
+
+        raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
 
 
 def _typed(cls: type, data: Mapping[str, Any]) -> Any:
