@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
@@ -55,19 +57,59 @@ def test_rerunning_a_finished_training_trains_nothing(trained):
     assert trained.stat().st_mtime_ns == before
 
 
-def test_a_search_scores_candidates_with_it_without_training(trained, tmp_path):
+@pytest.fixture(scope="module")
+def searched(trained, tmp_path_factory) -> tuple[Path, optuna.Study]:
+    cwd = tmp_path_factory.mktemp("search")
     run = cli("nas.search", "+space=mnv1", "space.width=[0.25]", "+budget.mflops=28", "proxy=supernet",
-              f"proxy.supernet={trained}", "supernet.resolution=16", "n_trials=4", "reference=false",
-              "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+              f"proxy.supernet={trained}", "n_trials=4", "reference=false", "wandb.mode=disabled",
+              "proxy.threads=1", cwd=cwd)
     assert run.returncode == 0, run.stderr
-    db = next(tmp_path.glob("outputs/*/study.db"))
+    db = next(cwd.glob("outputs/*/study.db"))
     url = f"sqlite:///{db}"
-    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    return db.parent, optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+
+
+def test_a_search_scores_candidates_with_it_without_training(searched):
+    _, study = searched
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) >= 4
     assert all(0.0 <= t.value <= 1.0 and t.user_attrs["accuracy"] == t.value for t in done)
     assert all("epochs" not in t.user_attrs for t in done)  # nothing was trained per trial
     assert study.user_attrs["identity"]["supernet"]  # the file's hash: another file, another study
+
+
+def test_its_export_carries_the_inherited_weights_it_was_scored_with(searched, tmp_path):
+    import torch
+
+    from nas.common.config import DataConfig
+    from nas.model.files import load_exported
+    from nas.training.data import datamodule_for
+    from nas.training.supernet import resize
+
+    run_dir, _ = searched
+    out = cli("nas.export", str(run_dir), "--top-k", "1", "--no-latency", "--out", str(tmp_path / "x"),
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    folder = next((tmp_path / "x").iterdir())
+    info = json.loads((folder / "info.json").read_text())
+    assert info["weights"].startswith("inherited from the supernet")
+    # The exported network scores on the validation split exactly what its trial scored.
+    model = load_exported(folder).eval()
+    resolution = yaml.safe_load((folder / "finetune.yaml").read_text())["resolution"]
+    dm = datamodule_for(DataConfig(), 16, 64)
+    dm.setup()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in dm.val_dataloader():
+            correct += int((model(resize(x, resolution)).argmax(1) == y).sum())
+            total += len(y)
+    assert correct / total == pytest.approx(info["proxy_accuracy"], abs=1e-9)
+    # finetune.yaml starts nas.train from those weights; retrain.yaml trains from scratch.
+    tune = cli("nas.train", "--config-dir", str(folder), "--config-name", "finetune", "trainer.max_epochs=1",
+               "trainer.threads=1", "trainer.progress=false", "wandb.mode=disabled", cwd=tmp_path)
+    assert tune.returncode == 0, tune.stderr
+    assert f"starting from the weights in {folder}" in tune.stdout
+    assert "init" not in yaml.safe_load((folder / "retrain.yaml").read_text())
 
 
 def test_a_supernet_of_another_space_or_data_is_refused_in_one_line(trained, tmp_path):

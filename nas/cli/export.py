@@ -15,6 +15,7 @@ info.json, printed beside the latency the search predicted.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ __all__ = ["main", "retrain_config", "select"]
 
 
 def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
-                   resolution: int | None = None) -> str:
+                   resolution: int | None = None, init: Path | None = None) -> str:
     """A `nas.train` config (Hydra) that trains this genotype fully on the search's data.
 
     `resolution` is the input size the search's proxy trained this genotype at; the
-    genotype's declared resolution is used when it is None.
+    genotype's declared resolution is used when it is None. With `init` (an export folder
+    holding inherited weights) it fine-tunes them: a third of the epochs at a fifth of the
+    learning rate.
     """
     import yaml
 
@@ -41,11 +44,75 @@ def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
         body["data"] = {"root": data["root"]}
     if data.get("name") == "cluttered_digits":  # the generated task is its settings: train on the same
         body["data"] = {k: v for k, v in data.items() if k not in ("name", "root")}
-    header = ("# Train this genotype fully (resolution: the size the search's proxy used;\n"
+    name = "retrain"
+    if init is not None:
+        from nas.common.config import TrainerConfig
+
+        body["init"] = str(init)
+        body["trainer"] = {"max_epochs": max(1, TrainerConfig.max_epochs // 3), "lr": TrainerConfig.lr / 5,
+                           "warmup_epochs": 0.0}
+        name = "finetune"
+    header = (f"# {'Fine-tune the inherited weights of' if init else 'Train'} this genotype fully "
+              "(resolution: the size the search's proxy used;\n"
               "# raise it for real high-resolution images):\n"
-              "#   python -m nas.train --config-dir <this folder> --config-name retrain\n"
-              "# or change the data: ... --config-name retrain data=cifar10 data.root=<path>\n")
+              f"#   python -m nas.train --config-dir <this folder> --config-name {name}\n"
+              f"# or change the data: ... --config-name {name} data=cifar10 data.root=<path>\n")
     return header + yaml.safe_dump(body, sort_keys=False)
+
+
+class Inheritance:
+    """The weights a supernet study's candidates were scored with: extracted from its supernet,
+    BN statistics re-estimated on the same training images as in the search."""
+
+    def __init__(self, net, meta, space, data):
+        self.net, self.meta, self.space, self.data = net, meta, space, data
+        self.path = ""
+        self._images: dict[int, Any] = {}
+
+    @classmethod
+    def of(cls, study, identity: dict[str, Any]) -> Inheritance:
+        from types import SimpleNamespace
+
+        from nas.common.config import DataConfig
+        from nas.search.run import apply_space_overrides
+        from nas.search.study import file_digest
+        from nas.training.supernet import load_supernet
+
+        path = (study.user_attrs.get("supernet") or {}).get("path")
+        if not path or not Path(path).is_file():
+            raise ExportError(f"study {study.study_name} was scored with a supernet that is no longer at "
+                              f"{path!r}: put it back to export the inherited weights")
+        if file_digest(path) != identity["supernet"]:
+            raise ExportError(f"the supernet {path!r} changed since study {study.study_name} was scored "
+                              "with it; export needs the same file")
+        s = identity["space"]
+        space = apply_space_overrides(SimpleNamespace(space=SimpleNamespace(
+            name=s["name"], width=s.get("width"), resolution=s.get("resolution"))))
+        net, meta = load_supernet(path, space)
+        known = set(DataConfig.__dataclass_fields__)
+        data = DataConfig(**{k: v for k, v in (identity.get("data") or {}).items() if k in known})
+        out = cls(net.eval(), meta, space, data)
+        out.path = str(path)
+        return out
+
+    def resolution(self, g: Genotype) -> int:
+        ref = self.space.reference.resolution
+        return max(8, round(self.meta.recipe["resolution"] * g.resolution / ref))
+
+    def __call__(self, g: Genotype):
+        from nas.training.data import datamodule_for
+        from nas.training.supernet import recalibrate_bn, resize
+
+        recipe = self.meta.recipe
+        top = self.resolution(replace(self.space.reference, resolution=max(self.space.resolution)))
+        if top not in self._images:
+            dm = datamodule_for(self.data, top, recipe["batch_size"])
+            dm.setup()
+            self._images[top] = dm.sample_batch(recipe["bn_batches"] * recipe["batch_size"])[0]
+        model = self.net.extract(g)
+        batches = self._images[top].split(recipe["batch_size"])
+        recalibrate_bn(model, (resize(x, self.resolution(g)) for x in batches))
+        return model.eval()
 
 
 def _open(source: str, study_name: str | None):
@@ -160,6 +227,7 @@ def main(argv: list[str]) -> int:
     from nas.model.builder import build_model
 
     backend = str((identity.get("latency") or {}).get("backend", "torch"))
+    inherit = Inheritance.of(study, identity) if identity.get("supernet") else None
     print(f"exporting {len(chosen)} genotype(s) of study {study.study_name} to {out}")
     folders = []
     for rank, row in enumerate(chosen, start=1):
@@ -174,11 +242,20 @@ def main(argv: list[str]) -> int:
                 "resolution": g.resolution,
                 "num_classes": shape["num_classes"], "in_channels": shape["in_channels"],
                 "weights": "initialized, not trained: train with retrain.yaml"}
-        model = build_model(g, shape["num_classes"], shape["in_channels"])
+        if inherit is not None:
+            model = inherit(g)
+            info["weights"] = (f"inherited from the supernet {inherit.path} (BN statistics re-estimated as "
+                               "the search scored it): fine-tune with finetune.yaml, or train from scratch "
+                               "with retrain.yaml")
+        else:
+            model = build_model(g, shape["num_classes"], shape["in_channels"])
         info = write_model_files(model, g, folder, shape["in_channels"], info,
                                  onnx=not args.no_onnx, opset=args.opset)
         (folder / "retrain.yaml").write_text(
             retrain_config(g, identity.get("data"), proxy_resolution(g, identity)))
+        if inherit is not None:
+            (folder / "finetune.yaml").write_text(
+                retrain_config(g, identity.get("data"), inherit.resolution(g), init=folder.absolute()))
         onnx = (f", ONNX max diff {info['onnx_max_rel_diff']:.1e} of the output scale"
                 if "onnx_max_rel_diff" in info else "")
         print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "

@@ -35,7 +35,7 @@ def _train_name(*, _root_: DictConfig) -> str:
         return f"{hashlib.sha256(text.encode()).hexdigest()[:16]}-{data_name}"
     root = OmegaConf.to_container(_root_, resolve=False)
     identity = run_identity(genotype, dict(root.get("data") or {}), dict(root.get("trainer") or {}),
-                            root.get("resolution"))
+                            root.get("resolution"), root.get("init"))
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
     return f"{genotype.content_hash}-{data_name}-{digest}"
 

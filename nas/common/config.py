@@ -531,6 +531,7 @@ class TrainConfig:
     genotype: str | None = None  # +genotype=<genotype.yaml | genotype string>
     resolution: int | None = None  # training/eval resolution; null: the genotype's declared one
     ckpt_path: str | None = None  # resume from this checkpoint instead of <run dir>/checkpoints/last.ckpt
+    init: str | None = None  # start from the weights of this export folder (fine-tune inherited weights)
     export: bool = True  # export the trained model (ONNX, TorchScript, state dict) at the end
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -563,6 +564,14 @@ class TrainConfig:
                               "trainer.label_smoothing in [0, 1)")
         if cfg.resolution is not None:
             _in_range("resolution", cfg.resolution, 8, MAX_RESOLUTION)
+        if cfg.init is not None:
+            from pathlib import Path
+
+            folder = Path(cfg.init).expanduser()
+            if not (folder / "state_dict.pt").is_file():
+                raise ConfigError(f"init={cfg.init!r} is not an export folder with weights (no "
+                                  "state_dict.pt): give a folder python -m nas.export wrote")
+            cfg.init = str(folder.absolute())
         return cfg
 
 

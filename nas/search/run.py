@@ -123,6 +123,8 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     cfg = prepare(cfg, space, shared_dir or run_dir, out)  # e.g. the supernet file, before the study
     seed = cfg.seed + (cfg.worker or 0)
     study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
+    if cfg.proxy.kind == "supernet" and study.user_attrs.get("supernet") is None:
+        study.set_user_attr("supernet", {"path": cfg.proxy.supernet})  # for the export's weights
     if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
         study.set_user_attr("data_shape", {"num_classes": data.num_classes,
                                            "in_channels": data.in_channels})

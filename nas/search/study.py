@@ -27,6 +27,7 @@ __all__ = [
     "StudyError",
     "directions",
     "fail_dead_workers",
+    "file_digest",
     "has_own_heartbeat",
     "make_pruner",
     "make_sampler",
@@ -76,7 +77,7 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
                   # must not join a float32 study. Absent for the default, as in older studies.
                   **({"precision": p.precision} if p.precision != "32-true" else {})},
         # A supernet study's values are its supernet's: another file is another study.
-        **({"supernet": _file_digest(p.supernet)} if p.kind == "supernet" else {}),
+        **({"supernet": file_digest(p.supernet)} if p.kind == "supernet" else {}),
         # Milliseconds on ONNX Runtime are not milliseconds in PyTorch eager: a latency study
         # keeps its backend. Absent for torch, as in studies from before there were backends.
         **({"latency": {"backend": cfg.latency.backend}}
@@ -84,7 +85,8 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
     }
 
 
-def _file_digest(path: str | None) -> str | None:
+def file_digest(path: str | None) -> str | None:
+    """A short hash of a file's bytes (a supernet study's identity holds its file's)."""
     import hashlib
 
     if not path:

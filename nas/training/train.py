@@ -61,13 +61,15 @@ def _normal(value: Any) -> Any:
 
 
 def run_identity(genotype: Genotype, data: dict[str, Any], trainer: dict[str, Any],
-                 resolution: int | None) -> dict[str, Any]:
-    """What a training run is: the genotype, the data, the resolution and the recipe."""
+                 resolution: int | None, init: str | None = None) -> dict[str, Any]:
+    """What a training run is: the genotype, the data, the resolution, the recipe and the
+    weights it starts from (absent when they are fresh, as before there was `init`)."""
     root = data.get("root")
     data = {**data, "root": str(Path(root).expanduser().absolute()) if root else None}
     return _normal({"genotype": genotype.content_hash, "data": data,
                     "resolution": resolution or genotype.resolution,
-                    "trainer": {k: v for k, v in trainer.items() if k not in RUN_IDENTITY_EXCLUDES}})
+                    "trainer": {k: v for k, v in trainer.items() if k not in RUN_IDENTITY_EXCLUDES},
+                    **({"init": str(Path(init).expanduser().absolute())} if init else {})})
 
 
 class GenotypeGuard(pl.Callback):
@@ -126,7 +128,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     genotype = load_genotype(cfg.genotype)
     d = cfg.data
     resolution = cfg.resolution or genotype.resolution
-    identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution)
+    identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution, cfg.init)
     claim_run_dir(run_dir, identity)
     finished = run_dir / "result.json"
     if finished.is_file() and not cfg.ckpt_path:
@@ -148,10 +150,14 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
         torch.set_num_threads(t.threads)
     pl.seed_everything(t.seed, verbose=False)
     model = build_model(genotype, dm.num_classes, dm.in_channels)
+    if cfg.init and not resume.is_file():  # a resumed run has its own weights in the checkpoint
+        _load_init(model, genotype, Path(cfg.init))
     c = cost(genotype, dm.num_classes, dm.in_channels)
     print(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
           f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
-          + (f"; resuming from {resume}" if resume.is_file() else ""), file=out, flush=True)
+          + (f"; resuming from {resume}" if resume.is_file() else "")
+          + (f"; starting from the weights in {cfg.init}" if cfg.init and not resume.is_file() else ""),
+          file=out, flush=True)
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                         weight_decay=t.weight_decay, schedule=t.schedule,
                         warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing,
@@ -212,6 +218,22 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     print(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
           f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
     return result
+
+
+def _load_init(model: torch.nn.Module, genotype: Genotype, folder: Path) -> None:
+    """The weights of export folder `folder` (its genotype must be this one)."""
+    from nas.model.files import load_exported
+
+    exported = load_exported(folder, num_classes=model.classifier.out_features)
+    if getattr(exported, "genotype", None) != str(genotype):
+        held = getattr(exported, "genotype", "?")
+        raise CheckpointError(f"init={str(folder)!r} holds genotype {held}, not {genotype}; give the "
+                              "export folder of this genotype")
+    try:
+        model.load_state_dict(exported.state_dict())
+    except RuntimeError as err:
+        raise CheckpointError(f"init={str(folder)!r}: its weights do not fit this data's classes or "
+                              f"channels ({str(err).splitlines()[0]})") from None
 
 
 def _fmt(value: Any) -> str:
