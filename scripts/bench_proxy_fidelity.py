@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -91,19 +90,9 @@ def measure(job: dict) -> tuple[str, int, float, float]:
 
 def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: int = 0):
     """5th and 95th percentiles of Kendall's tau over genotype resamples."""
-    from scipy.stats import kendalltau
+    from nas.common.stats import bootstrap
 
-    rng = random.Random(seed)
-    taus = []
-    for _ in range(n):
-        idx = [rng.randrange(len(truth)) for _ in truth]
-        t = kendalltau([values[i] for i in idx], [truth[i] for i in idx]).statistic
-        if not math.isnan(t):
-            taus.append(t)
-    taus.sort()
-    if not taus:
-        return float("nan"), float("nan")
-    return taus[int(0.05 * (len(taus) - 1))], taus[int(0.95 * (len(taus) - 1))]
+    return bootstrap(values, truth, n=n, seed=seed)
 
 
 def plot(payload: dict, path: Path) -> None:

@@ -156,3 +156,24 @@ def test_subnets_of_a_step_are_reproducible():
     again = [str(g) for g in module.subnets()]
     assert first == again and len(first) == 4
     assert first[0] == str(space.extreme(True)) and first[1] == str(space.extreme(False))
+
+
+def test_validate_reports_each_evaluators_agreement_with_stand_alone_training(trained):
+    """With the proxy as long as the stand-alone training, both train the same networks from
+    the same seeds: the proxy's accuracies equal the stand-alone ones, so its tau is exactly 1."""
+    from nas.common.stats import kendall
+
+    run_dir = trained.parent
+    run = cli("nas.supernet", "validate", *SMALL, "validate.n=3", "validate.epochs=1",
+              "validate.proxy_epochs=1", cwd=run_dir.parents[2])
+    assert run.returncode == 0, run.stderr
+    assert "supernet (inherited weights)" in run.stdout and "Kendall tau" in run.stdout
+    report = json.loads((run_dir / "validate.json").read_text())
+    rows = report["rows"]
+    assert len(rows) == 3 and len({r["genotype"] for r in rows}) == 3
+    assert [r["proxy"] for r in rows] == [r["standalone"] for r in rows]
+    assert report["proxy"]["kendall_tau"] == pytest.approx(1.0)
+    truth = [r["standalone"] for r in rows]
+    expected = kendall([r["supernet"] for r in rows], truth)
+    got = report["supernet"]["kendall_tau"]
+    assert (got != got and expected != expected) or got == pytest.approx(expected)

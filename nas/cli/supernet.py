@@ -17,7 +17,8 @@ from nas.common.config import SupernetRunConfig, register_schemas
 __all__ = ["COMMANDS", "main", "precheck"]
 
 register_schemas()  # conf/supernet.yaml extends supernet_schema
-COMMANDS = ("train",)
+COMMANDS = ("train", "validate")
+_COMMAND = ["train"]  # the one main() was given (Hydra's task takes no arguments)
 
 
 def precheck(argv: list[str]) -> SupernetRunConfig:
@@ -33,11 +34,13 @@ def precheck(argv: list[str]) -> SupernetRunConfig:
 
 def run(cfg: SupernetRunConfig, run_dir: Path) -> dict[str, Any]:
     from nas.search.run import apply_space_overrides
-    from nas.training.supernet import train_supernet
+    from nas.training.supernet import train_supernet, validate_supernet
 
     space = apply_space_overrides(cfg)
-    path = Path(cfg.out).expanduser() if cfg.out else run_dir / "supernet.pt"
-    meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path.absolute(), run_dir)
+    path = (Path(cfg.out).expanduser() if cfg.out else run_dir / "supernet.pt").absolute()
+    if _COMMAND[0] == "validate":
+        return validate_supernet(space, cfg.data, cfg.supernet, cfg.validate, path, run_dir)
+    meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir)
     return {"path": str(path), "epochs": meta.epochs}
 
 
@@ -55,5 +58,6 @@ def main() -> None:
         print(f"error: unknown command{given}; valid: {', '.join(COMMANDS)} (python -m nas.supernet "
               "train +space=NAME [key=value ...])", file=sys.stderr)
         sys.exit(2)
+    _COMMAND[0] = argv[0]
     sys.argv = [sys.argv[0], *argv[1:]]  # Hydra sees the overrides only
     checked_main(precheck, _task)

@@ -50,6 +50,7 @@ __all__ = [
     "SupernetRunConfig",
     "TrainConfig",
     "TrainerConfig",
+    "ValidateConfig",
     "WandbConfig",
     "config_error",
     "derive_study_name",
@@ -352,14 +353,31 @@ class WandbConfig:
 
 
 @dataclass
+class ValidateConfig:
+    """`python -m nas.supernet validate`: how far to trust the supernet's ranking on this data."""
+
+    n: int = 12  # random subnets trained stand-alone
+    epochs: int = 20  # their stand-alone training (the benchmarks' reference recipe: supernet.* recipe keys)
+    proxy_epochs: int = 2  # the short-training proxy measured beside the supernet on the same subnets
+    seed: int = 0  # which subnets
+
+    def validate(self) -> None:
+        _positive("validate.n", self.n, minimum=3)
+        _positive("validate.epochs", self.epochs)
+        _positive("validate.proxy_epochs", self.proxy_epochs)
+        _positive("validate.seed", self.seed, minimum=0)
+
+
+@dataclass
 class SupernetRunConfig:
-    """`python -m nas.supernet train +space=NAME [data=...] [supernet.epochs=N ...]`."""
+    """`python -m nas.supernet train|validate +space=NAME [data=...] [supernet.epochs=N ...]`."""
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    out: str | None = None  # the supernet file to write; default <run dir>/supernet.pt
+    out: str | None = None  # the supernet file (train writes, validate reads); default <run dir>/supernet.pt
 
     @classmethod
     def from_container(cls, data: dict[str, Any]) -> SupernetRunConfig:
@@ -370,6 +388,7 @@ class SupernetRunConfig:
         _choice("space", cfg.space.name, NAMES)
         cfg.data.validate()
         cfg.supernet.validate()
+        cfg.validate.validate()
         _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
         return cfg
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +345,80 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         print(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
               f"smallest {m.get('val_acc_smallest', float('nan')):.4f}", file=out, flush=True)
     return meta
+
+
+def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: Path, run_dir: Path,
+                      out=None) -> dict[str, Any]:
+    """Train `vcfg.n` random subnets stand-alone (`vcfg.epochs`, the `cfg` recipe) and with the
+    short proxy (`vcfg.proxy_epochs`), score them with the supernet in `path`, and report the
+    rank agreement of each evaluator with the stand-alone accuracy (written to validate.json)."""
+    import sys
+    import time
+
+    from nas.common.stats import bootstrap, kendall, spearman
+    from nas.model.builder import build_model
+    from nas.training.data import datamodule_for
+    from nas.training.proxy import train_proxy
+    from nas.training.train import write_json
+
+    out = out or sys.stdout
+    net, meta = load_supernet(path, space, data_identity(data))
+    net.eval()
+    if cfg.threads > 0 and cfg.on_cpu():
+        torch.set_num_threads(cfg.threads)
+    ref = space.reference.resolution
+
+    def resolution_for(g: Genotype) -> int:
+        return max(8, round(meta.recipe["resolution"] * g.resolution / ref))
+
+    bs = meta.recipe["batch_size"]
+    top = resolution_for(replace(space.reference, resolution=max(space.resolution)))
+    dm_top = datamodule_for(data, top, bs)
+    dm_top.setup()
+    bn_images = dm_top.sample_batch(meta.recipe["bn_batches"] * bs)[0].split(bs)
+    rng = random.Random(vcfg.seed)
+    picked: dict[str, Genotype] = {}
+    while len(picked) < vcfg.n:
+        g = space.sample(rng)
+        picked.setdefault(str(g), g)
+    recipe = dict(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                  schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
+                  bn_recalibration=cfg.bn_batches, deterministic=cfg.deterministic,
+                  accelerator=cfg.accelerator, precision=cfg.precision)
+    print(f"validating {path} on {vcfg.n} random subnets of {space.name}: supernet score, a "
+          f"{vcfg.proxy_epochs}-epoch proxy and a {vcfg.epochs}-epoch stand-alone training each",
+          file=out, flush=True)
+    rows, start = [], time.perf_counter()
+    for i, g in enumerate(picked.values()):
+        res = resolution_for(g)
+        inherited = score_subnet(net, g, res, list(bn_images), dm_top.val_dataloader())
+        dm = datamodule_for(data, res, bs)
+        dm.setup()
+        accs = {}
+        for key, epochs in (("proxy", vcfg.proxy_epochs), ("standalone", vcfg.epochs)):
+            torch.manual_seed(vcfg.seed + i)
+            model = build_model(g, meta.num_classes, meta.in_channels)
+            accs[key] = train_proxy(model, dm, epochs, seed=vcfg.seed + i, **recipe).accuracy
+        rows.append({"genotype": str(g), "resolution": res, "supernet": inherited, **accs})
+        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {inherited:.4f}, "
+              f"proxy {accs['proxy']:.4f}, stand-alone {accs['standalone']:.4f}", file=out, flush=True)
+    truth = [r["standalone"] for r in rows]
+    result: dict[str, Any] = {"supernet_file": str(path), "n": vcfg.n, "epochs": vcfg.epochs,
+                              "proxy_epochs": vcfg.proxy_epochs, "rows": rows}
+    print(f"\nagreement with the {vcfg.epochs}-epoch stand-alone accuracy ({vcfg.n} subnets; 90% bootstrap "
+          "intervals):", file=out)
+    for key in ("supernet", "proxy"):
+        values = [r[key] for r in rows]
+        tau, rho = kendall(values, truth), spearman(values, truth)
+        t_lo, t_hi = bootstrap(values, truth, kendall, seed=vcfg.seed)
+        r_lo, r_hi = bootstrap(values, truth, spearman, seed=vcfg.seed)
+        result[key] = {"kendall_tau": tau, "tau_interval": [t_lo, t_hi], "spearman_rho": rho,
+                       "rho_interval": [r_lo, r_hi]}
+        label = "supernet (inherited weights)" if key == "supernet" else f"{vcfg.proxy_epochs}-epoch proxy"
+        print(f"  {label:30} Kendall tau {tau:+.3f} [{t_lo:+.2f}, {t_hi:+.2f}]   Spearman rho {rho:+.3f} "
+              f"[{r_lo:+.2f}, {r_hi:+.2f}]", file=out, flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "validate.json", result)
+    print(f"written to {run_dir / 'validate.json'}", file=out, flush=True)
+    return result
+
