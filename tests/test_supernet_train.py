@@ -177,3 +177,13 @@ def test_validate_reports_each_evaluators_agreement_with_stand_alone_training(tr
     expected = kendall([r["supernet"] for r in rows], truth)
     got = report["supernet"]["kendall_tau"]
     assert (got != got and expected != expected) or got == pytest.approx(expected)
+
+
+def test_it_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Lightning's DDP with the weights a step's subnets do not use allowed for: both ranks
+    train, one writes the file and prints the epoch lines."""
+    run = cli("nas.supernet", "train", *SMALL, "supernet.epochs=1", "supernet.accelerator=cpu",
+              "supernet.devices=2", "supernet.strategy=ddp", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("epoch 1/1") == 1
+    assert (tmp_path / "outputs" / "supernet" / "mnv1-digits" / "supernet.pt").is_file()

@@ -52,12 +52,19 @@ def _task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    import os
+
     argv = sys.argv[1:]
+    inherited = os.environ.get("NAS_SUPERNET_COMMAND")
+    if inherited in COMMANDS and (not argv or argv[0] not in COMMANDS):
+        # A process that Lightning's DDP started again from sys.argv, which lost the command.
+        argv = [inherited, *argv]
     if not argv or argv[0] not in COMMANDS:
         given = f" {argv[0]!r}" if argv else ""
         print(f"error: unknown command{given}; valid: {', '.join(COMMANDS)} (python -m nas.supernet "
               "train +space=NAME [key=value ...])", file=sys.stderr)
         sys.exit(2)
     _COMMAND[0] = argv[0]
+    os.environ["NAS_SUPERNET_COMMAND"] = argv[0]
     sys.argv = [sys.argv[0], *argv[1:]]  # Hydra sees the overrides only
     checked_main(precheck, _task)
