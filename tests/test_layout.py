@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Bottom up: a module may import its own layer and the ones below it, never one above.
 LAYERS = ["errors", "arch", "model", "hardware", "common", "training", "search", "cli"]
-SHIMS = {"__init__", "cost", "train", "export", "latency"}  # `python -m nas.X` entry modules
+SHIMS = {"__init__", "cost", "train", "export", "latency", "supernet"}  # `python -m nas.X` entry modules
 
 
 def layer_of(module: str) -> int:
@@ -180,6 +180,7 @@ def test_every_default_has_one_source():
     from nas.common import config
 
     schemas = {"search.yaml": config.SearchConfig(), "train.yaml": config.TrainConfig(),
+               "supernet.yaml": config.SupernetRunConfig(),
                "data": config.DataConfig(), "proxy": config.ProxyConfig(),
                "sampler": config.SamplerConfig(), "pruner": config.PrunerConfig(),
                "storage": config.StorageConfig(), "space": config.SpaceConfig()}
