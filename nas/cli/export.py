@@ -15,7 +15,6 @@ info.json, printed beside the latency the search predicted.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ class Inheritance:
     def __init__(self, net, meta, space, data):
         self.net, self.meta, self.space, self.data = net, meta, space, data
         self.path = ""
-        self._images: dict[int, Any] = {}
+        self._images: list[Any] | None = None
 
     @classmethod
     def of(cls, study, identity: dict[str, Any]) -> Inheritance:
@@ -96,22 +95,19 @@ class Inheritance:
         return out
 
     def resolution(self, g: Genotype) -> int:
-        ref = self.space.reference.resolution
-        return max(8, round(self.meta.recipe["resolution"] * g.resolution / ref))
+        return self.meta.resolution(g, self.space)
 
     def __call__(self, g: Genotype):
         from nas.training.data import datamodule_for
         from nas.training.supernet import recalibrate_bn, resize
 
-        recipe = self.meta.recipe
-        top = self.resolution(replace(self.space.reference, resolution=max(self.space.resolution)))
-        if top not in self._images:
-            dm = datamodule_for(self.data, top, recipe["batch_size"])
+        if self._images is None:  # the same images for every exported genotype, loaded once
+            meta = self.meta
+            dm = datamodule_for(self.data, meta.top_resolution(self.space), meta.recipe["batch_size"])
             dm.setup()
-            self._images[top] = dm.sample_batch(recipe["bn_batches"] * recipe["batch_size"])[0]
+            self._images = self.meta.bn_images(dm)
         model = self.net.extract(g)
-        batches = self._images[top].split(recipe["batch_size"])
-        recalibrate_bn(model, (resize(x, self.resolution(g)) for x in batches))
+        recalibrate_bn(model, (resize(x, self.resolution(g)) for x in self._images))
         return model.eval()
 
 

@@ -160,28 +160,18 @@ class SupernetScore(Evaluator):
 
             net, meta = load_supernet(self.cfg.proxy.supernet, self.data.space, data_identity(self.cfg.data))
             device = torch_device(self.cfg.proxy.accelerator, self.cfg.proxy.devices)
-            recipe = meta.recipe
-            ref = self.data.space.reference.resolution
-
-            def resolution_for(g: Genotype) -> int:
-                return max(8, round(recipe["resolution"] * g.resolution / ref))
-
-            dm = self.data.at(resolution_for(replace(self.data.space.reference,
-                                                     resolution=max(self.data.space.resolution))))
-            n = recipe["bn_batches"] * recipe["batch_size"]
-            images, _ = dm.sample_batch(n)
-            batches = list(images.split(recipe["batch_size"]))
-            self._loaded = (net.to(device).eval(), resolution_for, dm, batches, device)
+            dm = self.data.at(meta.top_resolution(self.data.space))
+            self._loaded = (net.to(device).eval(), meta, dm, meta.bn_images(dm), device)
         return self._loaded
 
     def __call__(self, g, seed=None, report=None, on_epoch=None, stop=None) -> Evaluation:
         from nas.training.supernet import score_subnet
 
         start = time.perf_counter()
-        net, resolution_for, dm, batches, device = self._load()
+        net, meta, dm, batches, device = self._load()
         if stop is not None:
             stop()
-        acc = score_subnet(net, g, resolution_for(g), batches, dm.val_dataloader(), device)
+        acc = score_subnet(net, g, meta.resolution(g, self.data.space), batches, dm.val_dataloader(), device)
         return Evaluation(acc, seconds=time.perf_counter() - start)
 
 

@@ -102,6 +102,19 @@ class SupernetFile:
     def describe(self) -> str:
         return f"space {self.space}, data {self.data.get('name')}, {self.epochs} epochs"
 
+    def resolution(self, g: Genotype, space: SearchSpace) -> int:
+        """The resolution subnet `g` was trained at, and is scored at."""
+        return max(8, round(self.recipe["resolution"] * g.resolution / space.reference.resolution))
+
+    def top_resolution(self, space: SearchSpace) -> int:
+        """The largest subnet's resolution: the data are loaded at it and resized down."""
+        return self.resolution(replace(space.reference, resolution=max(space.resolution)), space)
+
+    def bn_images(self, datamodule: Any) -> list[torch.Tensor]:
+        """The fixed training batches every scored subnet re-estimates its BN statistics on."""
+        bs = self.recipe["batch_size"]
+        return list(datamodule.sample_batch(self.recipe["bn_batches"] * bs)[0].split(bs))
+
 
 def data_identity(data: Any) -> dict[str, Any]:
     """The settings that make a dataset (a supernet trained on one is refused for another)."""
@@ -366,16 +379,10 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
     net.eval()
     if cfg.threads > 0 and cfg.on_cpu():
         torch.set_num_threads(cfg.threads)
-    ref = space.reference.resolution
-
-    def resolution_for(g: Genotype) -> int:
-        return max(8, round(meta.recipe["resolution"] * g.resolution / ref))
-
     bs = meta.recipe["batch_size"]
-    top = resolution_for(replace(space.reference, resolution=max(space.resolution)))
-    dm_top = datamodule_for(data, top, bs)
+    dm_top = datamodule_for(data, meta.top_resolution(space), bs)
     dm_top.setup()
-    bn_images = dm_top.sample_batch(meta.recipe["bn_batches"] * bs)[0].split(bs)
+    bn_images = meta.bn_images(dm_top)
     rng = random.Random(vcfg.seed)
     picked: dict[str, Genotype] = {}
     while len(picked) < vcfg.n:
@@ -390,8 +397,8 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
           file=out, flush=True)
     rows, start = [], time.perf_counter()
     for i, g in enumerate(picked.values()):
-        res = resolution_for(g)
-        inherited = score_subnet(net, g, res, list(bn_images), dm_top.val_dataloader())
+        res = meta.resolution(g, space)
+        inherited = score_subnet(net, g, res, bn_images, dm_top.val_dataloader())
         dm = datamodule_for(data, res, bs)
         dm.setup()
         accs = {}
