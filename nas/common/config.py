@@ -360,9 +360,12 @@ class ValidateConfig:
     epochs: int = 20  # their stand-alone training (the benchmarks' reference recipe: supernet.* recipe keys)
     proxy_epochs: int = 2  # the short-training proxy measured beside the supernet on the same subnets
     seed: int = 0  # which subnets
+    mflops: float | None = None  # draw subnets within this budget (the part of the space a search uses)
 
     def validate(self) -> None:
         _positive("validate.n", self.n, minimum=3)
+        if self.mflops is not None and not (math.isfinite(self.mflops) and self.mflops > 0):
+            raise ConfigError(f"validate.mflops={self.mflops} is not valid: a finite number > 0, or null")
         _positive("validate.epochs", self.epochs)
         _positive("validate.proxy_epochs", self.proxy_epochs)
         _positive("validate.seed", self.seed, minimum=0)

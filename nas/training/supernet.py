@@ -35,10 +35,13 @@ __all__ = [
     "SupernetError",
     "SupernetFile",
     "SupernetModule",
+    "agreement",
     "load_supernet",
+    "pick_subnets",
     "recalibrate_bn",
     "resize",
     "score_subnet",
+    "standalone_recipe",
 ]
 
 FORMAT = "nas-supernet/1"
@@ -360,15 +363,56 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     return meta
 
 
+def pick_subnets(space: SearchSpace, n: int, seed: int, max_mflops: float | None = None,
+                 num_classes: int = 10, in_channels: int = 3) -> list[Genotype]:
+    """`n` distinct random genotypes of `space` drawn with `seed`, each within `max_mflops`
+    (at its own resolution, for `num_classes` and `in_channels`) when given."""
+    from nas.arch.cost import cost
+    from nas.common.config import ConfigError
+
+    rng = random.Random(seed)
+    picked: dict[str, Genotype] = {}
+    for _ in range(200 * n):
+        g = space.sample(rng)
+        if max_mflops is None or cost(g, num_classes, in_channels).mflops <= max_mflops:
+            picked.setdefault(str(g), g)
+        if len(picked) == n:
+            return list(picked.values())
+    raise ConfigError(f"validate.mflops={max_mflops} is not valid: only {len(picked)} of {200 * n} random "
+                      f"genotypes of {space.name} fit it, {n} are needed (raise it)")
+
+
+def standalone_recipe(cfg: Any) -> dict[str, Any]:
+    """`train_proxy`'s keyword arguments for the recipe of `cfg` (a SupernetConfig): the
+    stand-alone trainings a supernet's ranking is measured against."""
+    return dict(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
+                bn_recalibration=cfg.bn_batches, deterministic=cfg.deterministic,
+                accelerator=cfg.accelerator, precision=cfg.precision)
+
+
+def agreement(rows: list[dict[str, Any]], key: str, truth: str = "standalone",
+              seed: int = 0) -> dict[str, Any]:
+    """Kendall tau and Spearman rho of `rows[*][key]` against `rows[*][truth]`, with 90%
+    bootstrap intervals."""
+    from nas.common.stats import bootstrap, kendall, spearman
+
+    values, target = [r[key] for r in rows], [r[truth] for r in rows]
+    return {"kendall_tau": kendall(values, target),
+            "tau_interval": list(bootstrap(values, target, kendall, seed=seed)),
+            "spearman_rho": spearman(values, target),
+            "rho_interval": list(bootstrap(values, target, spearman, seed=seed))}
+
+
 def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: Path, run_dir: Path,
                       out=None) -> dict[str, Any]:
-    """Train `vcfg.n` random subnets stand-alone (`vcfg.epochs`, the `cfg` recipe) and with the
-    short proxy (`vcfg.proxy_epochs`), score them with the supernet in `path`, and report the
-    rank agreement of each evaluator with the stand-alone accuracy (written to validate.json)."""
+    """Train `vcfg.n` random subnets (within `vcfg.mflops`) stand-alone (`vcfg.epochs`, the `cfg`
+    recipe) and with the short proxy (`vcfg.proxy_epochs`), score them with the supernet in
+    `path`, and report the rank agreement of each evaluator with the stand-alone accuracy and
+    the seconds each took (written to validate.json)."""
     import sys
     import time
 
-    from nas.common.stats import bootstrap, kendall, spearman
     from nas.model.builder import build_model
     from nas.training.data import datamodule_for
     from nas.training.proxy import train_proxy
@@ -380,52 +424,47 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
     if cfg.threads > 0 and cfg.on_cpu():
         torch.set_num_threads(cfg.threads)
     bs = meta.recipe["batch_size"]
+    picked = pick_subnets(space, vcfg.n, vcfg.seed, vcfg.mflops, meta.num_classes, meta.in_channels)
     dm_top = datamodule_for(data, meta.top_resolution(space), bs)
     dm_top.setup()
     bn_images = meta.bn_images(dm_top)
-    rng = random.Random(vcfg.seed)
-    picked: dict[str, Genotype] = {}
-    while len(picked) < vcfg.n:
-        g = space.sample(rng)
-        picked.setdefault(str(g), g)
-    recipe = dict(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                  schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
-                  bn_recalibration=cfg.bn_batches, deterministic=cfg.deterministic,
-                  accelerator=cfg.accelerator, precision=cfg.precision)
-    print(f"validating {path} on {vcfg.n} random subnets of {space.name}: supernet score, a "
+    recipe = standalone_recipe(cfg)
+    budget = f" within {vcfg.mflops:g} MFLOPs" if vcfg.mflops is not None else ""
+    print(f"validating {path} on {vcfg.n} random subnets of {space.name}{budget}: supernet score, a "
           f"{vcfg.proxy_epochs}-epoch proxy and a {vcfg.epochs}-epoch stand-alone training each",
           file=out, flush=True)
     rows, start = [], time.perf_counter()
-    for i, g in enumerate(picked.values()):
+    for i, g in enumerate(picked):
         res = meta.resolution(g, space)
-        inherited = score_subnet(net, g, res, bn_images, dm_top.val_dataloader())
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"genotype": str(g), "resolution": res,
+                               "supernet": score_subnet(net, g, res, bn_images, dm_top.val_dataloader())}
+        row["supernet_s"] = time.perf_counter() - t0
         dm = datamodule_for(data, res, bs)
         dm.setup()
-        accs = {}
         for key, epochs in (("proxy", vcfg.proxy_epochs), ("standalone", vcfg.epochs)):
             torch.manual_seed(vcfg.seed + i)
             model = build_model(g, meta.num_classes, meta.in_channels)
-            accs[key] = train_proxy(model, dm, epochs, seed=vcfg.seed + i, **recipe).accuracy
-        rows.append({"genotype": str(g), "resolution": res, "supernet": inherited, **accs})
-        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {inherited:.4f}, "
-              f"proxy {accs['proxy']:.4f}, stand-alone {accs['standalone']:.4f}", file=out, flush=True)
-    truth = [r["standalone"] for r in rows]
-    result: dict[str, Any] = {"supernet_file": str(path), "n": vcfg.n, "epochs": vcfg.epochs,
-                              "proxy_epochs": vcfg.proxy_epochs, "rows": rows}
+            t0 = time.perf_counter()
+            row[key] = train_proxy(model, dm, epochs, seed=vcfg.seed + i, **recipe).accuracy
+            row[f"{key}_s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {row['supernet']:.4f} "
+              f"({row['supernet_s']:.1f}s), proxy {row['proxy']:.4f} ({row['proxy_s']:.0f}s), stand-alone "
+              f"{row['standalone']:.4f}", file=out, flush=True)
+    result: dict[str, Any] = {"supernet_file": str(path), "n": vcfg.n, "mflops": vcfg.mflops,
+                              "epochs": vcfg.epochs, "proxy_epochs": vcfg.proxy_epochs, "rows": rows}
     print(f"\nagreement with the {vcfg.epochs}-epoch stand-alone accuracy ({vcfg.n} subnets; 90% bootstrap "
           "intervals):", file=out)
     for key in ("supernet", "proxy"):
-        values = [r[key] for r in rows]
-        tau, rho = kendall(values, truth), spearman(values, truth)
-        t_lo, t_hi = bootstrap(values, truth, kendall, seed=vcfg.seed)
-        r_lo, r_hi = bootstrap(values, truth, spearman, seed=vcfg.seed)
-        result[key] = {"kendall_tau": tau, "tau_interval": [t_lo, t_hi], "spearman_rho": rho,
-                       "rho_interval": [r_lo, r_hi]}
+        result[key] = a = agreement(rows, key, seed=vcfg.seed)
+        seconds = sum(r[f"{key}_s"] for r in rows) / len(rows)
         label = "supernet (inherited weights)" if key == "supernet" else f"{vcfg.proxy_epochs}-epoch proxy"
-        print(f"  {label:30} Kendall tau {tau:+.3f} [{t_lo:+.2f}, {t_hi:+.2f}]   Spearman rho {rho:+.3f} "
-              f"[{r_lo:+.2f}, {r_hi:+.2f}]", file=out, flush=True)
+        print(f"  {label:30} Kendall tau {a['kendall_tau']:+.3f} [{a['tau_interval'][0]:+.2f}, "
+              f"{a['tau_interval'][1]:+.2f}]   Spearman rho {a['spearman_rho']:+.3f} "
+              f"[{a['rho_interval'][0]:+.2f}, {a['rho_interval'][1]:+.2f}]   {seconds:.1f} s per subnet",
+              file=out, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "validate.json", result)
     print(f"written to {run_dir / 'validate.json'}", file=out, flush=True)
     return result
-

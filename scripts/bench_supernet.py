@@ -1,0 +1,210 @@
+"""How far does the weight-sharing supernet rank networks like stand-alone training, and how
+much cheaper is a candidate?
+
+    python scripts/bench_supernet.py                        # mnv2 under 300 MFLOPs, cluttered digits
+    python scripts/bench_supernet.py --n 12 --epochs 12 --supernet-epochs 20 \
+        --set data.n_train=4000 --set data.n_val=1000 --set 'space.width=[0.5,0.75,1.0]'
+
+Two processes of one thread each run side by side: `python -m nas.supernet train` (its wall
+time and peak memory are measured), and, here, `--n` random genotypes within `--mflops` trained
+stand-alone for `--epochs` (the supernet's recipe, as `nas.supernet validate` trains them) and
+with the `--proxy-epochs` proxy, each timed. Then every genotype is scored by the supernet
+(extract, BN re-estimated, validation accuracy), timed. Prints Kendall tau and Spearman rho of
+the supernet and of the proxy against the stand-alone accuracy, with 90% bootstrap intervals,
+and the seconds per candidate of each. `--search-trials N` then runs a supernet search of N
+candidates (`nas.search ... proxy=supernet`) and reports its seconds per candidate.
+
+Finished trainings are kept in `standalone.jsonl` and the supernet in `supernet.pt` under --out
+(rerunning resumes); the report is `supernet_bench.json`. Accuracies are validation accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="mnv2")
+    p.add_argument("--data", default="cluttered_digits")
+    p.add_argument("--mflops", type=float, default=300.0, help="the genotypes' budget")
+    p.add_argument("--n", type=int, default=12, help="genotypes trained stand-alone")
+    p.add_argument("--epochs", type=int, default=20, help="their stand-alone training")
+    p.add_argument("--proxy-epochs", type=int, default=2)
+    p.add_argument("--supernet-epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="which genotypes")
+    p.add_argument("--search-trials", type=int, default=0, help="then a supernet search of N candidates")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of the data, space or supernet recipe (repeatable)")
+    p.add_argument("--out", default="bench-supernet")
+    return p.parse_args()
+
+
+def start_supernet(args: argparse.Namespace, overrides: list[str], path: Path,
+                   out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "nas.supernet", "train", *overrides,
+           f"supernet.epochs={args.supernet_epochs}", "supernet.threads=1", "supernet.progress=false",
+           f"out={path}", f"hydra.run.dir={out / 'supernet'}", "wandb.mode=disabled"]
+    log = open(out / "supernet.log", "a")  # noqa: SIM115 - the child writes it until it ends
+    print("supernet:", " ".join(cmd[1:]), flush=True)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, "WANDB_MODE": "disabled"})
+
+
+def train_standalone(cfg, space, picks, args, partial: Path) -> list[dict]:
+    """Each genotype trained for the proxy's and for the stand-alone epochs (kept in `partial`)."""
+    import torch
+
+    from nas.model.builder import build_model
+    from nas.training.data import datamodule_for
+    from nas.training.proxy import train_proxy
+    from nas.training.supernet import standalone_recipe
+
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            row = json.loads(line)
+            done[row["genotype"]] = row
+    recipe = standalone_recipe(cfg.supernet)
+    rows, start = [], time.perf_counter()
+    for i, g in enumerate(picks):
+        if str(g) in done:
+            rows.append(done[str(g)])
+            continue
+        res = cfg.supernet.resolution_for(g.resolution, space.reference.resolution)
+        dm = datamodule_for(cfg.data, res, cfg.supernet.batch_size)
+        dm.setup()
+        row = {"genotype": str(g), "resolution": res}
+        for key, epochs in (("proxy", args.proxy_epochs), ("standalone", args.epochs)):
+            torch.manual_seed(args.seed + i)
+            t0 = time.perf_counter()
+            model = build_model(g, dm.num_classes, dm.in_channels)
+            row[key] = train_proxy(model, dm, epochs, seed=args.seed + i, **recipe).accuracy
+            row[f"{key}_s"] = time.perf_counter() - t0
+        rows.append(row)
+        with partial.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{len(picks)} {g}: proxy {row['proxy']:.4f} "
+              f"({row['proxy_s']:.0f}s), stand-alone {row['standalone']:.4f} ({row['standalone_s']:.0f}s)",
+              flush=True)
+    return rows
+
+
+def score(cfg, space, rows: list[dict], path: Path) -> None:
+    """The supernet's score of each genotype, and the seconds it took (added to `rows`)."""
+    from nas.arch.genotype import parse
+    from nas.training.data import datamodule_for
+    from nas.training.supernet import data_identity, load_supernet, score_subnet
+
+    net, meta = load_supernet(path, space, data_identity(cfg.data))
+    net.eval()
+    dm = datamodule_for(cfg.data, meta.top_resolution(space), meta.recipe["batch_size"])
+    dm.setup()
+    t0 = time.perf_counter()
+    bn_images = meta.bn_images(dm)
+    setup_s = time.perf_counter() - t0
+    for row in rows:
+        g = parse(row["genotype"])
+        t0 = time.perf_counter()
+        row["supernet"] = score_subnet(net, g, meta.resolution(g, space), bn_images, dm.val_dataloader())
+        row["supernet_s"] = time.perf_counter() - t0
+    print(f"scored {len(rows)} subnets ({setup_s:.1f} s to draw the BN images once)", flush=True)
+
+
+def search(args, overrides: list[str], path: Path, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "nas.search", *[o for o in overrides if not o.startswith("supernet.")],
+           f"+budget.mflops={args.mflops:g}", "proxy=supernet", f"proxy.supernet={path}",
+           f"n_trials={args.search_trials}", "proxy.threads=1", "reference=false",
+           f"hydra.run.dir={out / 'search'}", "wandb.mode=disabled"]
+    print("search:", " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "WANDB_MODE": "disabled"})
+    wall = time.perf_counter() - t0
+    (out / "search.log").write_text(run.stdout + run.stderr)
+    if run.returncode != 0:
+        sys.exit(f"the supernet search failed (exit {run.returncode}); see {out / 'search.log'}")
+    trials = [t for t in json.loads((out / "search" / "trials.json").read_text())["trials"]
+              if t["state"] == "COMPLETE" and t["accuracy"] is not None]
+    best = max(trials, key=lambda t: t["accuracy"])
+    return {"trials": len(trials), "wall_s": wall, "s_per_candidate": wall / max(1, len(trials)),
+            "trial_seconds": sum(t["seconds"] for t in trials) / max(1, len(trials)),
+            "best": {k: best[k] for k in ("accuracy", "mflops", "params_m", "genotype")}}
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import torch
+
+    from nas.cli.supernet import precheck
+    from nas.common.config import ConfigError
+    from nas.search.run import apply_space_overrides
+    from nas.training.data import datamodule_for
+    from nas.training.supernet import agreement, pick_subnets
+
+    torch.set_num_threads(1)
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = [f"+space={args.space}", f"data={args.data}", *args.set]
+    try:
+        cfg = precheck([*overrides, f"supernet.epochs={args.supernet_epochs}"])
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    space = apply_space_overrides(cfg)
+    probe = datamodule_for(cfg.data, 32, cfg.supernet.batch_size)
+    probe.setup()
+    picks = pick_subnets(space, args.n, args.seed, args.mflops, probe.num_classes, probe.in_channels)
+    path = out / "supernet.pt"
+    record = out / "supernet_train.json"
+    child = None
+    if not record.exists():
+        child, t0 = start_supernet(args, overrides, path, out), time.perf_counter()
+    rows = train_standalone(cfg, space, picks, args, out / "standalone.jsonl")
+    if child is not None:
+        print("waiting for the supernet ...", flush=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        if status != 0:
+            sys.exit(f"the supernet training failed (status {status}); see {out / 'supernet.log'}")
+        record.write_text(json.dumps({"wall_s": time.perf_counter() - t0,
+                                      "peak_rss_mb": usage.ru_maxrss / 1024, "epochs": args.supernet_epochs}))
+    trained = json.loads(record.read_text())
+    score(cfg, space, rows, path)
+    report = {"space": args.space, "data": args.data, "mflops": args.mflops, "n": args.n,
+              "epochs": args.epochs, "proxy_epochs": args.proxy_epochs, "overrides": args.set,
+              "supernet_training": trained, "rows": rows}
+    per = {key: sum(r[f"{key}_s"] for r in rows) / len(rows) for key in ("supernet", "proxy", "standalone")}
+    report["seconds_per_candidate"] = per
+    print(f"\n{args.space} within {args.mflops:g} MFLOPs on {args.data}: {args.n} genotypes; supernet "
+          f"{args.supernet_epochs} epochs in {trained['wall_s'] / 60:.1f} min, "
+          f"peak {trained['peak_rss_mb']:.0f} MB")
+    print(f"agreement with the {args.epochs}-epoch stand-alone accuracy (90% bootstrap intervals):")
+    for key in ("supernet", "proxy"):
+        report[key] = a = agreement(rows, key, seed=args.seed)
+        label = "supernet (inherited)" if key == "supernet" else f"{args.proxy_epochs}-epoch proxy"
+        tau, rho = a["tau_interval"], a["rho_interval"]
+        print(f"  {label:22} tau {a['kendall_tau']:+.3f} [{tau[0]:+.2f}, {tau[1]:+.2f}]"
+              f"  rho {a['spearman_rho']:+.3f} [{rho[0]:+.2f}, {rho[1]:+.2f}]"
+              f"  {per[key]:7.2f} s per candidate")
+    print(f"  a candidate scored by the supernet is {per['proxy'] / per['supernet']:.0f}x cheaper than a "
+          f"{args.proxy_epochs}-epoch proxy trial (stand-alone {per['standalone']:.0f} s)")
+    if args.search_trials:
+        report["search"] = s = search(args, overrides, path, out)
+        print(f"supernet search: {s['trials']} candidates in {s['wall_s'] / 60:.1f} min "
+              f"({s['s_per_candidate']:.2f} s each with the search's overhead, {s['trial_seconds']:.2f} s "
+              f"scoring); best {s['best']['accuracy']:.4f} at {s['best']['mflops']:.1f} MFLOPs")
+    (out / "supernet_bench.json").write_text(json.dumps(report, indent=2))
+    print(f"written to {out / 'supernet_bench.json'}")
+
+
+if __name__ == "__main__":
+    main()
