@@ -100,6 +100,23 @@ def test_pareto_export(searched, tmp_path):
     assert mflops == sorted(mflops) and accs == sorted(accs)  # cheaper is never better on a front
 
 
+def test_export_reads_the_study_only_and_a_re_export_writes_the_same_weights(searched, tmp_path):
+    import hashlib
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    listing = sorted(p.name for p in searched.iterdir())
+    db = digest(searched / "study.db")
+    weights = []
+    for out in ("a", "b"):
+        assert export_main([str(searched), "--out", str(tmp_path / out), "--no-onnx", "--no-latency"]) == 0
+        (folder,) = (tmp_path / out).iterdir()
+        weights.append(digest(folder / "state_dict.pt"))
+    assert weights[0] == weights[1]  # fresh weights are seeded by the trial
+    assert digest(searched / "study.db") == db and sorted(p.name for p in searched.iterdir()) == listing
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [(["/nonexistent/run"], "neither a run directory nor a storage URL"),

@@ -36,9 +36,9 @@ def refused(r: subprocess.CompletedProcess, *words: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["seed=-1"], ["seed=-1", ">= 0"]),
+    (["seed=-1"], ["seed=-1", "in [0, 4294967295]"]),
     (["proxy.resolution=100000"], ["proxy.resolution=100000", "[8, 1024]"]),
-    (["pruner.n_startup_trials=-1"], ["pruner.n_startup_trials=-1", ">= 0"]),
+    (["pruner.n_startup_trials=-1"], ["pruner.n_startup_trials=-1", "in [0, 1000000000]"]),
     (["study_name="], ["study_name=''", "non-empty"]),
     (["space.width=[]"], ["space.width=[]", "at least one"]),
     (["n_trial=5"], ["n_trial", "did you mean n_trials?", "leading +"]),

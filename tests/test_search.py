@@ -110,6 +110,28 @@ def test_resuming_with_a_different_study_is_refused_and_changes_nothing(tmp_path
     assert dump(db) == before
 
 
+def test_a_study_made_before_the_whole_recipe_was_its_identity_resumes_then_guards_it(tmp_path):
+    run_search(cfg_for("n_trials=1"), tmp_path)
+    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    identity = study.user_attrs["identity"]
+    # What nas recorded before: part of the proxy recipe, four data keys.
+    old_proxy = ("kind", "prefilter", "prefilter_keep", "epochs", "resolution", "width_scale", "subset",
+                 "batch_size", "optimizer", "lr", "schedule", "bn_recalibration")
+    identity["proxy"] = {k: identity["proxy"][k] for k in old_proxy}
+    identity["data"] = {k: identity["data"][k] for k in ("name", "root", "seed", "val_fraction")}
+    study.set_user_attr("identity", identity)
+    run_search(cfg_for("n_trials=2"), tmp_path)  # nothing changed: it resumes
+    assert "momentum" in study_at(tmp_path, "mnv1-mflops28-digits").user_attrs["identity"]["proxy"]
+    with pytest.raises(UserError, match=r"momentum stored 0\.9, requested 0\.5"):
+        run_search(cfg_for("n_trials=3", "proxy.momentum=0.5"), tmp_path)
+
+
+def test_search_log_holds_the_progress_lines(tmp_path):
+    run_search(cfg_for("n_trials=1"), tmp_path)
+    text = (tmp_path / "search.log").read_text()
+    assert "trained 1/1" in text and "rank  trial  accuracy" in text
+
+
 def dump(db: Path) -> list[str]:
     """Every row of every table (the file's bytes may move between WAL and main file)."""
     con = sqlite3.connect(db)

@@ -27,6 +27,12 @@ __all__ = [
     "DIVISOR",
     "GROWS",
     "HEAD_KINDS",
+    "MAX_CHANNELS",
+    "MAX_EXPANSION",
+    "MAX_KERNEL",
+    "MAX_REPEATS",
+    "MAX_RESOLUTION",
+    "MAX_WIDTH",
     "ORDERS",
     "STRIDES",
     "BlockSpec",
@@ -51,6 +57,14 @@ GROWS = ("first", "last")  # xc: which separable conv changes the channel count
 HEAD_KINDS = ("conv", "sep")
 STRIDES = (1, 2)
 DIVISOR = 8  # MobileNet channel rounding
+# The largest genes any command accepts (the search, training, costing, latency, export): far
+# beyond every space here, small enough that a network of them can be built and costed.
+MAX_RESOLUTION = 1024  # pixels; beyond this a batch of feature maps no longer fits in memory
+MAX_WIDTH = 4.0
+MAX_CHANNELS = 16384
+MAX_KERNEL = 31
+MAX_REPEATS = 64
+MAX_EXPANSION = 64
 
 
 class GenotypeError(UserError):
@@ -120,15 +134,16 @@ def stage_blocks(i: int, stage: Stage, cin: int, h: int, width: float) -> Iterat
         cin = cout
 
 
-def _check_int(path: str, value: Any, minimum: int, what: str) -> None:
+def _check_int(path: str, value: Any, minimum: int, what: str, maximum: int | None = None) -> None:
+    valid = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GenotypeError(path, f"{value!r} is not valid: {what} must be an integer >= {minimum}")
-    if value < minimum:
-        raise GenotypeError(path, f"{value} is not valid: {what} must be an integer >= {minimum}")
+        raise GenotypeError(path, f"{value!r} is not valid: {what} must be {valid}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise GenotypeError(path, f"{value} is not valid: {what} must be {valid}")
 
 
 def _check_kernel(path: str, value: Any) -> None:
-    _check_int(path, value, 1, "kernel size")
+    _check_int(path, value, 1, "kernel size", MAX_KERNEL)
     if value % 2 == 0:
         raise GenotypeError(path, f"{value} is not valid: kernel size must be odd (1, 3, 5, 7, ...)")
 
@@ -168,8 +183,8 @@ class StemLayer:
     act: str = "relu"
 
     def __post_init__(self) -> None:
-        _check_int("c", self.c, 1, "channels")
-        _check_int("k", self.k, 1, "kernel size")
+        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
+        _check_int("k", self.k, 1, "kernel size", MAX_KERNEL)
         _check_int("s", self.s, 1, "stride")
         if self.p is None:
             object.__setattr__(self, "p", self.k // 2)
@@ -198,7 +213,7 @@ class HeadLayer:
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, HEAD_KINDS, "head layer kind")
-        _check_int("c", self.c, 1, "channels")
+        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
         _check_kernel("k", self.k)
         _check_choice("act", self.act, ACTIVATIONS, "activation")
 
@@ -265,20 +280,20 @@ class Stage:
     def __post_init__(self) -> None:
         _check_choice("block", self.block, tuple(BLOCK_TYPES), "block type")
         bt = BLOCK_TYPES[self.block]
-        _check_int("c", self.c, 1, "channels")
-        _check_int("n", self.n, 1, "repeats")
+        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
+        _check_int("n", self.n, 1, "repeats", MAX_REPEATS)
         _check_choice("s", self.s, STRIDES, "stride")
         _check_kernel("k", self.k)
         _check_choice("act", self.act, ACTIVATIONS, "activation")
         _check_bool("residual", self.residual)
         if "t" in bt.extra_genes:
-            _check_int("t", self.t, 1, "expansion t")
+            _check_int("t", self.t, 1, "expansion t", MAX_EXPANSION)
         elif self.t != 1:
             raise GenotypeError("t", f"{self.t!r} is not valid: expansion applies only to ir "
                                 f"blocks, {self.block} blocks need t = 1")
         defaults = {"m": 1, "order": "dp", "grow": "first", "lead_act": True}
         if "m" in bt.extra_genes:
-            _check_int("m", self.m, 1, "separable convs per block m")
+            _check_int("m", self.m, 1, "separable convs per block m", MAX_REPEATS)
             _check_choice("order", self.order, ORDERS, "order")
             _check_choice("grow", self.grow, GROWS, "grow position")
             _check_bool("lead_act", self.lead_act)
@@ -364,9 +379,9 @@ class Genotype:
             raise GenotypeError("stages", "a genotype needs at least one stage")
         if not self.stem:
             raise GenotypeError("stem", "a genotype needs at least one stem layer")
-        width = _check_float("width", self.width, 0.0, None, "width multiplier", low_open=True)
+        width = _check_float("width", self.width, 0.0, MAX_WIDTH, "width multiplier", low_open=True)
         object.__setattr__(self, "width", width)
-        _check_int("resolution", self.resolution, 1, "input resolution")
+        _check_int("resolution", self.resolution, 1, "input resolution", MAX_RESOLUTION)
         dropout = _check_float("dropout", self.dropout, 0.0, 1.0, "dropout", high_open=True)
         object.__setattr__(self, "dropout", dropout)
         h = self.resolution

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nas.errors import UserError
 
 __all__ = [
     "CONF_DIR",
     "HELP_FLAGS",
+    "OneLineParser",
     "UsageError",
     "compose_checked",
     "config_keys",
@@ -22,6 +24,7 @@ __all__ = [
     "parse_int",
     "parse_overrides",
     "print_usage",
+    "record_config",
     "run",
 ]
 
@@ -33,6 +36,13 @@ HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 
 class UsageError(UserError):
     """A command-line argument that is not understood."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for a command that operates on files, with the one-line error of every command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} ({self.prog} --help lists the options)")
 
 
 def parse_overrides(argv: list[str], valid: Mapping[str, str]) -> dict[str, str]:
@@ -49,13 +59,14 @@ def parse_overrides(argv: list[str], valid: Mapping[str, str]) -> dict[str, str]
     return out
 
 
-def parse_int(key: str, value: str, minimum: int = 1) -> int:
+def parse_int(key: str, value: str, minimum: int = 1, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise UsageError(f"{key}={value!r} is not an integer") from None
-    if number < minimum:
-        raise UsageError(f"{key}={number} is not valid: must be >= {minimum}")
+    if number < minimum or (maximum is not None and number > maximum):
+        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise UsageError(f"{key}={number} is not valid: must be {valid}")
     return number
 
 
@@ -182,6 +193,21 @@ def print_usage(usage: str, valid: Mapping[str, str]) -> None:
         print(f"  {key:<{width}}{text}")
 
 
+def record_config(cfg: Any, run_dir: Path) -> None:
+    """Hydra's record of a run, `.hydra/{config,hydra,overrides}.yaml`, written once the command
+    has been accepted (the configs set `hydra.output_subdir: null`, so a refusal writes none)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)})
+    OmegaConf.save(hydra_cfg, folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
+
+
 def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict]) -> dict:
     """Body of a Hydra task: validate the composed config, run `job` in Hydra's output folder.
 
@@ -194,7 +220,8 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
 
     try:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        return job(parse(container), Path(HydraConfig.get().runtime.output_dir))
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        return job(parse(container), run_dir, on_accept=lambda: record_config(cfg, run_dir))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

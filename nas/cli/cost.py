@@ -14,7 +14,9 @@ _ARGS = {
     "genotype": "report one genotype: a genotype string or a path to a genotype.yaml",
     "width": "override the width multiplier of the reported genotype",
     "resolution": "override the input resolution of the reported genotype",
-    "num_classes": "classifier outputs (default 1000, as in the papers' tables)",
+    "data": "take classes and channels from a dataset the search uses: digits, cluttered_digits (10 "
+            "classes, 1 channel) or cifar10 (10, 3)",
+    "num_classes": "classifier outputs (default 1000, ImageNet's, as in the papers' tables)",
     "in_channels": "input channels (default 3)",
     "format": "table (default) or json",
 }
@@ -44,16 +46,29 @@ def main(argv: list[str]) -> int:
     from nas.arch.genotype import load_genotype
     from nas.cli.common import UsageError, parse_float, parse_int, parse_overrides, print_usage
 
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UsageError("give +space=NAME (mnv2, xception, mnv1) or +genotype=STRING_OR_YAML "
+                         "(python -m nas.cost --help lists the keys)")
+    if argv[0] in ("-h", "--help"):
         print_usage("usage: python -m nas.cost +space=NAME | +genotype=STRING_OR_YAML [key=value ...]",
                     _ARGS)
-        return 0 if argv else 2
+        return 0
     args = parse_overrides(argv, _ARGS)
     fmt = args.get("format", "table")
     if fmt not in ("table", "json"):
         raise UsageError(f"format={fmt!r} is not valid; valid: table, json")
-    num_classes = parse_int("num_classes", args.get("num_classes", "1000"))
-    in_channels = parse_int("in_channels", args.get("in_channels", "3"))
+    shape = {"classes": "1000", "channels": "3", "from": "ImageNet's, as in the papers' tables"}
+    if "data" in args:
+        shapes = {"digits": ("10", "1"), "cluttered_digits": ("10", "1"), "cifar10": ("10", "3")}
+        if args["data"] not in shapes:
+            raise UsageError(f"data={args['data']!r} is not valid; valid: {', '.join(shapes)} (for an image "
+                             "folder give num_classes= and in_channels=)")
+        shape = {"classes": shapes[args["data"]][0], "channels": shapes[args["data"]][1],
+                 "from": f"data={args['data']}"}
+    num_classes = parse_int("num_classes", args.get("num_classes", shape["classes"]), 1, 1_000_000)
+    in_channels = parse_int("in_channels", args.get("in_channels", shape["channels"]), 1, 4096)
+    if "num_classes" in args or "in_channels" in args:
+        shape["from"] = "as given"
     if "space" in args and "genotype" in args:
         raise UsageError("give either +space=NAME (its reference network and the space summary) or "
                          "+genotype=STRING_OR_YAML, not both")
@@ -86,6 +101,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(_table(genotype, result))
+    print(f"for {num_classes} classes and {in_channels} input channel(s) ({shape['from']}; the search "
+          "costs a genotype for its data: give data=NAME or num_classes= in_channels= to match)")
     if summary:
         print(f"\nspace {summary['space']}: {summary['description']}")
         print(f"  {summary['size']:.3e} distinct genotypes; MFLOPs {summary['mflops_min']:.2f} "

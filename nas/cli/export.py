@@ -14,11 +14,11 @@ info.json, printed beside the latency the search predicted.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from nas.arch.genotype import Genotype, parse
+from nas.cli.common import OneLineParser
 from nas.model.files import OPSETS, ExportError, write_model_files
 
 __all__ = ["main", "retrain_config", "select"]
@@ -114,7 +114,7 @@ class Inheritance:
 def _open(source: str, study_name: str | None):
     import optuna
 
-    from nas.search.study import open_storage
+    from nas.search.study import open_read_only
 
     path = Path(source).expanduser()
     run_dir = path if path.is_dir() else None
@@ -130,7 +130,7 @@ def _open(source: str, study_name: str | None):
         run_dir = path.parent  # a run directory's study.db: export next to it, as for the folder
     else:
         raise ExportError(f"{source!r} is neither a run directory nor a storage URL")
-    storage = open_storage(url)
+    storage = open_read_only(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
@@ -185,7 +185,7 @@ def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
     ap.add_argument("source", help="search run directory, study.db file, or storage URL")
     ap.add_argument("--study", help="study name (needed when the storage holds several)")
     group = ap.add_mutually_exclusive_group()
@@ -244,6 +244,10 @@ def main(argv: list[str]) -> int:
                                "the search scored it): fine-tune with finetune.yaml, or train from scratch "
                                "with retrain.yaml")
         else:
+            import torch
+
+            # Fresh weights seeded by the trial: exporting again writes the same files.
+            torch.manual_seed(int(g.content_hash[:8], 16) + int(row["number"]))
             model = build_model(g, shape["num_classes"], shape["in_channels"])
         info = write_model_files(model, g, folder, shape["in_channels"], info,
                                  onnx=not args.no_onnx, opset=args.opset)

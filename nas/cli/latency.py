@@ -3,12 +3,14 @@ lookup table, built, calibrated and checked on the device itself."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from nas.arch import kernels as K
+from nas.common.config import LIMITS
 from nas.hardware.latency import (
     BACKENDS,
     LatencyError,
@@ -55,13 +57,31 @@ COMMANDS = ("build", "calibrate", "validate", "predict")
 USAGE = "usage: python -m nas.latency build|calibrate|validate|predict +space=NAME [key=value ...]"
 
 
+def _check_table_path(path: Path) -> None:
+    """A table file can be written at `path`: no file where a folder must be, no folder there."""
+    from nas.cli.common import UsageError
+
+    if path.exists() and not path.is_file():
+        raise UsageError(f"lut={str(path)!r} is not valid: it is a folder; give a file name (.lut.jsonl)")
+    probe = path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"lut={str(path)!r} is not valid: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK) and not path.exists():
+        raise UsageError(f"lut={str(path)!r} is not valid: {str(probe)!r} is not writable")
+
+
 def main(argv: list[str]) -> int:
     from nas.arch.genotype import load_genotype
     from nas.cli.common import UsageError, parse_int, parse_overrides, print_usage
 
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UsageError(f"give a command: {', '.join(COMMANDS)} (python -m nas.latency --help lists "
+                         "the keys)")
+    if argv[0] in ("-h", "--help"):
         print_usage(USAGE, _ARGS)
-        return 0 if argv else 2
+        return 0
     command, args = argv[0], parse_overrides(argv[1:], _ARGS)
     if command not in COMMANDS:
         raise UsageError(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}")
@@ -78,8 +98,9 @@ def main(argv: list[str]) -> int:
                 values = tuple(cast(v) for v in args[key].split(","))
             except ValueError:
                 raise UsageError(f"{key}={args[key]!r} is not a comma-separated list of numbers") from None
-            if any(v <= 0 for v in values):
-                raise UsageError(f"{key}={args[key]!r} is not valid: values must be positive")
+            limit = LIMITS[key]
+            if any(not limit.holds(v) for v in values):
+                raise UsageError(f"{key}={args[key]!r} is not valid: values must be in {limit}")
             space = replace(space, **{key: values})
     device = args.get("device", "cpu")  # checked by the backend's fingerprint
     flag = args.get("channels_last", "false").lower()
@@ -88,15 +109,21 @@ def main(argv: list[str]) -> int:
     name = args.get("backend", "torch")
     if name not in BACKENDS:
         raise UsageError(f"backend={name!r} is not valid; valid: {', '.join(BACKENDS)}")
-    threads = parse_int("threads", args.get("threads", "1"))
+    # Every number is checked before anything is measured or written.
+    threads = parse_int("threads", args.get("threads", "1"), 1, 1024)
+    warmup = parse_int("warmup", args.get("warmup", "5"), 0, 100_000)
+    repeats = parse_int("repeats", args.get("repeats", "25"), 1, 100_000)
+    num_classes = parse_int("num_classes", args.get("num_classes", "10"), 2, 1_000_000)
+    in_channels = parse_int("in_channels", args.get("in_channels", "1"), 1, 4096)
+    samples = parse_int("calibration", args.get("calibration", "100"), 3, 100_000)
+    n = parse_int("n", args.get("n", "100"), 1, 1_000_000)
+    seed = parse_int("seed", args.get("seed", "0"), 0, 2**32 - 1)
     backend = make_backend(name, device=device, threads=threads, channels_last=flag == "true",
-                           warmup=parse_int("warmup", args.get("warmup", "5"), 0),
-                           repeats=parse_int("repeats", args.get("repeats", "25")))
-    num_classes = parse_int("num_classes", args.get("num_classes", "10"))
-    in_channels = parse_int("in_channels", args.get("in_channels", "1"))
+                           warmup=warmup, repeats=repeats)
     fp = backend.fingerprint()
     path = Path(args["lut"]) if "lut" in args else default_table_path(args.get("dir", "luts"),
                                                                       space.name, fp)
+    _check_table_path(path)
     if command == "build":
         table = open_table(path, space.name, fp, num_classes, in_channels, rebuild=True)
         kernels = space_kernels(space, num_classes, in_channels)
@@ -116,7 +143,6 @@ def main(argv: list[str]) -> int:
     table = open_table(path, space.name, fp, num_classes, in_channels,
                        rebuild=args.get("rebuild", "false").lower() == "true")
     if command == "calibrate":
-        samples = parse_int("calibration", args.get("calibration", "100"), 3)
         scales, overhead = calibrate(table, space, num_classes, in_channels, backend, samples,
                                      progress=_progress("calibration networks (a fresh process each)"))
         terms = " + ".join(f"{v:.3f} x {g}" for g, v in scales.items())
@@ -136,9 +162,8 @@ def main(argv: list[str]) -> int:
         print(f"predicted {table.predict_kernels(ks):.3f} ms ({len(ks)} kernels, {filled} newly "
               f"measured)")
         return 0
-    n = parse_int("n", args.get("n", "100"))
     result = validate(table, space, num_classes, in_channels, backend, n,
-                      parse_int("seed", args.get("seed", "0"), 0), progress=_progress("networks"))
+                      seed, progress=_progress("networks"))
     plot = scatter(result["rows"], Path(args.get("out", "latency_validation.html")),
                    f"{space.name}: predicted vs measured latency ({name}, {fp['name']}, "
                    f"{threads} thread(s))")

@@ -98,6 +98,9 @@ def precheck(argv: list[str]) -> SearchConfig:
     except Exception as err:
         raise composition_error(err, search_keys, GROUPS) from None
     cfg_obj = SearchConfig.from_container(container)
+    from nas.search.run import apply_space_overrides
+
+    apply_space_overrides(cfg_obj)  # the space's choices as overridden, checked
     _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
     if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
         from nas.training.data import datamodule_for
@@ -145,10 +148,10 @@ def _shared_dir(run_dir: Path) -> Path:
 def _task(cfg: DictConfig) -> float | None:
     from nas.cli.common import hydra_task
 
-    def job(scfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
+    def job(scfg: SearchConfig, run_dir: Path, on_accept: Callable[[], None]) -> dict[str, Any]:
         shared = _shared_dir(run_dir)
         scfg, run_dir = task_slot(scfg, run_dir)
-        return run_search(scfg, run_dir, shared_dir=shared)
+        return run_search(scfg, run_dir, shared_dir=shared, on_accept=on_accept)
 
     return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
 
@@ -168,9 +171,7 @@ def task_slot(cfg: SearchConfig, run_dir: Path) -> tuple[SearchConfig, Path]:
 
 def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
     """In a multirun, create (and check) the shared study once, before workers start."""
-    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
-                 f"multirun/{cfg.study_name}")
-    shared = Path(sweep).expanduser()
+    shared = _sweep_dir(cfg, argv)
     if cfg.proxy.kind == "supernet":
         path = Path(cfg.proxy.supernet).expanduser() if cfg.proxy.supernet else shared / "supernet.pt"
         if not path.is_file():
@@ -187,11 +188,54 @@ def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
 
 
 def _precheck_and_create(argv: list[str]) -> SearchConfig:
-    cfg = precheck(argv)
-    if any(a in ("-m", "--multirun") for a in argv):
+    from nas.common.config import DEVICE_HERE
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    token = DEVICE_HERE.set(not multirun)  # a worker checks its own accelerator where it runs
+    try:
+        cfg = precheck(argv)
+    finally:
+        DEVICE_HERE.reset(token)
+    if multirun:
         create_before_fanout(cfg, argv)
     return cfg
 
 
+def _sweep_dir(cfg: SearchConfig, argv: list[str]) -> Path:
+    return Path(next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
+                     f"multirun/{cfg.study_name}")).expanduser()
+
+
+def print_study_table(cfg: SearchConfig, argv: list[str]) -> None:
+    """The results table of a multirun's shared study, once its workers have returned."""
+    import optuna
+
+    from nas.search import report
+    from nas.search.run import storage_url
+    from nas.search.study import StudyError, open_read_only
+
+    try:
+        study = optuna.load_study(study_name=cfg.study_name,
+                                  storage=open_read_only(storage_url(cfg, _sweep_dir(cfg, argv))))
+    except (StudyError, KeyError, ValueError) as err:  # a storage only the workers could reach
+        print(f"(no results table: the study could not be read here: {first_line(err)})")
+        return
+    n, best = report.counts(study), report.ranked(study)
+    print(f"\nstudy {study.study_name}: {n['trained'] + n['pruned']} trained ({n['pruned']} pruned), "
+          f"{n['rejected']} rejected before training, {n['duplicate']} duplicates, {n['failed']} failed")
+    print(report.format_table(best, study.user_attrs.get("reference"), cfg.top_k) if best
+          else "no trial finished training")
+
+
 def main() -> None:
-    checked_main(_precheck_and_create, _task)
+    import sys
+
+    argv, checked = sys.argv[1:], []
+
+    def check(args: list[str]) -> SearchConfig:
+        checked.append(_precheck_and_create(args))
+        return checked[-1]
+
+    checked_main(check, _task)
+    if checked and any(a in ("-m", "--multirun") for a in argv):
+        print_study_table(checked[-1], argv)

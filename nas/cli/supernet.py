@@ -5,6 +5,7 @@ Hydra app; the command line is validated before Hydra runs anything. The trainin
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,16 @@ def precheck(argv: list[str]) -> SupernetRunConfig:
     return cfg
 
 
-def run(cfg: SupernetRunConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: SupernetRunConfig, run_dir: Path, on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     from nas.search.run import apply_space_overrides
     from nas.training.supernet import train_supernet, validate_supernet
 
     space = apply_space_overrides(cfg)
     path = (Path(cfg.out).expanduser() if cfg.out else run_dir / "supernet.pt").absolute()
     if _COMMAND[0] == "validate":
-        return validate_supernet(space, cfg.data, cfg.supernet, cfg.validate, path, run_dir)
-    meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir)
+        return validate_supernet(space, cfg.data, cfg.supernet, cfg.validate, path, run_dir,
+                                 on_accept=on_accept)
+    meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir, on_accept=on_accept)
     return {"path": str(path), "epochs": meta.epochs}
 
 

@@ -60,7 +60,43 @@ def precheck(argv: list[str]) -> TrainConfig:
     return cfg
 
 
+def _check_config_dir(argv: list[str]) -> None:
+    """`--config-dir DIR [--config-name NAME]` (an export folder's retrain.yaml, say) must name a
+    folder holding NAME.yaml: Hydra's own refusal is a traceback-like paragraph."""
+    import sys
+    from pathlib import Path
+
+    from nas.cli.common import CONF_DIR
+
+    def value(*flags: str) -> str | None:
+        for i, a in enumerate(argv):
+            for flag in flags:
+                if a == flag and i + 1 < len(argv):
+                    return argv[i + 1]
+                if a.startswith(flag + "="):
+                    return a.split("=", 1)[1]
+        return None
+
+    folder, name = value("-cd", "--config-dir"), value("-cn", "--config-name")
+    problem = None
+    if folder is not None and not Path(folder).expanduser().is_dir():
+        problem = f"--config-dir {folder!r} is not a folder: give an export folder (it holds retrain.yaml)"
+    elif name is not None:
+        stem = name[:-5] if name.endswith(".yaml") else name
+        places = [Path(folder).expanduser()] if folder else []
+        if not any((p / f"{stem}.yaml").is_file() for p in [*places, CONF_DIR]):
+            where = f"in {folder!r}" if folder else "here"
+            problem = (f"--config-name {name!r} is not valid: no {stem}.yaml {where} (an export folder "
+                       "holds retrain.yaml and finetune.yaml)")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
+    import sys
+
+    _check_config_dir(sys.argv[1:])
     # A config from an export folder (--config-dir/--config-name) is checked by the task itself.
     checked_main(precheck, _task, skip=("-cd", "--config-dir", "-cn", "--config-name", "-cp",
                                         "--config-path"))

@@ -13,6 +13,7 @@ unpickle them.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import re
@@ -20,12 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.arch.genotype import MAX_RESOLUTION, MAX_WIDTH
 from nas.errors import UserError
 
 __all__ = [
     "BUDGET_KEYS",
     "DATASETS",
     "LATENCY_BACKENDS",
+    "LIMITS",
     "MAX_RESOLUTION",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -39,6 +42,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "LatencyConfig",
+    "Limit",
     "ProxyConfig",
     "PrunerConfig",
     "RecipeConfig",
@@ -52,9 +56,11 @@ __all__ = [
     "TrainerConfig",
     "ValidateConfig",
     "WandbConfig",
+    "check_values",
     "config_error",
     "derive_study_name",
     "register_schemas",
+    "result_settings",
     "uses_latency",
 ]
 
@@ -93,6 +99,16 @@ class SpaceConfig:
     name: str = ""  # mnv2 | xception | mnv1: no default on purpose
     width: list[float] | None = None  # override the width-multiplier choices, e.g. [0.75, 1.0]
     resolution: list[int] | None = None  # override the input-resolution choices, e.g. [224]
+
+    def validate(self) -> None:
+        from search_spaces import NAMES
+
+        _choice("space", self.name, NAMES)
+        for key in ("width", "resolution"):
+            if getattr(self, key) == []:
+                raise ConfigError(f"space.{key}=[] is empty: give at least one choice, e.g. "
+                                  f"space.{key}=[{'1.0' if key == 'width' else '224'}], or leave it "
+                                  "out to keep the space's own choices")
 
 
 @dataclass
@@ -210,8 +226,10 @@ class RecipeConfig:
         if not isinstance(self.deterministic, bool) and self.deterministic != "warn":
             raise ConfigError(f"{prefix}.deterministic={self.deterministic!r} is not valid; valid: true, "
                               "false, warn")
-        if not self.accelerator or not isinstance(self.accelerator, str):
-            raise ConfigError(f"{prefix}.accelerator={self.accelerator!r} is not valid: e.g. auto, cpu, gpu")
+        _check_accelerator(f"{prefix}.accelerator", self.accelerator)
+        strategy = getattr(self, "strategy", "auto")
+        if strategy != "auto":
+            _check_strategy(f"{prefix}.strategy", strategy)
 
     def on_cpu(self) -> bool:
         """Whether training runs on the CPU (where `threads` applies)."""
@@ -220,6 +238,40 @@ class RecipeConfig:
         import torch
 
         return self.accelerator == "auto" and not torch.cuda.is_available()
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# False while a multirun is checked on the machine that submits it: its workers may run on
+# other machines (SLURM nodes with GPUs), and each checks its own accelerator when it starts.
+DEVICE_HERE = contextvars.ContextVar("nas_device_here", default=True)
+
+
+def _check_accelerator(key: str, value: str) -> None:
+    """An accelerator Lightning knows and this machine has."""
+    _choice(key, value, ACCELERATORS)
+    if value in ("auto", "cpu") or not DEVICE_HERE.get():
+        return
+    import torch
+
+    present = torch.backends.mps.is_available() if value == "mps" else torch.cuda.is_available()
+    if not present:
+        raise ConfigError(f"{key}={value} is not valid here: this machine has no {value} device (torch "
+                          "sees none); valid here: auto, cpu")
+
+
+def _check_strategy(key: str, value: str) -> None:
+    """A strategy name Lightning's registry holds (ddp, ddp_spawn, fsdp, deepspeed, ...)."""
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    names = ["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "single_device", "dp",
+             *StrategyRegistry.available_strategies()]
+    valid = sorted(set(names))
+    if value not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(value, valid, n=3)
+        raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(close or valid[:12])} "
+                          "(Lightning's strategy names)")
 
 
 @dataclass
@@ -386,9 +438,7 @@ class SupernetRunConfig:
     def from_container(cls, data: dict[str, Any]) -> SupernetRunConfig:
         _require_space(data)
         cfg = _typed(cls, data)
-        from search_spaces import NAMES
-
-        _choice("space", cfg.space.name, NAMES)
+        cfg.space.validate()
         cfg.data.validate()
         cfg.supernet.validate()
         cfg.validate.validate()
@@ -434,9 +484,7 @@ class SearchConfig:
         return cfg
 
     def validate(self) -> None:
-        from search_spaces import NAMES
-
-        _choice("space", self.space.name, NAMES)
+        self.space.validate()
         if not self.budget:
             raise ConfigError("no budget given: add at least one of +budget.mflops=N, "
                               "+budget.params_m=N, +budget.latency_ms=N")
@@ -451,11 +499,6 @@ class SearchConfig:
                                             or self.study_name in (".", "..")):
             raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
                               "without '/', or leave it out to derive one")
-        for key in ("width", "resolution"):
-            if getattr(self.space, key) == []:
-                raise ConfigError(f"space.{key}=[] is empty: give at least one choice, e.g. "
-                                  f"space.{key}=[{'1.0' if key == 'width' else '224'}], or leave it "
-                                  "out to keep the space's own choices")
         _positive("n_trials", self.n_trials)
         _positive("seed", self.seed, minimum=0)
 
@@ -483,8 +526,8 @@ class SearchConfig:
         if p.threads < 0:
             raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
         _choice("proxy.kind", p.kind, ("train", "supernet", *ZERO_COST))
+        self.supernet.validate()  # used when proxy=supernet trains a missing file
         if p.kind == "supernet":
-            self.supernet.validate()
             if p.prefilter is not None:
                 raise ConfigError(f"proxy.prefilter={p.prefilter} is not valid with proxy=supernet (a "
                                   "pre-filter saves trainings; a supernet study trains none): leave it out")
@@ -493,6 +536,9 @@ class SearchConfig:
                               "proxy=supernet, or leave it out)")
         if p.prefilter is not None:
             _choice("proxy.prefilter", p.prefilter, ZERO_COST)
+            if p.kind in ZERO_COST:
+                raise ConfigError(f"proxy.prefilter={p.prefilter} is not valid with proxy.kind={p.kind} (a "
+                                  "pre-filter skips trainings; a zero-cost study trains none): leave it out")
         if not 0 < p.prefilter_keep <= 1:
             raise ConfigError(f"proxy.prefilter_keep={p.prefilter_keep} is not valid: must be in (0, 1]")
         _positive("proxy.prefilter_warmup", p.prefilter_warmup, minimum=0)
@@ -536,7 +582,7 @@ class TrainerConfig(RecipeConfig):
 
     max_epochs: int = 30
     warmup_epochs: float = 1.0
-    threads: int = 0  # all cores: full training runs one model per process
+    threads: int = 1  # torch CPU threads (0: all cores); 1 measured fastest on a shared 2-core machine
     devices: Any = 1  # accelerators (or processes on CPU) per node (an integer >= 1), or auto
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ...
@@ -642,8 +688,6 @@ def _positive(key: str, value: int, minimum: int = 1) -> None:
         raise ConfigError(f"{key}={value} is not valid: must be an integer >= {minimum}")
 
 
-MAX_RESOLUTION = 1024  # pixels; beyond this a batch of feature maps no longer fits in memory
-
 
 def _in_range(key: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
@@ -674,6 +718,92 @@ def _require_space(data: Mapping[str, Any]) -> None:
         raise ConfigError(f"no search space chosen: add +space=NAME; valid: {', '.join(NAMES)}")
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The valid range of a number (inclusive unless open at an end)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        return ((value > self.low if self.low_open else value >= self.low)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def __str__(self) -> str:
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{left}{_num(self.low)}, {_num(self.high)}{right}"
+
+
+_BIG = 10**9
+# The range of every numeric key of every schema, by the key's own name: one set of limits for
+# every command (a key in several schemas means the same there). Floats must also be finite.
+LIMITS = {
+    "seed": Limit(0, 2**32 - 1),  # what numpy's and torch's seeding accept
+    "worker": Limit(0, 100_000),
+    "batch_size": Limit(1, 65_536),
+    "epochs": Limit(1, 100_000), "max_epochs": Limit(1, 100_000), "proxy_epochs": Limit(1, 100_000),
+    "largest_epochs": Limit(0, 100_000), "warmup_epochs": Limit(0, 100_000),
+    "threads": Limit(0, 1024), "devices": Limit(1, 4096), "num_nodes": Limit(1, 100_000),
+    "num_workers": Limit(0, 256), "workers_per_gpu": Limit(1, 1024),
+    "lr": Limit(0, 100, low_open=True), "momentum": Limit(0, 1, high_open=True),
+    "weight_decay": Limit(0, 1), "label_smoothing": Limit(0, 1, high_open=True),
+    "ema_decay": Limit(0, 1, low_open=True, high_open=True),
+    "resolution": Limit(8, MAX_RESOLUTION), "width": Limit(0, MAX_WIDTH, low_open=True),
+    "width_scale": Limit(0, MAX_WIDTH, low_open=True), "subset": Limit(0, 1, low_open=True),
+    "bn_recalibration": Limit(0, 10_000), "bn_batches": Limit(1, 10_000),
+    "random_subnets": Limit(0, 64), "zero_cost_batch": Limit(2, 65_536),
+    "prefilter_keep": Limit(0, 1, low_open=True), "prefilter_warmup": Limit(0, _BIG),
+    "n_trials": Limit(1, _BIG), "max_proposals": Limit(1, _BIG), "top_k": Limit(1, _BIG),
+    "n": Limit(3, 100_000), "mflops": Limit(0, 1e12, low_open=True),
+    "n_startup_trials": Limit(0, _BIG), "n_warmup_steps": Limit(0, _BIG), "population_size": Limit(2, _BIG),
+    "heartbeat": Limit(0, 86_400), "max_retry": Limit(0, 1000),
+    "warmup": Limit(0, 100_000), "repeats": Limit(1, 100_000),
+    "val_fraction": Limit(0, 0.5, low_open=True, high_open=True),
+    "test_fraction": Limit(0, 0.5, low_open=True, high_open=True),
+}
+# Keys that change where or how fast a run goes, not what it measures: a study's and a training's
+# identity is every other key of its schema, so a new knob joins the identity by default.
+NOT_RESULT = frozenset({"threads", "accelerator", "devices", "channels_last", "progress", "deterministic",
+                        "num_workers", "pin_memory", "persistent_workers", "in_memory"})
+
+
+def result_settings(obj: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of the schema section `obj` that change what a run measures (all but
+    `NOT_RESULT` and `leave_out`), as plain values."""
+    return {k: v for k, v in dataclasses.asdict(obj).items() if k not in NOT_RESULT and k not in leave_out}
+
+
+MAX_NAME = 200  # characters of a name that becomes a file or folder name (study_name)
+
+
+def check_values(obj: Any, prefix: str = "") -> None:
+    """Refuse, in one line, any number of the schema tree `obj` that is not finite or is outside
+    its `LIMITS`, and any string holding a NUL character; checked before any command acts."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, key + ".")
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, str) and "\x00" in item:
+                raise ConfigError(f"{key}={value!r} is not valid: it holds a NUL character")
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            limit = LIMITS.get(f.name)
+            if isinstance(item, float) and not math.isfinite(item):
+                valid = f" in {limit}" if limit else ""
+                raise ConfigError(f"{key}={value} is not valid: must be a finite number{valid}")
+            if limit is not None and not limit.holds(item):
+                raise ConfigError(f"{key}={value} is not valid: must be in {limit}")
+    name = getattr(obj, "study_name", None)
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise ConfigError(f"study_name={name[:20]}... ({len(name)} characters) is not valid: it names a "
+                          f"folder and a file, give at most {MAX_NAME} characters")
+
+
 def _typed(cls: type, data: Mapping[str, Any]) -> Any:
     """`cls` filled from a plain mapping; OmegaConf checks every key and type against the
     schema, and its refusals become one-line `ConfigError`s."""
@@ -681,9 +811,11 @@ def _typed(cls: type, data: Mapping[str, Any]) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(data)))
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(data)))
     except OmegaConfBaseException as err:
         raise config_error(err) from None
+    check_values(obj)
+    return obj
 
 
 _EXPECTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",

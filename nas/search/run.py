@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nas.common.config import MAX_RESOLUTION, ConfigError, SearchConfig, uses_latency
+from nas.common.config import ConfigError, SearchConfig, uses_latency
 from nas.errors import UserError
 
 __all__ = [
@@ -28,15 +29,12 @@ __all__ = [
 def apply_space_overrides(cfg: SearchConfig):
     from search_spaces import get_space
 
+    """The space `cfg.space` names, with its width/resolution choices as overridden (checked by
+    `SpaceConfig.validate` and the schema's limits)."""
     space = get_space(cfg.space.name)
     if cfg.space.width:
-        if any(not 0 < w <= 4 for w in cfg.space.width):
-            raise ConfigError(f"space.width={cfg.space.width} is not valid: widths must be in (0, 4]")
         space = replace(space, width=tuple(cfg.space.width))
     if cfg.space.resolution:
-        if any(not 8 <= r <= MAX_RESOLUTION for r in cfg.space.resolution):
-            raise ConfigError(f"space.resolution={cfg.space.resolution} is not valid: resolutions "
-                              f"must be in [8, {MAX_RESOLUTION}]")
         space = replace(space, resolution=tuple(cfg.space.resolution))
     return space
 
@@ -87,27 +85,72 @@ def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
     return study, existed, url
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout,
-               shared_dir: Path | None = None) -> dict[str, Any]:
+def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout, shared_dir: Path | None = None,
+               on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the study described by `cfg`, writing results into `run_dir`.
 
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
-    directory so that they share one study.
+    directory so that they share one study. `on_accept` is called once the study is open
+    (a refused resume never calls it).
     """
     from nas.common.tracking import Tracker
 
+    made = _first_missing(run_dir)  # removed again if the search is refused before it starts
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = claim_run_dir(run_dir)
     name = cfg.study_name or cfg.default_study_name()
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
+    accepted = []
+    out = _Tee(out)
+
+    def accept() -> None:
+        accepted.append(True)
+        out.also(run_dir / "search.log")  # the progress lines, kept with the run
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")  # who holds the folder, for the next one refused
+        lock.flush()
+        if on_accept is not None:
+            on_accept()
+
     try:
-        return _search(cfg, run_dir, out, shared_dir, tracker)
+        return _search(cfg, run_dir, out, shared_dir, tracker, accept)
+    except UserError:
+        if not accepted and made is not None:
+            _remove_if_ours(made, run_dir)
+        raise
     finally:
         tracker.close()  # W&B's own exit hook would raise if its service is gone (a cancelled job)
+        out.close()
         lock.close()
 
 
-def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, tracker) -> dict[str, Any]:
+class _Tee:
+    """A text stream that writes to `stream` and, once `also` names one, to a log file too."""
+
+    def __init__(self, stream):
+        self.stream, self.log = stream, None
+
+    def also(self, path: Path) -> None:
+        self.log = open(path, "a")  # noqa: SIM115 - open for the run, closed by close()
+
+    def write(self, text: str) -> int:
+        if self.log is not None:
+            self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        if self.log is not None:
+            self.log.flush()
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, tracker,
+            on_accept: Callable[[], None]) -> dict[str, Any]:
     from nas.search import report
     from nas.search.evaluate import ProxyData, prepare
     from nas.search.interrupt import Interrupted, StopSignals
@@ -123,6 +166,7 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     cfg = prepare(cfg, space, shared_dir or run_dir, out)  # e.g. the supernet file, before the study
     seed = cfg.seed + (cfg.worker or 0)
     study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
+    on_accept()
     if cfg.proxy.kind == "supernet" and study.user_attrs.get("supernet") is None:
         study.set_user_attr("supernet", {"path": cfg.proxy.supernet})  # for the export's weights
     if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
@@ -205,11 +249,32 @@ def claim_run_dir(run_dir: Path):
         raise SearchError(f"run directory {str(run_dir)!r} is in use by another search ({owner}); "
                           "wait for it to end, or add a worker to its study with +worker=N (a run "
                           "directory of its own) or a multirun (-m)") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
     return handle
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_ours(top: Path, run_dir: Path) -> None:
+    """Remove the folders a refused search created (down from `top` to `run_dir`), when they
+    hold nothing but its lock file."""
+    lock = run_dir / ".lock"
+    if lock.is_file() and lock.stat().st_size == 0 and [p.name for p in run_dir.iterdir()] == [".lock"]:
+        lock.unlink()
+        for p in [run_dir, *run_dir.parents]:
+            try:
+                p.rmdir()
+            except OSError:
+                return
+            if p == top:
+                return
 
 
 class SearchError(UserError):

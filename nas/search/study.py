@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.common.config import CLUTTERED_ONLY, SearchConfig, uses_latency
+from nas.common.config import CLUTTERED_ONLY, SearchConfig, result_settings, uses_latency
 from nas.errors import UserError
 from nas.search.status import COUNTED, Status
 
@@ -49,6 +49,9 @@ class StudyError(UserError):
 
 # What a study is about: resuming with any of these changed would mix incomparable trials.
 IDENTITY_KEYS = ("space", "budget", "objective", "directions", "data", "proxy", "latency")
+# Sections that hold every result-changing key of their schema since this version: a study made
+# before records fewer, and resumes when the keys it has are unchanged (it then records them all).
+GROWN_SECTIONS = ("data", "proxy")
 
 
 def directions(cfg: SearchConfig) -> list[str]:
@@ -64,18 +67,10 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
         "budget": {k: float(v) for k, v in sorted(cfg.budget.items())},
         "objective": cfg.objective if cfg.objective == "accuracy" else f"pareto:{cfg.pareto_cost}",
         "directions": directions,
-        "data": {"name": cfg.data.name, "root": cfg.data.root, "seed": cfg.data.seed,
-                 "val_fraction": cfg.data.val_fraction,
-                 # A generated task is its generator's settings (absent elsewhere, as before).
-                 **({key: getattr(cfg.data, key) for key in ("test_fraction", *CLUTTERED_ONLY)}
-                    if cfg.data.name == "cluttered_digits" else {})},
-        "proxy": {"kind": p.kind, "prefilter": p.prefilter, "prefilter_keep": p.prefilter_keep,
-                  "epochs": p.epochs, "resolution": p.resolution, "width_scale": p.width_scale,
-                  "subset": p.subset, "batch_size": p.batch_size, "optimizer": p.optimizer,
-                  "lr": p.lr, "schedule": p.schedule, "bn_recalibration": p.bn_recalibration,
-                  # Precision changes what a proxy reaches (the device does not): a bf16 worker
-                  # must not join a float32 study. Absent for the default, as in older studies.
-                  **({"precision": p.precision} if p.precision != "32-true" else {})},
+        # Every key of the data and proxy schemas that changes what a trial measures (a new knob
+        # joins by default; the supernet path is its file's digest below).
+        "data": result_settings(cfg.data, () if cfg.data.name == "cluttered_digits" else CLUTTERED_ONLY),
+        "proxy": result_settings(p, ("supernet",)),
         # A supernet study's values are its supernet's: another file is another study.
         **({"supernet": file_digest(p.supernet)} if p.kind == "supernet" else {}),
         # Milliseconds on ONNX Runtime are not milliseconds in PyTorch eager: a latency study
@@ -142,6 +137,51 @@ def open_storage(url: str, heartbeat: int | None = None,
     if url.startswith("sqlite:///"):
         _fast_sqlite(storage)
     return storage
+
+
+def open_read_only(url: str) -> optuna.storages.BaseStorage:
+    """A storage opened only to be read (`nas.export`): a file that does not exist, or is not
+    a study database, is refused and left as it was; nothing is created or written."""
+    is_journal = url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal"))
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):]).expanduser()
+        if not path.is_file():
+            raise StudyError(f"storage {url!r}: no such file (nothing was created)")
+        if not _holds_studies(path):
+            raise StudyError(f"storage {url!r} is not a study database (no Optuna tables; file left "
+                             "untouched)")
+        return _connect(f"sqlite:///file:{path.resolve()}?{_read_mode(path)}&uri=true",
+                        {"skip_table_creation": True, "skip_compatibility_check": True})
+    if is_journal:
+        path = Path(url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url).expanduser()
+        if not path.is_file() or path.stat().st_size == 0:
+            raise StudyError(f"storage {url!r}: no such journal file, or an empty one (nothing was created)")
+        return open_storage(url)
+    if "://" not in url:
+        return open_storage(url)  # its refusal
+    return _connect(url, {"skip_table_creation": True})
+
+
+def _read_mode(path: Path) -> str:
+    """How to open an SQLite file only to read it. Without a write-ahead log beside it no process
+    is writing: as immutable, so that not even SQLite's -wal/-shm files appear; with one a search
+    is live: read-only."""
+    return "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+
+
+def _holds_studies(path: Path) -> bool:
+    """Whether `path` is an SQLite database with Optuna's tables (asked read-only)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{_read_mode(path)}", uri=True, timeout=60)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+    return {"studies", "trials"} <= {r[0] for r in rows}
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -270,12 +310,15 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[s
             raise StudyError(f"study {name!r} in this storage was not made by nas; choose another "
                              "study_name=")
         for key in IDENTITY_KEYS:
-            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(identity.get(key), sort_keys=True):
+            differ = _differences(stored.get(key), identity.get(key), grown=key in GROWN_SECTIONS)
+            if differ:
                 raise StudyError(
-                    f"study {name!r} exists with a different {key}: stored {_short(stored.get(key))}, "
-                    f"requested {_short(identity.get(key))}; to start a new study add "
+                    f"study {name!r} exists with a different {key}: {differ}; to start a new study add "
                     f"study_name=<new name> (e.g. study_name={name}-2), or resume this one with its "
                     "original settings")
+        upgraded = {**stored, **{k: _fill(stored.get(k), v) for k, v in identity.items()}}
+        if upgraded != stored:  # a study from before a key joined the identity records it from now on
+            study.set_user_attr("identity", upgraded)
         return study, True
     if not create:
         names = ", ".join(sorted(existing)) or "none"
@@ -292,6 +335,27 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[s
 
 def _short(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def _differences(stored: Any, requested: Any, grown: bool = False) -> str:
+    """What differs between a stored identity section and a requested one ("" if nothing). In a
+    `grown` section a key the stored one lacks was not recorded by the nas that made the study:
+    not a difference."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        keys = [k for k in sorted(set(stored) | set(requested))
+                if _short(stored.get(k)) != _short(requested.get(k)) and not (grown and k not in stored)]
+        return ", ".join(f"{k} stored {_short(stored.get(k))}, requested {_short(requested.get(k))}"
+                         for k in keys)
+    if _short(stored) == _short(requested):
+        return ""
+    return f"stored {_short(stored)}, requested {_short(requested)}"
+
+
+def _fill(stored: Any, requested: Any) -> Any:
+    """A stored identity section completed with the requested keys it lacks."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        return {**requested, **stored}
+    return requested if stored is None else stored
 
 
 def trained_count(study: optuna.Study) -> int:

@@ -282,7 +282,7 @@ class _EpochLine(pl.Callback):
 
 
 def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Path, run_dir: Path,
-                   out=None) -> SupernetFile:
+                   out=None, on_accept: Callable[[], None] | None = None) -> SupernetFile:
     """Train (or resume, or find finished) the supernet of `space` on `data` with the
     `SupernetConfig` `cfg`; writes it to `path` and returns what it records."""
     import sys
@@ -300,6 +300,8 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
     claim_run_dir(run_dir, json.loads(json.dumps(identity)))
+    if on_accept is not None:
+        on_accept()
     if path.is_file():
         try:
             _, meta = load_supernet(path, space, ident)
@@ -405,7 +407,7 @@ def agreement(rows: list[dict[str, Any]], key: str, truth: str = "standalone",
 
 
 def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: Path, run_dir: Path,
-                      out=None) -> dict[str, Any]:
+                      out=None, on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train `vcfg.n` random subnets (within `vcfg.mflops`) stand-alone (`vcfg.epochs`, the `cfg`
     recipe) and with the short proxy (`vcfg.proxy_epochs`), score them with the supernet in
     `path`, and report the rank agreement of each evaluator with the stand-alone accuracy and
@@ -420,6 +422,8 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
 
     out = out or sys.stdout
     net, meta = load_supernet(path, space, data_identity(data))
+    if on_accept is not None:
+        on_accept()
     net.eval()
     if cfg.threads > 0 and cfg.on_cpu():
         torch.set_num_threads(cfg.threads)

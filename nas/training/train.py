@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,8 @@ def check_checkpoint(path: Path, genotype: Genotype) -> None:
                               "its own genotype or choose another run directory")
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
-                 callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: list[pl.Callback] | None = None,
+                 on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train (or resume) `cfg.genotype`; returns the test metrics and file locations."""
     from nas.arch.cost import cost
     from nas.common.tracking import Tracker
@@ -130,6 +131,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout,
     resolution = cfg.resolution or genotype.resolution
     identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution, cfg.init)
     claim_run_dir(run_dir, identity)
+    if on_accept is not None:
+        on_accept()
     finished = run_dir / "result.json"
     if finished.is_file() and not cfg.ckpt_path:
         result = json.loads(finished.read_text())
