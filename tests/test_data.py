@@ -149,3 +149,25 @@ def test_malformed_dataset_path_is_caught_before_any_trial(tmp_path):
     (root / "data_batch_1").write_bytes(b"\x00\x01")
     with pytest.raises(UserError, match="not a CIFAR-10 python batch file"):
         precheck(["+space=mnv1", "+budget.mflops=1000", "data=cifar10", f"data.root={root}"])
+
+
+def test_cifar10_labels_outside_its_ten_classes_are_refused(tmp_path):
+    root = write_cifar(tmp_path / "c")
+    with open(root / "data_batch_2", "rb") as fh:
+        batch = pickle.load(fh)
+    batch[b"labels"] = [42] * len(batch[b"labels"])
+    with open(root / "data_batch_2", "wb") as fh:
+        pickle.dump(batch, fh)
+    with pytest.raises(DataError, match="holds label 42: CIFAR-10 labels are 0 to 9"):
+        make_datamodule("cifar10", root=str(root)).check()
+
+
+def test_image_folder_in_memory_uses_given_statistics_of_the_right_length(tmp_path):
+    root = write_folder(tmp_path / "f")
+    dm = make_datamodule("imagefolder", root=str(root), resolution=8, in_memory=True,
+                         mean=[0.5, 0.25, 0.125], std=[0.5, 0.5, 0.5])
+    dm.setup()
+    assert dm.mean.flatten().tolist() == [0.5, 0.25, 0.125] and dm.std.flatten().tolist() == [0.5] * 3
+    short = make_datamodule("imagefolder", root=str(root), resolution=8, in_memory=True, mean=[0.5])
+    with pytest.raises(DataError, match=r"data.mean=\[0.5\] is not valid .* needs 3 value"):
+        short.setup()

@@ -163,8 +163,9 @@ class ArrayDataModule(_SplitLoaders):
 
     def __init__(self, resolution: int = 32, batch_size: int = 128, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0,
-                 augment: str = "none"):
+                 augment: str = "none", mean: list[float] | None = None, std: list[float] | None = None):
         super().__init__()
+        self.given_stats = (mean, std)  # data.mean/data.std of an image folder; else measured
         self.resolution = resolution
         self.batch_size = batch_size
         self.val_fraction = val_fraction
@@ -228,6 +229,14 @@ class ArrayDataModule(_SplitLoaders):
         self.mean = images.mean(dim=(0, 2, 3), keepdim=True)[0]
         self.std = images.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
         self.in_channels = train.images.shape[1]
+        mean, std = self.given_stats
+        for key, given in (("mean", mean), ("std", std)):
+            if given is None:
+                continue
+            if len(given) != self.in_channels:
+                raise DataError(f"data.{key}={list(given)} is not valid for {self.describe()}: it needs "
+                                f"{self.in_channels} value(s), one per channel")
+            setattr(self, key, torch.tensor(given, dtype=torch.float32).view(-1, 1, 1))
         self.num_classes = int(torch.cat([train.labels, val.labels, test.labels]).max()) + 1
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
@@ -337,6 +346,10 @@ class Cifar10DataModule(ArrayDataModule):
                             f"({type(err).__name__}: {err})") from None
         if len(images) != len(labels):
             raise DataError(f"{str(path)!r}: {len(images)} images but {len(labels)} labels")
+        bad = labels[(labels < 0) | (labels > 9)]
+        if len(bad):
+            raise DataError(f"{str(path)!r} holds label {int(bad[0])}: CIFAR-10 labels are 0 to 9 (is it a "
+                            "CIFAR-100 or another dataset's file? use data=imagefolder for other data)")
         return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
     def load(self) -> tuple[Split, Split]:
@@ -486,7 +499,7 @@ class FolderStreamDataModule(_SplitLoaders):
 DATASETS = {"digits": DigitsDataModule, "cluttered_digits": ClutteredDigitsDataModule,
             "cifar10": Cifar10DataModule,
             "imagefolder": ImageFolderDataModule}
-STREAM_ONLY = ("num_workers", "pin_memory", "persistent_workers", "mean", "std")
+STREAM_ONLY = ("num_workers", "pin_memory", "persistent_workers")
 
 
 def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.LightningDataModule:
@@ -506,6 +519,9 @@ def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.L
         return FolderStreamDataModule(**kwargs)
     for key in STREAM_ONLY:
         kwargs.pop(key, None)
+    if name != "imagefolder":  # the other datasets measure their statistics (the config refuses them)
+        kwargs.pop("mean", None)
+        kwargs.pop("std", None)
     if name in ("digits", "cluttered_digits"):
         kwargs.pop("root", None)
     if name == "cluttered_digits":
