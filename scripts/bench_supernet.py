@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an override of the data, space or supernet recipe (repeatable)")
     p.add_argument("--out", default="bench-supernet")
+    p.add_argument("--supernet-elsewhere", action="store_true",
+                   help="do not train the supernet here: wait for supernet_train.json in --out")
     return p.parse_args()
 
 
@@ -60,13 +62,14 @@ def start_supernet(args: argparse.Namespace, overrides: list[str], path: Path,
                             env={**os.environ, "WANDB_MODE": "disabled"})
 
 
-def train_standalone(cfg, space, picks, args, partial: Path) -> list[dict]:
-    """Each genotype trained for the proxy's and for the stand-alone epochs (kept in `partial`)."""
+def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict], list[str]]:
+    """The first `args.n` genotypes of `picks` whose trainings stay finite, each trained for the
+    proxy's and for the stand-alone epochs (kept in `partial`); and those that diverged."""
     import torch
 
     from nas.model.builder import build_model
     from nas.training.data import datamodule_for
-    from nas.training.proxy import train_proxy
+    from nas.training.proxy import NonFiniteLoss, train_proxy
     from nas.training.supernet import standalone_recipe
 
     done = {}
@@ -75,28 +78,36 @@ def train_standalone(cfg, space, picks, args, partial: Path) -> list[dict]:
             row = json.loads(line)
             done[row["genotype"]] = row
     recipe = standalone_recipe(cfg.supernet)
-    rows, start = [], time.perf_counter()
+    rows, diverged, start = [], [], time.perf_counter()
     for i, g in enumerate(picks):
+        if len(rows) == args.n:
+            break
         if str(g) in done:
-            rows.append(done[str(g)])
+            (diverged if done[str(g)].get("diverged") else rows).append(done[str(g)])
             continue
         res = cfg.supernet.resolution_for(g.resolution, space.reference.resolution)
         dm = datamodule_for(cfg.data, res, cfg.supernet.batch_size)
         dm.setup()
         row = {"genotype": str(g), "resolution": res}
-        for key, epochs in (("proxy", args.proxy_epochs), ("standalone", args.epochs)):
-            torch.manual_seed(args.seed + i)
-            t0 = time.perf_counter()
-            model = build_model(g, dm.num_classes, dm.in_channels)
-            row[key] = train_proxy(model, dm, epochs, seed=args.seed + i, **recipe).accuracy
-            row[f"{key}_s"] = time.perf_counter() - t0
-        rows.append(row)
+        try:
+            for key, epochs in (("proxy", args.proxy_epochs), ("standalone", args.epochs)):
+                torch.manual_seed(args.seed + i)
+                t0 = time.perf_counter()
+                model = build_model(g, dm.num_classes, dm.in_channels)
+                row[key] = train_proxy(model, dm, epochs, seed=args.seed + i, **recipe).accuracy
+                row[f"{key}_s"] = time.perf_counter() - t0
+        except NonFiniteLoss as err:  # this recipe does not train it: reported, replaced by the next
+            row["diverged"] = str(err).split(";")[0]
+            print(f"{i + 1}: {g}: diverged ({row['diverged']}); drawing another", flush=True)
+        (diverged if row.get("diverged") else rows).append(row)
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if "diverged" in row:
+            continue
         print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{len(picks)} {g}: proxy {row['proxy']:.4f} "
               f"({row['proxy_s']:.0f}s), stand-alone {row['standalone']:.4f} ({row['standalone_s']:.0f}s)",
               flush=True)
-    return rows
+    return rows, [r["genotype"] for r in diverged]
 
 
 def score(cfg, space, rows: list[dict], path: Path) -> None:
@@ -163,13 +174,17 @@ def main() -> None:
     space = apply_space_overrides(cfg)
     probe = datamodule_for(cfg.data, 32, cfg.supernet.batch_size)
     probe.setup()
-    picks = pick_subnets(space, args.n, args.seed, args.mflops, probe.num_classes, probe.in_channels)
+    # Twice as many as needed, in a fixed order: a genotype whose training diverges is replaced.
+    picks = pick_subnets(space, 2 * args.n, args.seed, args.mflops, probe.num_classes, probe.in_channels)
     path = out / "supernet.pt"
     record = out / "supernet_train.json"
     child = None
-    if not record.exists():
+    if not record.exists() and not args.supernet_elsewhere:
         child, t0 = start_supernet(args, overrides, path, out), time.perf_counter()
-    rows = train_standalone(cfg, space, picks, args, out / "standalone.jsonl")
+    rows, diverged = train_standalone(cfg, space, picks, args, out / "standalone.jsonl")
+    while not record.exists() and child is None:  # trained by another process: it writes the record
+        print("waiting for the supernet record ...", flush=True)
+        time.sleep(60)
     if child is not None:
         print("waiting for the supernet ...", flush=True)
         _, status, usage = os.wait4(child.pid, 0)
@@ -181,7 +196,7 @@ def main() -> None:
     score(cfg, space, rows, path)
     report = {"space": args.space, "data": args.data, "mflops": args.mflops, "n": args.n,
               "epochs": args.epochs, "proxy_epochs": args.proxy_epochs, "overrides": args.set,
-              "supernet_training": trained, "rows": rows}
+              "supernet_training": trained, "rows": rows, "diverged": diverged}
     per = {key: sum(r[f"{key}_s"] for r in rows) / len(rows) for key in ("supernet", "proxy", "standalone")}
     report["seconds_per_candidate"] = per
     print(f"\n{args.space} within {args.mflops:g} MFLOPs on {args.data}: {args.n} genotypes; supernet "
@@ -195,6 +210,8 @@ def main() -> None:
         print(f"  {label:22} tau {a['kendall_tau']:+.3f} [{tau[0]:+.2f}, {tau[1]:+.2f}]"
               f"  rho {a['spearman_rho']:+.3f} [{rho[0]:+.2f}, {rho[1]:+.2f}]"
               f"  {per[key]:7.2f} s per candidate")
+    if diverged:
+        print(f"  ({len(diverged)} genotype(s) drawn diverged in stand-alone training and were replaced)")
     print(f"  a candidate scored by the supernet is {per['proxy'] / per['supernet']:.0f}x cheaper than a "
           f"{args.proxy_epochs}-epoch proxy trial (stand-alone {per['standalone']:.0f} s)")
     if args.search_trials:
