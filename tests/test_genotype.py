@@ -206,3 +206,14 @@ def test_head_and_stem_layers_validate():
         HeadLayer(8, kind="fc")
     with pytest.raises(GenotypeError, match="p"):
         StemLayer(8, 3, 1, -1)
+
+
+def test_an_empty_genotype_and_a_symlink_loop_are_named_as_such(tmp_path):
+    from nas.arch.genotype import load_genotype
+
+    with pytest.raises(GenotypeError, match="the genotype is empty"):
+        load_genotype("  ")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(GenotypeError, match="broken symbolic link or a loop"):
+        load_genotype(str(tmp_path / "a"))

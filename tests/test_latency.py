@@ -318,3 +318,12 @@ def test_pareto_search_prunes_trials_below_cheaper_peers_and_produces_a_front(tm
     for t in study.best_trials:
         assert t.values[1] == pytest.approx(t.user_attrs["mflops"])
     assert (tmp_path / "pareto_front.html").is_file()
+
+
+def test_a_table_corrupt_deep_inside_names_the_line(tmp_path):
+    from nas.hardware.latency import LatencyError, LookupTable
+
+    path = tmp_path / "t.lut.jsonl"
+    path.write_text('{"format": "nas-lut/1"}\n\n{"kernel": \n{"calibration": {}}\n')
+    with pytest.raises(LatencyError, match="at line 3 "):
+        LookupTable.load(path)

@@ -624,7 +624,13 @@ def load_genotype(value: str) -> Genotype:
     from pathlib import Path
 
     text = value.strip()
+    if not text:
+        raise GenotypeError("", "the genotype is empty: give a genotype string (res224_w1.0_drop0.2:...), "
+                                "a genotype.yaml or a genotype.txt")
     path = Path(text).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise GenotypeError("", f"genotype file {text!r} is a broken symbolic link or a loop of them: give "
+                                "a genotype.yaml, a genotype.txt or a genotype string")
     if text.endswith((".yaml", ".yml", ".txt")) or (":" not in text and path.exists()):
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"

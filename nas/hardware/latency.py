@@ -166,12 +166,14 @@ class LookupTable:
             raise LatencyError(f"latency table {str(path)!r} does not exist (build one with "
                                "python -m nas.latency build +space=NAME)")
         lines = path.read_text().splitlines()
+        at = 1  # the line being read, for the message
         try:
             header = json.loads(lines[0]) if lines else None
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise ValueError("no header")
             table = cls(path, header)
             for n, line in enumerate(lines[1:], start=2):
+                at = n
                 if not line.strip():
                     continue
                 try:
@@ -190,8 +192,11 @@ class LookupTable:
                     table.entries[K.from_text(row["kernel"])] = Timing(
                         float(row["median_ms"]), float(row["mean_ms"]), float(row["var"]), int(row["n"]))
         except (ValueError, KeyError, TypeError) as err:
-            raise LatencyError(f"latency table {str(path)!r} is not a valid {FORMAT} file "
-                               f"({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+            what = type(err).__name__ + (f": {str(err).splitlines()[0][:80]}" if str(err) else "")
+            if isinstance(err, json.JSONDecodeError):  # its own position is within the one line
+                what = f"not JSON: {err.msg}"
+            raise LatencyError(f"latency table {str(path)!r} is not a valid {FORMAT} file at line {at} "
+                               f"({what})") from None
         return table
 
     def check(self, space: str, fp: dict[str, Any], num_classes: int | None = None,
