@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an override of the data, space or supernet recipe (repeatable)")
     p.add_argument("--out", default="bench-supernet")
+    p.add_argument("--standalone-only", action="store_true",
+                   help="a helper: train stand-alone genotypes of --out beside its main process, then stop")
     p.add_argument("--supernet-elsewhere", action="store_true",
                    help="do not train the supernet here: wait for supernet_train.json in --out")
     return p.parse_args()
@@ -64,7 +66,8 @@ def start_supernet(args: argparse.Namespace, overrides: list[str], path: Path,
 
 def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict], list[str]]:
     """The first `args.n` genotypes of `picks` whose trainings stay finite, each trained for the
-    proxy's and for the stand-alone epochs (kept in `partial`); and those that diverged."""
+    proxy's and for the stand-alone epochs (kept in `partial`); and those that diverged. Several
+    processes given the same --out share the work (each claims a genotype before training it)."""
     import torch
 
     from nas.model.builder import build_model
@@ -72,19 +75,30 @@ def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict]
     from nas.training.proxy import NonFiniteLoss, train_proxy
     from nas.training.supernet import standalone_recipe
 
-    done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            row = json.loads(line)
-            done[row["genotype"]] = row
+    def finished() -> dict[str, dict]:
+        found = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+        return {r["genotype"]: r for r in found}
+
+    claims = partial.parent / "claims"
+    claims.mkdir(exist_ok=True)
     recipe = standalone_recipe(cfg.supernet)
-    rows, diverged, start = [], [], time.perf_counter()
-    for i, g in enumerate(picks):
-        if len(rows) == args.n:
+    start = time.perf_counter()
+    while True:
+        done = finished()
+        good = [g for g in picks if str(g) in done and "diverged" not in done[str(g)]]
+        open_ = [g for g in picks if str(g) not in done and not (claims / g.content_hash).exists()]
+        in_flight = len(picks) - len(done) - len(open_)
+        if len(good) >= args.n:
             break
-        if str(g) in done:
-            (diverged if done[str(g)].get("diverged") else rows).append(done[str(g)])
+        if len(good) + in_flight >= args.n or not open_:
+            time.sleep(10)  # enough genotypes are being trained by other processes
             continue
+        g = open_[0]
+        try:
+            os.close(os.open(claims / g.content_hash, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        i = picks.index(g)
         res = cfg.supernet.resolution_for(g.resolution, space.reference.resolution)
         dm = datamodule_for(cfg.data, res, cfg.supernet.batch_size)
         dm.setup()
@@ -98,15 +112,19 @@ def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict]
                 row[f"{key}_s"] = time.perf_counter() - t0
         except NonFiniteLoss as err:  # this recipe does not train it: reported, replaced by the next
             row["diverged"] = str(err).split(";")[0]
-            print(f"{i + 1}: {g}: diverged ({row['diverged']}); drawing another", flush=True)
-        (diverged if row.get("diverged") else rows).append(row)
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if "diverged" in row:
-            continue
-        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{len(picks)} {g}: proxy {row['proxy']:.4f} "
-              f"({row['proxy_s']:.0f}s), stand-alone {row['standalone']:.4f} ({row['standalone_s']:.0f}s)",
-              flush=True)
+        state = (f"diverged ({row['diverged']})" if "diverged" in row else
+                 f"proxy {row['proxy']:.4f} ({row['proxy_s']:.0f}s), stand-alone {row['standalone']:.4f} "
+                 f"({row['standalone_s']:.0f}s)")
+        print(f"[{time.perf_counter() - start:6.0f}s] genotype {i + 1} {g}: {state}", flush=True)
+    done = finished()
+    rows, diverged = [], []
+    for g in picks:
+        row = done.get(str(g))
+        if len(rows) == args.n or row is None:
+            break
+        (diverged if "diverged" in row else rows).append(row)
     return rows, [r["genotype"] for r in diverged]
 
 
@@ -178,6 +196,9 @@ def main() -> None:
     picks = pick_subnets(space, 2 * args.n, args.seed, args.mflops, probe.num_classes, probe.in_channels)
     path = out / "supernet.pt"
     record = out / "supernet_train.json"
+    if args.standalone_only:
+        train_standalone(cfg, space, picks, args, out / "standalone.jsonl")
+        return
     child = None
     if not record.exists() and not args.supernet_elsewhere:
         child, t0 = start_supernet(args, overrides, path, out), time.perf_counter()
