@@ -217,3 +217,9 @@ def test_an_empty_genotype_and_a_symlink_loop_are_named_as_such(tmp_path):
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(GenotypeError, match="broken symbolic link or a loop"):
         load_genotype(str(tmp_path / "a"))
+
+
+def test_a_genotype_string_longer_than_a_file_name_loads():
+    g = get_space("mnv2").reference
+    assert len(str(g)) > 255  # longer than a file name may be
+    assert load_genotype(str(g)) == g

@@ -619,6 +619,14 @@ def _make(where: str, cls: type, kw: dict[str, Any]) -> Any:
     return cls(**kw)
 
 
+def _dangling_link(path) -> bool:
+    """Whether `path` is a symbolic link to nothing, or a loop of links."""
+    try:
+        return path.is_symlink() and not path.exists()
+    except OSError:  # a name too long for a file name, say: not a link
+        return False
+
+
 def load_genotype(value: str) -> Genotype:
     """A genotype from a string, or from a path to a YAML file holding one."""
     from pathlib import Path
@@ -628,7 +636,7 @@ def load_genotype(value: str) -> Genotype:
         raise GenotypeError("", "the genotype is empty: give a genotype string (res224_w1.0_drop0.2:...), "
                                 "a genotype.yaml or a genotype.txt")
     path = Path(text).expanduser()
-    if path.is_symlink() and not path.exists():
+    if ":" not in text and _dangling_link(path):
         raise GenotypeError("", f"genotype file {text!r} is a broken symbolic link or a loop of them: give "
                                 "a genotype.yaml, a genotype.txt or a genotype string")
     if text.endswith((".yaml", ".yml", ".txt")) or (":" not in text and path.exists()):
