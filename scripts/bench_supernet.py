@@ -68,12 +68,9 @@ def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict]
     """The first `args.n` genotypes of `picks` whose trainings stay finite, each trained for the
     proxy's and for the stand-alone epochs (kept in `partial`); and those that diverged. Several
     processes given the same --out share the work (each claims a genotype before training it)."""
-    import torch
-
-    from nas.model.builder import build_model
     from nas.training.data import datamodule_for
-    from nas.training.proxy import NonFiniteLoss, train_proxy
-    from nas.training.supernet import standalone_recipe
+    from nas.training.proxy import NonFiniteLoss
+    from nas.training.supernet import reference_trainings, standalone_recipe
 
     def finished() -> dict[str, dict]:
         found = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
@@ -104,12 +101,8 @@ def train_standalone(cfg, space, picks, args, partial: Path) -> tuple[list[dict]
         dm.setup()
         row = {"genotype": str(g), "resolution": res}
         try:
-            for key, epochs in (("proxy", args.proxy_epochs), ("standalone", args.epochs)):
-                torch.manual_seed(args.seed + i)
-                t0 = time.perf_counter()
-                model = build_model(g, dm.num_classes, dm.in_channels)
-                row[key] = train_proxy(model, dm, epochs, seed=args.seed + i, **recipe).accuracy
-                row[f"{key}_s"] = time.perf_counter() - t0
+            row.update(reference_trainings(g, dm, (("proxy", args.proxy_epochs), ("standalone", args.epochs)),
+                                           recipe, args.seed + i))
         except NonFiniteLoss as err:  # this recipe does not train it: reported, replaced by the next
             row["diverged"] = str(err).split(";")[0]
         with partial.open("a") as f:

@@ -62,7 +62,7 @@ def bad_values(key: str, kind: object) -> list[str]:
 def cases(cls: type, base: list[str], skip: tuple[str, ...] = ()) -> list[tuple[list[str], str]]:
     out = []
     for key, kind in leaves(cls):
-        if key.startswith(skip) or (key.split(".")[0] in ("space",) and key.endswith(".name")):
+        if key.startswith(skip) or key == "space.name":  # chosen by +space=
             continue
         extra = ["data=cluttered_digits"] if key.startswith("data.") and key[5:] in CLUTTERED_ONLY else []
         for value in bad_values(key, kind):

@@ -15,6 +15,7 @@ __all__ = [
     "HELP_FLAGS",
     "OneLineParser",
     "UsageError",
+    "cannot_create",
     "compose_checked",
     "config_keys",
     "explain_override",
@@ -43,6 +44,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} ({self.prog} --help lists the options)")
+
+
+def cannot_create(folder: Path) -> str | None:
+    """Why `folder` (and what is missing of it) cannot be created and written here, or None."""
+    import os
+
+    probe = folder.expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{str(probe)!r} is not writable"
+    return None
 
 
 def parse_overrides(argv: list[str], valid: Mapping[str, str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from nas.arch.cost import Cost, cost
 from nas.arch.genotype import Genotype
+from nas.common.config import data_shape
 
 __all__ = ["main"]
 
@@ -57,18 +58,17 @@ def main(argv: list[str]) -> int:
     fmt = args.get("format", "table")
     if fmt not in ("table", "json"):
         raise UsageError(f"format={fmt!r} is not valid; valid: table, json")
-    shape = {"classes": "1000", "channels": "3", "from": "ImageNet's, as in the papers' tables"}
+    shape, source = {"num_classes": 1000, "in_channels": 3}, "ImageNet's, as in the papers' tables"
     if "data" in args:
-        shapes = {"digits": ("10", "1"), "cluttered_digits": ("10", "1"), "cifar10": ("10", "3")}
-        if args["data"] not in shapes:
-            raise UsageError(f"data={args['data']!r} is not valid; valid: {', '.join(shapes)} (for an image "
+        named = ("digits", "cluttered_digits", "cifar10")  # the datasets whose shape needs no folder
+        if args["data"] not in named:
+            raise UsageError(f"data={args['data']!r} is not valid; valid: {', '.join(named)} (for an image "
                              "folder give num_classes= and in_channels=)")
-        shape = {"classes": shapes[args["data"]][0], "channels": shapes[args["data"]][1],
-                 "from": f"data={args['data']}"}
-    num_classes = parse_int("num_classes", args.get("num_classes", shape["classes"]), 1, 1_000_000)
-    in_channels = parse_int("in_channels", args.get("in_channels", shape["channels"]), 1, 4096)
+        shape, source = data_shape({"name": args["data"]}), f"data={args['data']}"
+    num_classes = parse_int("num_classes", args.get("num_classes", str(shape["num_classes"])), 1, 1_000_000)
+    in_channels = parse_int("in_channels", args.get("in_channels", str(shape["in_channels"])), 1, 4096)
     if "num_classes" in args or "in_channels" in args:
-        shape["from"] = "as given"
+        source = "as given"
     if "space" in args and "genotype" in args:
         raise UsageError("give either +space=NAME (its reference network and the space summary) or "
                          "+genotype=STRING_OR_YAML, not both")
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(_table(genotype, result))
-    print(f"for {num_classes} classes and {in_channels} input channel(s) ({shape['from']}; the search "
+    print(f"for {num_classes} classes and {in_channels} input channel(s) ({source}; the search "
           "costs a genotype for its data: give data=NAME or num_classes= in_channels= to match)")
     if summary:
         print(f"\nspace {summary['space']}: {summary['description']}")

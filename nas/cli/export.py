@@ -19,6 +19,7 @@ from typing import Any
 
 from nas.arch.genotype import Genotype, parse
 from nas.cli.common import OneLineParser
+from nas.common.config import data_shape
 from nas.model.files import OPSETS, ExportError, write_model_files
 
 __all__ = ["main", "retrain_config", "select"]
@@ -156,19 +157,6 @@ def select(study, top_k: int | None, pareto: bool) -> list[dict[str, Any]]:
         cost = objective.split(":", 1)[1] if objective.startswith("pareto:") else "mflops"
         return report.pareto_front(best, cost)
     return best[:top_k]
-
-
-def data_shape(data: dict[str, Any]) -> dict[str, int] | None:
-    """Classes and channels of a study's data, from its identity (for studies whose workers
-    did not record them); None when they cannot be known."""
-    channels = 1 if data.get("grayscale") else 3
-    if data.get("name", "digits") in ("digits", "cluttered_digits"):
-        return {"num_classes": 10, "in_channels": 1}
-    if data.get("name") == "cifar10":
-        return {"num_classes": 10, "in_channels": channels}
-    root = Path(str(data.get("root") or "")).expanduser()
-    classes = [p for p in root.iterdir() if p.is_dir()] if data.get("root") and root.is_dir() else []
-    return {"num_classes": len(classes), "in_channels": channels} if classes else None
 
 
 def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None:

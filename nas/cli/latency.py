@@ -3,7 +3,6 @@ lookup table, built, calibrated and checked on the device itself."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -59,17 +58,13 @@ USAGE = "usage: python -m nas.latency build|calibrate|validate|predict +space=NA
 
 def _check_table_path(path: Path) -> None:
     """A table file can be written at `path`: no file where a folder must be, no folder there."""
-    from nas.cli.common import UsageError
+    from nas.cli.common import UsageError, cannot_create
 
     if path.exists() and not path.is_file():
         raise UsageError(f"lut={str(path)!r} is not valid: it is a folder; give a file name (.lut.jsonl)")
-    probe = path.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"lut={str(path)!r} is not valid: {str(probe)!r} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK) and not path.exists():
-        raise UsageError(f"lut={str(path)!r} is not valid: {str(probe)!r} is not writable")
+    problem = None if path.exists() else cannot_create(path.parent)
+    if problem:
+        raise UsageError(f"lut={str(path)!r} is not valid: {problem}")
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from nas.cli.common import CONF_DIR, UsageError, checked_main, config_keys, explain_override, first_line
+from nas.cli.common import (
+    CONF_DIR,
+    UsageError,
+    cannot_create,
+    checked_main,
+    config_keys,
+    explain_override,
+    first_line,
+)
 from nas.common.config import SearchConfig, config_error, derive_study_name, register_schemas
 from nas.errors import UserError
 from nas.search.run import open_search_study, run_search
@@ -124,12 +132,10 @@ def _check_writable(path: str) -> None:
     if "${" in path:
         path = "."
     target = Path(path).expanduser().absolute()
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory {str(target)!r} is not writable (set hydra.run.dir=<a "
-                         "writable folder>)")
+    problem = cannot_create(target)
+    if problem:
+        raise UsageError(f"output directory {str(target)!r} is not writable: {problem} (set "
+                         "hydra.run.dir=<a writable folder>)")
 
 
 def _shared_dir(run_dir: Path) -> Path:
@@ -220,9 +226,8 @@ def print_study_table(cfg: SearchConfig, argv: list[str]) -> None:
     except (StudyError, KeyError, ValueError) as err:  # a storage only the workers could reach
         print(f"(no results table: the study could not be read here: {first_line(err)})")
         return
-    n, best = report.counts(study), report.ranked(study)
-    print(f"\nstudy {study.study_name}: {n['trained'] + n['pruned']} trained ({n['pruned']} pruned), "
-          f"{n['rejected']} rejected before training, {n['duplicate']} duplicates, {n['failed']} failed")
+    best = report.ranked(study)
+    print(f"\nstudy {study.study_name}: {report.counts_line(report.counts(study), cfg.proxy.prefilter)}")
     print(report.format_table(best, study.user_attrs.get("reference"), cfg.top_k) if best
           else "no trial finished training")
 

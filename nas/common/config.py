@@ -58,6 +58,7 @@ __all__ = [
     "WandbConfig",
     "check_values",
     "config_error",
+    "data_shape",
     "derive_study_name",
     "register_schemas",
     "result_settings",
@@ -165,20 +166,12 @@ class DataConfig:
         _choice("data.augment", self.augment, AUGMENTS)
         if self.in_memory not in (True, False, "auto"):
             raise ConfigError(f"data.in_memory={self.in_memory!r} is not valid; valid: auto, true, false")
-        _positive("data.num_workers", self.num_workers, minimum=0)
         for key in ("mean", "std"):
             values = getattr(self, key)
             if values is not None and (not values or any(not 0 <= v <= 1 for v in values)
                                        or (key == "std" and any(v <= 0 for v in values))):
                 raise ConfigError(f"data.{key}={values} is not valid: one value per channel in [0, 1] "
                                   "units (std > 0), e.g. [0.5, 0.5, 0.5]")
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
-            if not 0 < value < 0.5:
-                raise ConfigError(f"data.{key}={value} is not valid: must be in (0, 0.5)")
-        _positive("data.seed", self.seed, minimum=0)
-        if self.seed > 2**32 - 1:
-            raise ConfigError(f"data.seed={self.seed} is not valid: must be in [0, {2**32 - 1}]")
         if self.root is not None:
             # Absolute from here on: a study or a retrain.yaml must find the data from any folder.
             from pathlib import Path
@@ -226,6 +219,9 @@ class RecipeConfig:
         if not isinstance(self.deterministic, bool) and self.deterministic != "warn":
             raise ConfigError(f"{prefix}.deterministic={self.deterministic!r} is not valid; valid: true, "
                               "false, warn")
+        devices = getattr(self, "devices", 1)  # an integer (its range: LIMITS) or, where typed Any, auto
+        if isinstance(devices, bool) or (not isinstance(devices, int) and devices != "auto"):
+            raise ConfigError(f"{prefix}.devices={devices!r} is not valid: an integer >= 1 or auto")
         _check_accelerator(f"{prefix}.accelerator", self.accelerator)
         strategy = getattr(self, "strategy", "auto")
         if strategy != "auto":
@@ -263,9 +259,7 @@ def _check_strategy(key: str, value: str) -> None:
     """A strategy name Lightning's registry holds (ddp, ddp_spawn, fsdp, deepspeed, ...)."""
     from pytorch_lightning.strategies import StrategyRegistry
 
-    names = ["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "single_device", "dp",
-             *StrategyRegistry.available_strategies()]
-    valid = sorted(set(names))
+    valid = sorted({"auto", *StrategyRegistry.available_strategies()})
     if value not in valid:
         import difflib
 
@@ -321,29 +315,13 @@ class SupernetConfig(RecipeConfig):
     progress: bool = True  # progress bar
 
     def validate(self, prefix: str = "supernet") -> None:
-        _positive(f"{prefix}.epochs", self.epochs)
-        _positive(f"{prefix}.batch_size", self.batch_size)
-        _in_range(f"{prefix}.resolution", self.resolution, 8, MAX_RESOLUTION)
-        _positive(f"{prefix}.random_subnets", self.random_subnets, minimum=0)
-        _positive(f"{prefix}.largest_epochs", self.largest_epochs, minimum=0)
+        """Choices and combinations (the ranges of its numbers: `check_values`)."""
         if self.largest_epochs >= self.epochs:
             raise ConfigError(f"{prefix}.largest_epochs={self.largest_epochs} is not valid: must be below "
                               f"{prefix}.epochs={self.epochs} (the sandwich phase needs an epoch)")
-        _positive(f"{prefix}.bn_batches", self.bn_batches)
-        _positive(f"{prefix}.seed", self.seed, minimum=0)
-        _positive(f"{prefix}.threads", self.threads, minimum=0)
         _choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
-        for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
-            value = getattr(self, key)
-            if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
-                raise ConfigError(f"{prefix}.{key}={value} is not valid: must be a finite number "
-                                  f"{'> 0' if key == 'lr' else '>= 0'}")
-        if self.label_smoothing >= 1 or self.momentum >= 1:
-            raise ConfigError(f"{prefix}.label_smoothing and {prefix}.momentum must be below 1")
         self.validate_device(prefix)
-        if self.devices != "auto" and (isinstance(self.devices, str) or self.devices < 1):
-            raise ConfigError(f"{prefix}.devices={self.devices!r} is not valid: an integer >= 1 or auto")
 
     def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:
         """A subnet's training (and scoring) resolution: in proportion to its own."""
@@ -414,13 +392,6 @@ class ValidateConfig:
     seed: int = 0  # which subnets
     mflops: float | None = None  # draw subnets within this budget (the part of the space a search uses)
 
-    def validate(self) -> None:
-        _positive("validate.n", self.n, minimum=3)
-        if self.mflops is not None and not (math.isfinite(self.mflops) and self.mflops > 0):
-            raise ConfigError(f"validate.mflops={self.mflops} is not valid: a finite number > 0, or null")
-        _positive("validate.epochs", self.epochs)
-        _positive("validate.proxy_epochs", self.proxy_epochs)
-        _positive("validate.seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -438,10 +409,10 @@ class SupernetRunConfig:
     def from_container(cls, data: dict[str, Any]) -> SupernetRunConfig:
         _require_space(data)
         cfg = _typed(cls, data)
+        check_values(cfg)
         cfg.space.validate()
         cfg.data.validate()
         cfg.supernet.validate()
-        cfg.validate.validate()
         _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
         return cfg
 
@@ -484,6 +455,7 @@ class SearchConfig:
         return cfg
 
     def validate(self) -> None:
+        check_values(self)
         self.space.validate()
         if not self.budget:
             raise ConfigError("no budget given: add at least one of +budget.mflops=N, "
@@ -499,32 +471,10 @@ class SearchConfig:
                                             or self.study_name in (".", "..")):
             raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
                               "without '/', or leave it out to derive one")
-        _positive("n_trials", self.n_trials)
-        _positive("seed", self.seed, minimum=0)
-
-        _positive("top_k", self.top_k)
-        if self.max_proposals is not None:
-            _positive("max_proposals", self.max_proposals)
         _choice("objective", self.objective, OBJECTIVES)
         _choice("pareto_cost", self.pareto_cost, PARETO_COSTS)
         self.data.validate()
         p = self.proxy
-        _positive("proxy.epochs", p.epochs)
-        _in_range("proxy.resolution", p.resolution, 8, MAX_RESOLUTION)
-        _positive("proxy.batch_size", p.batch_size)
-        if not 0 < p.width_scale <= 4:
-            raise ConfigError(f"proxy.width_scale={p.width_scale} is not valid: must be in (0, 4]")
-        if not 0 < p.subset <= 1:
-            raise ConfigError(f"proxy.subset={p.subset} is not valid: must be in (0, 1]")
-        if not p.lr > 0:
-            raise ConfigError(f"proxy.lr={p.lr} is not valid: must be positive")
-        if p.weight_decay < 0 or not 0 <= p.label_smoothing < 1 or p.warmup_epochs < 0:
-            raise ConfigError("proxy.weight_decay and proxy.warmup_epochs must be >= 0 and "
-                              "proxy.label_smoothing in [0, 1)")
-        if p.bn_recalibration < 0:
-            raise ConfigError(f"proxy.bn_recalibration={p.bn_recalibration} is not valid: 0 (off) or more")
-        if p.threads < 0:
-            raise ConfigError(f"proxy.threads={p.threads} is not valid: 0 (all cores) or more")
         _choice("proxy.kind", p.kind, ("train", "supernet", *ZERO_COST))
         self.supernet.validate()  # used when proxy=supernet trains a missing file
         if p.kind == "supernet":
@@ -539,25 +489,12 @@ class SearchConfig:
             if p.kind in ZERO_COST:
                 raise ConfigError(f"proxy.prefilter={p.prefilter} is not valid with proxy.kind={p.kind} (a "
                                   "pre-filter skips trainings; a zero-cost study trains none): leave it out")
-        if not 0 < p.prefilter_keep <= 1:
-            raise ConfigError(f"proxy.prefilter_keep={p.prefilter_keep} is not valid: must be in (0, 1]")
-        _positive("proxy.prefilter_warmup", p.prefilter_warmup, minimum=0)
-        _positive("proxy.zero_cost_batch", p.zero_cost_batch, minimum=2)
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
         _choice("proxy.schedule", p.schedule, SCHEDULES)
         p.validate_device("proxy")
-        _positive("proxy.devices", p.devices)
-        _positive("workers_per_gpu", self.workers_per_gpu)
         _choice("sampler.name", self.sampler.name, SAMPLERS)
-        if self.sampler.population_size is not None:
-            _positive("sampler.population_size", self.sampler.population_size, minimum=2)
-        _positive("sampler.n_startup_trials", self.sampler.n_startup_trials, minimum=0)
         _choice("pruner.name", self.pruner.name, PRUNERS)
-        _positive("pruner.n_startup_trials", self.pruner.n_startup_trials, minimum=0)
-        _positive("pruner.n_warmup_steps", self.pruner.n_warmup_steps, minimum=0)
         _choice("storage.name", self.storage.name, STORAGES)
-        _positive("storage.heartbeat", self.storage.heartbeat, minimum=0)
-        _positive("storage.max_retry", self.storage.max_retry, minimum=0)
         _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
         _choice("latency.backend", self.latency.backend, LATENCY_BACKENDS)
         _choice("latency.device", self.latency.device, ("cpu", "cuda"))
@@ -567,9 +504,7 @@ class SearchConfig:
                               f"{str(self.latency.channels_last).lower()} are not valid with "
                               "latency.backend=onnxruntime (ONNX Runtime's CPU provider); valid: "
                               "latency.device=cpu, latency.channels_last=false")
-        _positive("latency.threads", self.latency.threads)
-        _positive("latency.warmup", self.latency.warmup, minimum=0)
-        _positive("latency.repeats", self.latency.repeats)
+        _positive("latency.threads", self.latency.threads)  # 0 (all cores) is not a measurement setting
 
     def default_study_name(self) -> str:
         return derive_study_name(dataclasses.asdict(self))
@@ -611,27 +546,13 @@ class TrainConfig:
             raise ConfigError("no genotype given: add +genotype=<path to genotype.yaml or a "
                               "genotype string>")
         cfg = _typed(cls, data)
+        check_values(cfg)
         t = cfg.trainer
-        _positive("trainer.max_epochs", t.max_epochs)
-        _positive("trainer.batch_size", t.batch_size)
         _choice("trainer.optimizer", t.optimizer, OPTIMIZERS)
         _choice("trainer.schedule", t.schedule, SCHEDULES)
         _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
         cfg.data.validate()
-        _positive("trainer.seed", t.seed, minimum=0)
         t.validate_device("trainer")
-        _positive("trainer.num_nodes", t.num_nodes)
-        if t.devices != "auto" and (isinstance(t.devices, str) or t.devices < 1):
-            raise ConfigError(f"trainer.devices={t.devices!r} is not valid: an integer >= 1 or auto")
-        _positive("trainer.threads", t.threads, minimum=0)
-        if not t.lr > 0 or not 0 < t.ema_decay < 1:
-            raise ConfigError(f"trainer.lr={t.lr}, trainer.ema_decay={t.ema_decay} are not valid: "
-                              "trainer.lr must be positive and trainer.ema_decay in (0, 1)")
-        if t.weight_decay < 0 or not 0 <= t.label_smoothing < 1 or t.warmup_epochs < 0:
-            raise ConfigError("trainer.weight_decay and trainer.warmup_epochs must be >= 0 and "
-                              "trainer.label_smoothing in [0, 1)")
-        if cfg.resolution is not None:
-            _in_range("resolution", cfg.resolution, 8, MAX_RESOLUTION)
         if cfg.init is not None:
             from pathlib import Path
 
@@ -641,6 +562,21 @@ class TrainConfig:
                                   "state_dict.pt): give a folder python -m nas.export wrote")
             cfg.init = str(folder.absolute())
         return cfg
+
+
+def data_shape(data: dict[str, Any]) -> dict[str, int] | None:
+    """Classes and channels of a study's data, from its identity (for studies whose workers
+    did not record them); None when they cannot be known."""
+    channels = 1 if data.get("grayscale") else 3
+    if data.get("name", "digits") in ("digits", "cluttered_digits"):
+        return {"num_classes": 10, "in_channels": 1}
+    if data.get("name") == "cifar10":
+        return {"num_classes": 10, "in_channels": channels}
+    from pathlib import Path
+
+    root = Path(str(data.get("root") or "")).expanduser()
+    classes = [p for p in root.iterdir() if p.is_dir()] if data.get("root") and root.is_dir() else []
+    return {"num_classes": len(classes), "in_channels": channels} if classes else None
 
 
 def derive_study_name(cfg: Mapping[str, Any]) -> str:
@@ -814,7 +750,6 @@ def _typed(cls: type, data: Mapping[str, Any]) -> Any:
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(data)))
     except OmegaConfBaseException as err:
         raise config_error(err) from None
-    check_values(obj)
     return obj
 
 

@@ -18,6 +18,7 @@ from nas.search.status import Status
 __all__ = [
     "COLUMNS",
     "counts",
+    "counts_line",
     "format_table",
     "pareto_figure",
     "ranked",
@@ -84,6 +85,14 @@ def write_tables(study: optuna.Study, run_dir: Path) -> tuple[Path, Path]:
                "reference": study.user_attrs.get("reference"), "trials": data}
     json_path.write_text(json.dumps(payload, indent=2))
     return csv_path, json_path
+
+
+def counts_line(n: dict[str, int], prefilter: str | None = None) -> str:
+    """One line of a study's `counts`: trained, pruned, rejected, duplicates, failed, ..."""
+    return (f"{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} rejected before "
+            f"training, {n['duplicate']} duplicates, {n['failed']} failed"
+            + (f", {n['filtered']} skipped by the {prefilter} pre-filter" if n["filtered"] else "")
+            + (f", {n['stopped']} stopped when the study was full" if n["stopped"] else ""))
 
 
 def format_table(best: list[dict[str, Any]], reference: dict[str, Any] | None,

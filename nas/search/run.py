@@ -100,11 +100,12 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout, shared_dir: Pat
     lock = claim_run_dir(run_dir)
     name = cfg.study_name or cfg.default_study_name()
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
-    accepted = []
+    accepted = False
     out = _Tee(out)
 
     def accept() -> None:
-        accepted.append(True)
+        nonlocal accepted
+        accepted = True
         out.also(run_dir / "search.log")  # the progress lines, kept with the run
         lock.seek(0)
         lock.truncate()
@@ -205,11 +206,7 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     csv_path, json_path = report.write_tables(study, run_dir)
     plot_cost = cfg.pareto_cost if cfg.objective == "pareto" else "mflops"
     plots = report.write_plots(study, run_dir, reference, plot_cost)
-    searcher.print(f"\n{n['trained'] + n['pruned']} trained ({n['pruned']} pruned), {n['rejected']} "
-                   f"rejected before training, {n['duplicate']} duplicates, {n['failed']} failed"
-                   + (f", {n['filtered']} skipped by the {cfg.proxy.prefilter} pre-filter"
-                      if n["filtered"] else "")
-                   + (f", {n['stopped']} stopped when the study was full" if n["stopped"] else ""))
+    searcher.print(f"\n{report.counts_line(n, cfg.proxy.prefilter)}")
     if best and cfg.objective == "pareto":
         front = report.pareto_front(best, cfg.pareto_cost)
         searcher.print(f"Pareto front of accuracy and {cfg.pareto_cost} ({len(front)} trials):")

@@ -100,7 +100,7 @@ def open_storage(url: str, heartbeat: int | None = None,
     With `heartbeat` (seconds), a database storage marks a trial whose worker stopped
     beating (killed) FAIL after four intervals and re-queues it up to `max_retry` times.
     """
-    is_journal = url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal"))
+    is_journal = _journal_file(url) is not None
     if "://" not in url and not is_journal:
         raise StudyError(f"storage {url!r} is not a storage URL; valid: sqlite:///FILE, journal:FILE, "
                          "postgresql+psycopg2://USER@HOST:PORT/DB")
@@ -114,7 +114,7 @@ def open_storage(url: str, heartbeat: int | None = None,
     if is_journal:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url
+        path = _journal_file(url)
         folder = Path(path).expanduser().absolute().parent
         if not folder.is_dir():
             raise StudyError(f"storage {url!r}: folder {str(folder)!r} does not exist (create it, on a "
@@ -142,7 +142,6 @@ def open_storage(url: str, heartbeat: int | None = None,
 def open_read_only(url: str) -> optuna.storages.BaseStorage:
     """A storage opened only to be read (`nas.export`): a file that does not exist, or is not
     a study database, is refused and left as it was; nothing is created or written."""
-    is_journal = url.startswith(("journal:", "file:")) or url.endswith((".log", ".journal"))
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):]).expanduser()
         if not path.is_file():
@@ -152,14 +151,22 @@ def open_read_only(url: str) -> optuna.storages.BaseStorage:
                              "untouched)")
         return _connect(f"sqlite:///file:{path.resolve()}?{_read_mode(path)}&uri=true",
                         {"skip_table_creation": True, "skip_compatibility_check": True})
-    if is_journal:
-        path = Path(url.split(":", 1)[1] if url.startswith(("journal:", "file:")) else url).expanduser()
+    journal = _journal_file(url)
+    if journal is not None:
+        path = Path(journal).expanduser()
         if not path.is_file() or path.stat().st_size == 0:
             raise StudyError(f"storage {url!r}: no such journal file, or an empty one (nothing was created)")
         return open_storage(url)
     if "://" not in url:
         return open_storage(url)  # its refusal
     return _connect(url, {"skip_table_creation": True})
+
+
+def _journal_file(url: str) -> str | None:
+    """The file of a journal storage URL (`journal:FILE`, `file:FILE`, `*.log`, `*.journal`), else None."""
+    if url.startswith(("journal:", "file:")):
+        return url.split(":", 1)[1]
+    return url if url.endswith((".log", ".journal")) else None
 
 
 def _read_mode(path: Path) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "load_supernet",
     "pick_subnets",
     "recalibrate_bn",
+    "reference_trainings",
     "resize",
     "score_subnet",
     "standalone_recipe",
@@ -393,6 +394,25 @@ def standalone_recipe(cfg: Any) -> dict[str, Any]:
                 accelerator=cfg.accelerator, precision=cfg.precision)
 
 
+def reference_trainings(g: Genotype, datamodule: Any, runs: Iterable[tuple[str, int]],
+                        recipe: dict[str, Any], seed: int) -> dict[str, float]:
+    """`g` trained from scratch on `datamodule` (set up) for each `(key, epochs)` of `runs`, with
+    `standalone_recipe`'s `recipe`: {key: validation accuracy, key_s: seconds}."""
+    import time
+
+    from nas.model.builder import build_model
+    from nas.training.proxy import train_proxy
+
+    out: dict[str, float] = {}
+    for key, epochs in runs:
+        torch.manual_seed(seed)
+        model = build_model(g, datamodule.num_classes, datamodule.in_channels)
+        t0 = time.perf_counter()
+        out[key] = train_proxy(model, datamodule, epochs, seed=seed, **recipe).accuracy
+        out[f"{key}_s"] = time.perf_counter() - t0
+    return out
+
+
 def agreement(rows: list[dict[str, Any]], key: str, truth: str = "standalone",
               seed: int = 0) -> dict[str, Any]:
     """Kendall tau and Spearman rho of `rows[*][key]` against `rows[*][truth]`, with 90%
@@ -415,20 +435,18 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
     import sys
     import time
 
-    from nas.model.builder import build_model
     from nas.training.data import datamodule_for
-    from nas.training.proxy import train_proxy
     from nas.training.train import write_json
 
     out = out or sys.stdout
     net, meta = load_supernet(path, space, data_identity(data))
+    picked = pick_subnets(space, vcfg.n, vcfg.seed, vcfg.mflops, meta.num_classes, meta.in_channels)
     if on_accept is not None:
         on_accept()
     net.eval()
     if cfg.threads > 0 and cfg.on_cpu():
         torch.set_num_threads(cfg.threads)
     bs = meta.recipe["batch_size"]
-    picked = pick_subnets(space, vcfg.n, vcfg.seed, vcfg.mflops, meta.num_classes, meta.in_channels)
     dm_top = datamodule_for(data, meta.top_resolution(space), bs)
     dm_top.setup()
     bn_images = meta.bn_images(dm_top)
@@ -446,12 +464,8 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
         row["supernet_s"] = time.perf_counter() - t0
         dm = datamodule_for(data, res, bs)
         dm.setup()
-        for key, epochs in (("proxy", vcfg.proxy_epochs), ("standalone", vcfg.epochs)):
-            torch.manual_seed(vcfg.seed + i)
-            model = build_model(g, meta.num_classes, meta.in_channels)
-            t0 = time.perf_counter()
-            row[key] = train_proxy(model, dm, epochs, seed=vcfg.seed + i, **recipe).accuracy
-            row[f"{key}_s"] = time.perf_counter() - t0
+        row.update(reference_trainings(g, dm, (("proxy", vcfg.proxy_epochs), ("standalone", vcfg.epochs)),
+                                       recipe, vcfg.seed + i))
         rows.append(row)
         print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {row['supernet']:.4f} "
               f"({row['supernet_s']:.1f}s), proxy {row['proxy']:.4f} ({row['proxy_s']:.0f}s), stand-alone "
