@@ -145,7 +145,8 @@ def in_wheel(target: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess
 def test_the_installed_wheel_runs_from_outside_the_repository(wheel_target, tmp_path):
     r = in_wheel(wheel_target, "-c", "import nas; print(nas.__file__)", cwd=tmp_path)
     assert r.stdout.strip().startswith(str(wheel_target)), r.stdout  # not this checkout
-    assert (wheel_target / "nas" / "conf" / "search.yaml").is_file()
+    assert (wheel_target / "nas" / "conf" / "search.yaml").is_file()  # the top-level conf/, shipped
+    assert (ROOT / "conf" / "search.yaml").is_file() and not (ROOT / "nas" / "conf").exists()
     r = in_wheel(wheel_target, "-m", "nas.search", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "space" in r.stdout, r.stderr
     r = in_wheel(wheel_target, "-m", "nas.search", "+space=mnv1", "+budget.mflops=28", "n_trials=1",

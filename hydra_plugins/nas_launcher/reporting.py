@@ -7,7 +7,7 @@ at least every `poll_s` seconds, so a long sweep still returns soon after its la
 print one line per task as it ends — finished, cancelled, timed out, failed, with its job
 id — and exit with status 1 after the last one when any task did not finish.
 
-The configs `hydra/launcher=slurm|slurm_gpu|local` (in `nas/conf`) select them. Without
+The configs `hydra/launcher=slurm|slurm_gpu|local` (in `conf/`) select them. Without
 the `cluster` extra the classes do not exist and those configs say what to install.
 """
 

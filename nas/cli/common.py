@@ -29,7 +29,14 @@ __all__ = [
     "run",
 ]
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # shipped inside the package
+def _conf_dir() -> Path:
+    """The Hydra configs: conf/ at the top of a source checkout, shipped as nas/conf in a wheel."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "conf"
+    return shipped if shipped.is_dir() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 # Hydra's own flags: they print and exit, so the command line is not checked first.
 HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
               "-sc", "--resolve")
