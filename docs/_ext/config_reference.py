@@ -17,6 +17,7 @@ tests/test_docs.py fails the same way without needing Sphinx.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import re
@@ -85,7 +86,7 @@ def _field_comment(schema: type, name: str) -> str:
     for cls in schema.__mro__:
         if name not in inspect.get_annotations(cls):
             continue
-        lines = inspect.getsource(cls).splitlines()
+        lines = _source_lines(cls)
         for i, line in enumerate(lines):
             if re.match(rf"\s+{name}\s*:", line):
                 if "#" in line:
@@ -97,6 +98,11 @@ def _field_comment(schema: type, name: str) -> str:
                     above.insert(0, previous.strip().lstrip("#").strip())
                 return " ".join(above)
     return ""
+
+
+@functools.cache
+def _source_lines(cls: type) -> list[str]:
+    return inspect.getsource(cls).splitlines()  # parses the whole module: once per class
 
 
 # ----- rendering ----------------------------------------------------------------------------------
@@ -252,9 +258,9 @@ def render() -> str:
 def stale_message() -> str | None:
     """Why the committed page is out of date, or None when it matches the schemas."""
     if not PAGE.is_file():
-        return f"{PAGE.relative_to(ROOT)} is missing: run {REGENERATE}"
+        return f"docs/{PAGE.name} is missing: run {REGENERATE}"
     if PAGE.read_text() != render():
-        return (f"{PAGE.relative_to(ROOT)} does not match the schemas in nas/common/config.py and "
+        return (f"docs/{PAGE.name} does not match the schemas in nas/common/config.py and "
                 f"conf/: run {REGENERATE} and commit the page")
     return None
 
@@ -275,14 +281,14 @@ def setup(app: Any) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv == ["--check"]:
         message = stale_message()
-        print(message or f"{PAGE.relative_to(ROOT)} is up to date",
+        print(message or f"docs/{PAGE.name} is up to date",
               file=sys.stderr if message else sys.stdout)
         return 1 if message else 0
     if argv:
         print(__doc__.split("\n\n")[-1], file=sys.stderr)
         return 2
     PAGE.write_text(render())
-    print(f"wrote {PAGE.relative_to(ROOT)}")
+    print(f"wrote docs/{PAGE.name}")
     return 0
 
 
