@@ -44,12 +44,13 @@ def test_width_override():
         (["+space=resnet"], "unknown search space 'resnet'; valid: mnv2, xception, mnv1"),
         (["+genotype=res224_w1.0_drop0.2:ir_r1_k4_s1_e1_c16_ad_relu6_noskip"], "stages[0].k: 4"),
         (["+genotype=res224_w1.0_drop0.2:zz_c16"], "unknown part kind 'zz'"),
-        (["+space=mnv2", "+width=abc"], "width='abc' is not a number"),
-        (["+space=mnv2", "+width=-1"], "width: -1.0 is not valid"),
-        (["+space=mnv2", "+bogus=1"], "unknown argument 'bogus'"),
+        (["+space=mnv2", "+width=abc"], "width='abc' is not valid: expected a number"),
+        (["+space=mnv2", "+width=-1"], "width=-1.0 is not valid: must be in (0, 4]"),
+        (["+space=mnv2", "+bogus=1"], "unknown key 'bogus'"),
+        (["+space=mnv2", "+widht=0.5"], "unknown key 'widht': did you mean width?"),
         (["+space=mnv2", "format=xml"], "format='xml' is not valid"),
         (["+genotype=missing.yaml"], "does not exist"),
-        (["nonsense"], "is not key=value"),
+        (["nonsense"], "argument 'nonsense' is not key=value"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(args, words):

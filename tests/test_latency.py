@@ -154,7 +154,7 @@ def test_cli_refuses_a_foreign_table_and_keeps_it(tmp_path):
               "fingerprint": {**fingerprint(), "name": "Another CPU", "torch": "1.0"}}
     path.write_text(json.dumps(header) + "\n")
     before = path.read_text()
-    r = _cli("validate", "+space=mnv1", f"lut={path}", "n=2")
+    r = _cli("validate", "+space=mnv1", f"lut={path}", "n=3")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "another device" in r.stderr and "Another CPU" in r.stderr
     assert path.read_text() == before

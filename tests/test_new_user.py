@@ -194,7 +194,7 @@ def test_latency_device_cuda_without_cuda_is_refused(tmp_path):
 def test_train_help_lists_only_its_own_groups(tmp_path):
     r = nas("train", "--help", cwd=tmp_path)
     assert r.returncode == 0
-    assert "data: digits, cifar10, imagefolder" in r.stdout
+    assert "data: cifar10, cluttered_digits, digits, imagefolder" in r.stdout
     assert "sampler" not in r.stdout and "pruner" not in r.stdout
 
 

@@ -6,9 +6,11 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from nas.errors import UserError
+
+T = TypeVar("T")
 
 __all__ = [
     "CONF_DIR",
@@ -21,12 +23,10 @@ __all__ = [
     "explain_override",
     "first_line",
     "hydra_task",
-    "parse_float",
-    "parse_int",
-    "parse_overrides",
-    "print_usage",
+    "parse_command",
     "record_config",
     "run",
+    "wants_help",
 ]
 
 def _conf_dir() -> Path:
@@ -50,7 +50,16 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse for a command that operates on files, with the one-line error of every command."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} ({self.prog} --help lists the options)")
+        import difflib
+
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], list(self._option_string_actions), n=1)
+                if close:
+                    hint = f"; did you mean {close[0]}?"
+                    break
+        raise UsageError(f"{message}{hint} ({self.prog} --help lists the options)")
 
 
 def cannot_create(folder: Path) -> str | None:
@@ -67,39 +76,49 @@ def cannot_create(folder: Path) -> str | None:
     return None
 
 
-def parse_overrides(argv: list[str], valid: Mapping[str, str]) -> dict[str, str]:
-    """`key=value` / `+key=value` arguments; `valid` maps each accepted key to its help."""
-    out: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.lstrip("+").partition("=")
-        if not sep:
-            raise UsageError(f"argument {arg!r} is not key=value; valid keys: "
-                             f"{', '.join(valid)}")
-        if key not in valid:
-            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(valid)}")
-        out[key] = value
-    return out
+def parse_command(schema: type[T], argv: list[str], command: str) -> T:
+    """`key=value` overrides of the dataclass `schema`, in Hydra's grammar (a leading + is
+    accepted, as Hydra apps take it; `a,b` is read as the list [a, b]). OmegaConf checks types,
+    `check_values` ranges; an unknown key names the closest one. Every refusal is one line."""
+    import difflib
 
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-def parse_int(key: str, value: str, minimum: int = 1, maximum: int | None = None) -> int:
+    from nas.common.config import check_values, config_error
+    from nas.common.schema import describe
+
+    docs = {k.key: k for k in describe(schema)}
+    keys = list(docs)
     try:
-        number = int(value)
-    except ValueError:
-        raise UsageError(f"{key}={value!r} is not an integer") from None
-    if number < minimum or (maximum is not None and number > maximum):
-        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise UsageError(f"{key}={number} is not valid: must be {valid}")
-    return number
+        overrides = OverridesParser.create().parse_overrides(argv)
+    except OverrideParseException as err:
+        raise UsageError(explain_override(str(err), keys, ())) from None
+    cfg = OmegaConf.structured(schema)
+    for o in overrides:
+        key = o.key_or_group
+        if o.is_delete():
+            raise UsageError(f"~{key}: a key cannot be removed here; give {key}=<value> or leave it out")
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(f"unknown key {key!r}: {hint}(python -m {command} --help lists the keys)")
+        value = list(o.value().list) if o.is_sweep_override() else o.value()
+        if docs[key].type.startswith("list") and not isinstance(value, (list, type(None))):
+            value = [value]  # one choice of a list key: width=0.5 is width=[0.5]
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise UsageError(str(config_error(err))) from None
+    obj = OmegaConf.to_object(cfg)
+    check_values(obj)
+    return obj
 
 
-def parse_float(key: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"{key}={value!r} is not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise UsageError(f"{key}={value!r} is not a finite number")
-    return number
+def wants_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
 
 
 def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
@@ -139,6 +158,9 @@ def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -
         hint = f"did you mean {close[0]}? " if close else ""
         return (f"unknown config key {key!r}: {hint}(keys that are not in the config, like "
                 f"+space=, +budget.*= and +worker=, take a leading +; groups: {', '.join(groups)})")
+    no_value = re.search(r"Error parsing override '([^']*)'\s+missing EQUAL", message)
+    if no_value:
+        return f"argument {no_value.group(1)!r} is not key=value (--help lists the keys)"
     lexer = re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)\S*:? ?(.*)",
                       message)
     if lexer:
@@ -164,11 +186,44 @@ def config_keys(container: Any, prefix: str = "") -> list[str]:
     return out
 
 
+USAGES = {
+    "nas.search": "usage: python -m nas.search +space=NAME +budget.mflops=N [key=value ...] (-m: multirun)",
+    "nas.train": "usage: python -m nas.train +genotype=STRING_OR_YAML [key=value ...] | --config-dir DIR "
+                 "--config-name retrain",
+    "nas.supernet": "usage: python -m nas.supernet train|validate +space=NAME [key=value ...]",
+}
+
+
+# The config groups each Hydra command composes (conf/<group>/*.yaml).
+COMMAND_GROUPS = {"nas.search": ("space", "data", "proxy", "sampler", "pruner", "storage"),
+                  "nas.train": ("data",), "nas.supernet": ("space", "data")}
+
+
+def command_help(command: str) -> str:
+    """A Hydra command's --help: its usage, the options of each config group, and every key of its
+    schema with the default and the comment."""
+    from nas.common.config import COMMAND_SCHEMAS
+    from nas.common.schema import help_text
+
+    lines = ["", "groups (group=option" + ("; +space= has no default):" if "space" in COMMAND_GROUPS[command]
+                                           else "):")]
+    lines += [f"  {g}: {', '.join(sorted(f.stem for f in (CONF_DIR / g).glob('*.yaml')))}"
+              for g in COMMAND_GROUPS[command]]
+    lines.append("Hydra's own flags: --hydra-help, --cfg job, --info; -m runs a sweep (multirun)")
+    body = help_text(COMMAND_SCHEMAS[command], USAGES[command])
+    usage, _, keys = body.partition("\n")
+    return "\n".join([usage, *lines, keys])
+
+
 def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
-                 skip: tuple[str, ...] = ()) -> None:
+                 skip: tuple[str, ...] = (), command: str | None = None) -> None:
     """Validate the command line with `precheck` (one line and exit status 2 on bad input),
-    then run the Hydra `task`; Hydra's own flags, and those in `skip`, go straight to Hydra."""
+    then run the Hydra `task`; `--help` prints `command`'s keys; Hydra's own flags, and those in
+    `skip`, go straight to Hydra."""
     argv = sys.argv[1:]
+    if command is not None and any(a in ("-h", "--help") for a in argv):
+        print(command_help(command))
+        sys.exit(0)
     if not any(a.split("=")[0] in HELP_FLAGS or a.startswith(skip) for a in argv):
         try:
             precheck(argv)
@@ -206,13 +261,6 @@ def compose_checked(config_name: str, argv: list[str], groups: tuple[str, ...],
                                                           resolve=False))
 
         raise composition_error(err, keys, (*groups, *plus)) from None
-
-
-def print_usage(usage: str, valid: Mapping[str, str]) -> None:
-    width = max(map(len, valid)) + 2
-    print(usage)
-    for key, text in valid.items():
-        print(f"  {key:<{width}}{text}")
 
 
 def record_config(cfg: Any, run_dir: Path) -> None:

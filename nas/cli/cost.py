@@ -3,24 +3,13 @@ with a per-part breakdown and the space's exact cost range."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from nas.arch.cost import Cost, cost
 from nas.arch.genotype import Genotype
-from nas.common.config import data_shape
+from nas.common.config import CostRunConfig, data_shape
 
 __all__ = ["main"]
-
-
-_ARGS = {
-    "space": "report a search space (mnv2, xception, mnv1) and its reference network",
-    "genotype": "report one genotype: a genotype string or a path to a genotype.yaml",
-    "width": "override the width multiplier of the reported genotype",
-    "resolution": "override the input resolution of the reported genotype",
-    "data": "take classes and channels from a dataset the search uses: digits, cluttered_digits (10 "
-            "classes, 1 channel) or cifar10 (10, 3)",
-    "num_classes": "classifier outputs (default 1000, ImageNet's, as in the papers' tables)",
-    "in_channels": "input channels (default 3)",
-    "format": "table (default) or json",
-}
 
 
 def _table(genotype: Genotype, result: Cost) -> str:
@@ -40,61 +29,78 @@ def _table(genotype: Genotype, result: Cost) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    import json
+USAGE = "usage: python -m nas.cost +space=NAME | +genotype=STRING_OR_YAML [key=value ...]"
+SHAPED = ("digits", "cluttered_digits", "cifar10")  # the datasets whose shape needs no folder
+
+
+def _shape(args: CostRunConfig) -> tuple[int, int, str]:
+    """Classes, channels and where they come from: the data named, the keys given, or ImageNet's."""
+    from nas.cli.common import UsageError
+
+    shape, source = {"num_classes": 1000, "in_channels": 3}, "ImageNet's, as in the papers' tables"
+    if args.data is not None:
+        if args.data not in SHAPED:
+            raise UsageError(f"data={args.data!r} is not valid; valid: {', '.join(SHAPED)} (for an image "
+                             "folder give num_classes= and in_channels=)")
+        shape, source = data_shape({"name": args.data}), f"data={args.data}"
+    if args.num_classes is not None or args.in_channels is not None:
+        source = "as given"
+    return (shape["num_classes"] if args.num_classes is None else args.num_classes,
+            shape["in_channels"] if args.in_channels is None else args.in_channels, source)
+
+
+def _genotype(args: CostRunConfig) -> tuple[Genotype, Any]:
+    """The genotype reported (with width/resolution overrides) and its space, if one was named."""
     from dataclasses import replace
 
     from nas.arch.genotype import load_genotype
-    from nas.cli.common import UsageError, parse_float, parse_int, parse_overrides, print_usage
+    from nas.cli.common import UsageError
 
+    if (args.space is None) == (args.genotype is None):
+        raise UsageError("give either +space=NAME (mnv2, xception, mnv1: its reference network and the "
+                         "space summary) or +genotype=STRING_OR_YAML" + (", not both" if args.space else ""))
+    space = None
+    if args.space is not None:
+        from search_spaces import get_space
+
+        space = get_space(args.space)
+        genotype = space.reference
+    else:
+        genotype = load_genotype(args.genotype)
+    if args.width is not None:
+        genotype = replace(genotype, width=args.width)
+    if args.resolution is not None:
+        genotype = replace(genotype, resolution=args.resolution)
+    return genotype, space
+
+
+def _space_summary(space, num_classes: int, in_channels: int) -> dict[str, Any]:
+    ranges = space.cost_range(num_classes, in_channels)
+    return {"space": space.name, "description": space.description, "size": space.size(),
+            "mflops_min": ranges["macs"][0] / 1e6, "mflops_max": ranges["macs"][1] / 1e6,
+            "params_m_min": ranges["params"][0] / 1e6, "params_m_max": ranges["params"][1] / 1e6}
+
+
+def main(argv: list[str]) -> int:
+    import json
+
+    from nas.cli.common import UsageError, parse_command, wants_help
+    from nas.common.schema import help_text
+
+    if wants_help(argv):
+        print(help_text(CostRunConfig, USAGE))
+        return 0
     if not argv:
         raise UsageError("give +space=NAME (mnv2, xception, mnv1) or +genotype=STRING_OR_YAML "
                          "(python -m nas.cost --help lists the keys)")
-    if argv[0] in ("-h", "--help"):
-        print_usage("usage: python -m nas.cost +space=NAME | +genotype=STRING_OR_YAML [key=value ...]",
-                    _ARGS)
-        return 0
-    args = parse_overrides(argv, _ARGS)
-    fmt = args.get("format", "table")
-    if fmt not in ("table", "json"):
-        raise UsageError(f"format={fmt!r} is not valid; valid: table, json")
-    shape, source = {"num_classes": 1000, "in_channels": 3}, "ImageNet's, as in the papers' tables"
-    if "data" in args:
-        named = ("digits", "cluttered_digits", "cifar10")  # the datasets whose shape needs no folder
-        if args["data"] not in named:
-            raise UsageError(f"data={args['data']!r} is not valid; valid: {', '.join(named)} (for an image "
-                             "folder give num_classes= and in_channels=)")
-        shape, source = data_shape({"name": args["data"]}), f"data={args['data']}"
-    num_classes = parse_int("num_classes", args.get("num_classes", str(shape["num_classes"])), 1, 1_000_000)
-    in_channels = parse_int("in_channels", args.get("in_channels", str(shape["in_channels"])), 1, 4096)
-    if "num_classes" in args or "in_channels" in args:
-        source = "as given"
-    if "space" in args and "genotype" in args:
-        raise UsageError("give either +space=NAME (its reference network and the space summary) or "
-                         "+genotype=STRING_OR_YAML, not both")
-    space = None
-    if "space" in args:
-        from search_spaces import get_space
-
-        space = get_space(args["space"])
-        genotype = space.reference
-    if "genotype" in args:
-        genotype = load_genotype(args["genotype"])
-    elif space is None:
-        raise UsageError("give +space=NAME (mnv2, xception, mnv1) or +genotype=STRING_OR_YAML")
-    if "width" in args:
-        genotype = replace(genotype, width=parse_float("width", args["width"]))
-    if "resolution" in args:
-        genotype = replace(genotype, resolution=parse_int("resolution", args["resolution"]))
+    args = parse_command(CostRunConfig, argv, "nas.cost")
+    if args.format not in ("table", "json"):
+        raise UsageError(f"format={args.format!r} is not valid; valid: table, json")
+    num_classes, in_channels, source = _shape(args)
+    genotype, space = _genotype(args)
     result = cost(genotype, num_classes, in_channels, breakdown=True)
-    summary = None
-    if space is not None:
-        ranges = space.cost_range(num_classes, in_channels)
-        summary = {"space": space.name, "description": space.description, "size": space.size(),
-                   "mflops_min": ranges["macs"][0] / 1e6, "mflops_max": ranges["macs"][1] / 1e6,
-                   "params_m_min": ranges["params"][0] / 1e6,
-                   "params_m_max": ranges["params"][1] / 1e6}
-    if fmt == "json":
+    summary = None if space is None else _space_summary(space, num_classes, in_channels)
+    if args.format == "json":
         out = {"genotype": str(genotype), "hash": genotype.content_hash,
                "params": result.params, "macs": result.macs, "mflops": result.mflops,
                "parts": [p._asdict() for p in result.parts], "space": summary}

@@ -76,7 +76,7 @@ def precheck(argv: list[str]) -> SearchConfig:
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:
-        raise UsageError(explain_override(first_line(err), (), ())) from None
+        raise UsageError(explain_override(str(err), (), ())) from None
     plain: list[str] = []
     run_dir: str | None = None
     for o in parsed:
@@ -241,6 +241,6 @@ def main() -> None:
         checked.append(_precheck_and_create(args))
         return checked[-1]
 
-    checked_main(check, _task)
+    checked_main(check, _task, command="nas.search")
     if checked and any(a in ("-m", "--multirun") for a in argv):
         print_study_table(checked[-1], argv)

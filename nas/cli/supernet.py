@@ -69,4 +69,4 @@ def main() -> None:
     _COMMAND[0] = argv[0]
     os.environ["NAS_SUPERNET_COMMAND"] = argv[0]
     sys.argv = [sys.argv[0], *argv[1:]]  # Hydra sees the overrides only
-    checked_main(precheck, _task)
+    checked_main(precheck, _task, command="nas.supernet")

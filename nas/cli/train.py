@@ -99,4 +99,4 @@ def main() -> None:
     _check_config_dir(sys.argv[1:])
     # A config from an export folder (--config-dir/--config-name) is checked by the task itself.
     checked_main(precheck, _task, skip=("-cd", "--config-dir", "-cn", "--config-name", "-cp",
-                                        "--config-path"))
+                                        "--config-path"), command="nas.train")

@@ -26,6 +26,7 @@ from nas.errors import UserError
 
 __all__ = [
     "BUDGET_KEYS",
+    "COMMAND_SCHEMAS",
     "DATASETS",
     "LATENCY_BACKENDS",
     "LIMITS",
@@ -40,8 +41,10 @@ __all__ = [
     "WANDB_MODES",
     "ZERO_COST",
     "ConfigError",
+    "CostRunConfig",
     "DataConfig",
     "LatencyConfig",
+    "LatencyRunConfig",
     "Limit",
     "ProxyConfig",
     "PrunerConfig",
@@ -116,11 +119,11 @@ class SpaceConfig:
 class DataConfig:
     """`data=digits` (default) | `cifar10` | `imagefolder` (conf/data/*.yaml set what each changes)."""
 
-    name: str = "digits"
+    name: str = "digits"  # digits | cluttered_digits | cifar10 | imagefolder (the data= group sets it)
     root: str | None = None  # the data's folder (cifar10, imagefolder); stored absolute
     val_fraction: float = 0.15  # validation split drawn with `seed`, in (0, 0.5)
     test_fraction: float = 0.15  # held-out test split for full training (cifar10 has its own)
-    seed: int = 0
+    seed: int = 0  # the splits (and the generated images of cluttered_digits)
     augment: Any = "none"  # none | flip | cifar (pad 4 + crop + flip) | imagenet (random-resized crop + flip)
     grayscale: bool = False  # read images as one channel
     # The streaming image-folder loader (data=imagefolder only):
@@ -129,7 +132,7 @@ class DataConfig:
     pin_memory: bool = True  # page-locked batches for faster copies to a GPU (only with CUDA)
     persistent_workers: bool = True  # keep the workers between epochs
     mean: list[float] | None = None  # per-channel mean in [0, 1]; null: estimated from 256 training images
-    std: list[float] | None = None
+    std: list[float] | None = None  # per-channel standard deviation in [0, 1]; null: estimated like mean
     # The generated benchmark task (data=cluttered_digits only): each image is a canvas with one
     # digit at a random size, rotation and place, `clutter` fragments of other digits, and noise.
     # Train/val/test are made from disjoint base digits (split by val_fraction/test_fraction, seed).
@@ -199,14 +202,14 @@ class DataConfig:
 class RecipeConfig:
     """The optimization recipe shared by the proxy and full training."""
 
-    batch_size: int = 64
+    batch_size: int = 64  # images per step (per device with DDP)
     optimizer: str = "sgd"  # sgd (Nesterov) | rmsprop | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: float = 0.05  # peak learning rate
+    momentum: float = 0.9  # sgd and rmsprop momentum
     weight_decay: float = 4e-5  # not applied to depthwise weights, BN or biases
     schedule: str = "cosine"  # cosine | onecycle | constant
     warmup_epochs: float = 0.0  # linear warm-up before the decay
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
     threads: int = 1  # torch threads on CPU (0: all cores); ignored on accelerators
     deterministic: Any = True  # true | false | warn (Lightning's names)
     # Where and how to train (Lightning's names; never written into the code):
@@ -281,7 +284,7 @@ class ProxyConfig(RecipeConfig):
     prefilter_warmup: int = 8  # candidates scored before the filter starts skipping any
     zero_cost_batch: int = 64  # images in the one mini-batch a zero-cost proxy sees
     devices: int = 1  # accelerators per trial (one GPU per worker; see workers_per_gpu)
-    lr: float = 0.03
+    lr: float = 0.03  # peak learning rate of the proxy training
     epochs: int = 2  # chosen by scripts/bench_proxy_fidelity.py (README, Measured: proxy fidelity)
     resolution: int = 32  # training resolution for a genotype at the space's reference resolution
     scale_resolution: bool = True  # genotypes at other resolutions train proportionally smaller/larger
@@ -302,8 +305,8 @@ class SupernetConfig(RecipeConfig):
     """Training the weight-sharing supernet (`python -m nas.supernet train`, conf/supernet.yaml;
     also how `proxy=supernet` trains one when `proxy.supernet` names no file yet)."""
 
-    epochs: int = 20
-    lr: float = 0.05
+    epochs: int = 20  # training epochs, the largest_epochs phase included
+    lr: float = 0.05  # peak learning rate
     resolution: int = 32  # a subnet's px at the space's reference resolution (as proxy.resolution)
     random_subnets: int = 2  # random subnets per step beside the largest and the smallest (sandwich rule)
     distill: bool = True  # in-place distillation: the other subnets learn the largest one's outputs
@@ -311,7 +314,7 @@ class SupernetConfig(RecipeConfig):
     bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
     devices: Any = 1  # Lightning's: accelerators (or CPU processes) per node, e.g. 2 with strategy=ddp
     strategy: str = "auto"  # auto | ddp (unused subnet weights are allowed for) | ...
-    seed: int = 0
+    seed: int = 0  # initial weights and the subnets drawn each step
     progress: bool = True  # progress bar
 
     def validate(self, prefix: str = "supernet") -> None:
@@ -332,7 +335,7 @@ class SupernetConfig(RecipeConfig):
 class SamplerConfig:
     """`sampler=auto` (TPE; NSGA-II when objective=pareto) | `tpe` | `random` | `nsga2`."""
 
-    name: str = "auto"
+    name: str = "auto"  # auto | tpe | random | nsga2 (the sampler= group sets it)
     n_startup_trials: int = 10  # TPE: random proposals before TPE takes over
     multivariate: bool = True  # TPE: model genes jointly
     constant_liar: bool = True  # TPE: parallel workers avoid proposing what others are running
@@ -344,7 +347,7 @@ class PrunerConfig:
     """`pruner=median` (stop a trial below the median of earlier trials at an epoch) |
     `hyperband` (over epochs 1 .. proxy.epochs) | `none`."""
 
-    name: str = "median"
+    name: str = "median"  # median | hyperband | none (the pruner= group sets it)
     n_startup_trials: int = 5  # trials trained in full before pruning starts
     n_warmup_steps: int = 0  # epochs before a trial may be pruned (never after its last)
 
@@ -354,7 +357,7 @@ class StorageConfig:
     """`storage=sqlite` (study.db in the run or sweep folder) | `journal` (an append-only file
     for shared/NFS filesystems) | `postgres` (storage.url or NAS_STORAGE_URL)."""
 
-    name: str = "sqlite"
+    name: str = "sqlite"  # sqlite | journal | postgres (the storage= group sets it)
     url: str | None = None  # e.g. sqlite:////abs/path/study.db, journal:<file>, postgresql+psycopg2://...
     heartbeat: int = 60  # seconds; a killed worker's trial is failed after 4 missed beats (databases)
     max_retry: int = 2  # re-queue a trial failed that way up to this many times
@@ -374,12 +377,57 @@ class LatencyConfig:
     warmup: int = 5  # untimed calls before timing a candidate measured directly
     repeats: int = 25  # timed calls; the median counts
 
+    def validate(self, prefix: str = "latency.") -> None:
+        _choice(f"{prefix}backend", self.backend, LATENCY_BACKENDS)
+        _choice(f"{prefix}device", self.device, ("cpu", "cuda"))
+        if self.backend == "onnxruntime" and (self.device != "cpu" or self.channels_last):
+            raise ConfigError(f"{prefix}device={self.device}, {prefix}channels_last="
+                              f"{str(self.channels_last).lower()} are not valid with "
+                              f"{prefix}backend=onnxruntime (ONNX Runtime's CPU provider); valid: "
+                              f"{prefix}device=cpu, {prefix}channels_last=false")
+        _positive(f"{prefix}threads", self.threads)  # 0 (all cores) is not a measurement setting
+
+
+@dataclass
+class CostRunConfig:
+    """`python -m nas.cost +space=NAME | +genotype=STRING_OR_YAML [key=value ...]`: params and
+    MFLOPs of a genotype or of a space's reference network, part by part."""
+
+    space: str | None = None  # report a search space (mnv2 | xception | mnv1) and its reference network
+    genotype: str | None = None  # report one genotype: a genotype string or a path to a genotype.yaml
+    width: float | None = None  # override the width multiplier of the reported genotype
+    resolution: int | None = None  # override the input resolution of the reported genotype
+    # Classes and channels from a dataset the search uses: digits | cluttered_digits (10 classes,
+    # 1 channel) | cifar10 (10, 3); without it ImageNet's 1000 and 3, as in the papers' tables.
+    data: str | None = None
+    num_classes: int | None = None  # classifier outputs (overrides data's)
+    in_channels: int | None = None  # input channels (overrides data's)
+    format: str = "table"  # table | json
+
+
+@dataclass
+class LatencyRunConfig(LatencyConfig):
+    """`python -m nas.latency build|calibrate|validate|predict +space=NAME [key=value ...]`: the
+    per-device latency lookup table, built, calibrated and checked on the device itself."""
+
+    space: str | None = None  # search space: mnv2 | xception | mnv1
+    num_classes: int = 10  # classifier outputs (the digits data's)
+    in_channels: int = 1  # input channels (the digits data's)
+    calibration: int = 100  # random networks timed whole (each in a fresh process) to fit the table's scales
+    rebuild: bool = False  # validate: measure a table afresh when it does not match this device
+    n: int = 100  # validate: random genotypes to time, each twice, in fresh processes
+    seed: int = 0  # validate: seed of the random genotypes
+    out: str = "latency_validation.html"  # validate: the scatter plot file
+    genotype: str | None = None  # predict: a genotype string or genotype.yaml
+    width: list[float] | None = None  # only these width multipliers of the space, e.g. [0.5,1.0]
+    resolution: list[int] | None = None  # only these input resolutions of the space, e.g. [160,224]
+
 
 @dataclass
 class WandbConfig:
     mode: str = "offline"  # offline (files in the run directory) | online | disabled
-    project: str = "nas"
-    entity: str | None = None
+    project: str = "nas"  # W&B project of the runs
+    entity: str | None = None  # W&B team or user; null: the logged-in user's default
 
 
 @dataclass
@@ -455,8 +503,26 @@ class SearchConfig:
         return cfg
 
     def validate(self) -> None:
+        """Ranges, choices and combinations that types cannot say; one line per refusal."""
         check_values(self)
         self.space.validate()
+        self._validate_budget()
+        if self.study_name is not None and (not self.study_name.strip() or "/" in self.study_name
+                                            or self.study_name in (".", "..")):
+            raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
+                              "without '/', or leave it out to derive one")
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("pareto_cost", self.pareto_cost, PARETO_COSTS)
+        self.data.validate()
+        self._validate_proxy()
+        self.supernet.validate()  # used when proxy=supernet trains a missing file
+        _choice("sampler.name", self.sampler.name, SAMPLERS)
+        _choice("pruner.name", self.pruner.name, PRUNERS)
+        _choice("storage.name", self.storage.name, STORAGES)
+        _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        self.latency.validate()
+
+    def _validate_budget(self) -> None:
         if not self.budget:
             raise ConfigError("no budget given: add at least one of +budget.mflops=N, "
                               "+budget.params_m=N, +budget.latency_ms=N")
@@ -467,16 +533,10 @@ class SearchConfig:
                 raise ConfigError(f"budget.{key}={value!r} is not a number ({BUDGET_KEYS[key]})")
             if not value > 0 or value == float("inf"):
                 raise ConfigError(f"budget.{key}={_num(value)} is not valid: must be a positive number")
-        if self.study_name is not None and (not self.study_name.strip() or "/" in self.study_name
-                                            or self.study_name in (".", "..")):
-            raise ConfigError(f"study_name={self.study_name!r} is not valid: give a non-empty name "
-                              "without '/', or leave it out to derive one")
-        _choice("objective", self.objective, OBJECTIVES)
-        _choice("pareto_cost", self.pareto_cost, PARETO_COSTS)
-        self.data.validate()
+
+    def _validate_proxy(self) -> None:
         p = self.proxy
         _choice("proxy.kind", p.kind, ("train", "supernet", *ZERO_COST))
-        self.supernet.validate()  # used when proxy=supernet trains a missing file
         if p.kind == "supernet":
             if p.prefilter is not None:
                 raise ConfigError(f"proxy.prefilter={p.prefilter} is not valid with proxy=supernet (a "
@@ -492,19 +552,6 @@ class SearchConfig:
         _choice("proxy.optimizer", p.optimizer, OPTIMIZERS)
         _choice("proxy.schedule", p.schedule, SCHEDULES)
         p.validate_device("proxy")
-        _choice("sampler.name", self.sampler.name, SAMPLERS)
-        _choice("pruner.name", self.pruner.name, PRUNERS)
-        _choice("storage.name", self.storage.name, STORAGES)
-        _choice("wandb.mode", self.wandb.mode, WANDB_MODES)
-        _choice("latency.backend", self.latency.backend, LATENCY_BACKENDS)
-        _choice("latency.device", self.latency.device, ("cpu", "cuda"))
-        if self.latency.backend == "onnxruntime" and (self.latency.device != "cpu"
-                                                      or self.latency.channels_last):
-            raise ConfigError(f"latency.device={self.latency.device}, latency.channels_last="
-                              f"{str(self.latency.channels_last).lower()} are not valid with "
-                              "latency.backend=onnxruntime (ONNX Runtime's CPU provider); valid: "
-                              "latency.device=cpu, latency.channels_last=false")
-        _positive("latency.threads", self.latency.threads)  # 0 (all cores) is not a measurement setting
 
     def default_study_name(self) -> str:
         return derive_study_name(dataclasses.asdict(self))
@@ -515,17 +562,17 @@ class TrainerConfig(RecipeConfig):
     """Full training of one genotype (`python -m nas.train`, conf/train.yaml); the hardware keys
     are Lightning's, e.g. trainer.devices=4 trainer.strategy=ddp on a GPU node."""
 
-    max_epochs: int = 30
+    max_epochs: int = 30  # training epochs
     warmup_epochs: float = 1.0
     threads: int = 1  # torch CPU threads (0: all cores); 1 measured fastest on a shared 2-core machine
     devices: Any = 1  # accelerators (or processes on CPU) per node (an integer >= 1), or auto
-    num_nodes: int = 1
+    num_nodes: int = 1  # machines (Lightning's)
     strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ...
     sync_batchnorm: bool = False  # batch statistics across devices (with ddp)
     compile: bool = False  # torch.compile the model for training (the export is the plain module)
     ema: bool = False  # keep an exponential moving average of the weights (used to evaluate)
-    ema_decay: float = 0.999
-    seed: int = 0
+    ema_decay: float = 0.999  # weight of the running average per step
+    seed: int = 0  # initial weights and the training order
     progress: bool = True  # progress bar
 
 
@@ -635,6 +682,11 @@ def _choice(key: str, value: Any, valid: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(map(str, valid))}")
 
 
+# Each command's schema: its keys, defaults and comments are its --help and the docs' configuration page.
+COMMAND_SCHEMAS = {"nas.search": SearchConfig, "nas.train": TrainConfig, "nas.supernet": SupernetRunConfig,
+                   "nas.cost": CostRunConfig, "nas.latency": LatencyRunConfig}
+
+
 def register_schemas() -> None:
     """Store the schemas in Hydra's ConfigStore (`search_schema`, `train_schema`), which the
     primary configs `conf/search.yaml` and `conf/train.yaml` name first in their defaults."""
@@ -692,7 +744,8 @@ LIMITS = {
     "random_subnets": Limit(0, 64), "zero_cost_batch": Limit(2, 65_536),
     "prefilter_keep": Limit(0, 1, low_open=True), "prefilter_warmup": Limit(0, _BIG),
     "n_trials": Limit(1, _BIG), "max_proposals": Limit(1, _BIG), "top_k": Limit(1, _BIG),
-    "n": Limit(3, 100_000), "mflops": Limit(0, 1e12, low_open=True),
+    "n": Limit(3, 100_000), "calibration": Limit(3, 100_000), "num_classes": Limit(1, 1_000_000),
+    "in_channels": Limit(1, 4096), "mflops": Limit(0, 1e12, low_open=True),
     "n_startup_trials": Limit(0, _BIG), "n_warmup_steps": Limit(0, _BIG), "population_size": Limit(2, _BIG),
     "heartbeat": Limit(0, 86_400), "max_retry": Limit(0, 1000),
     "warmup": Limit(0, 100_000), "repeats": Limit(1, 100_000),
