@@ -17,7 +17,6 @@ tests/test_docs.py fails the same way without needing Sphinx.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import math
 import re
@@ -37,72 +36,23 @@ GROUPS = {"space": "nas.search, nas.supernet (with +space=)", "data": "nas.searc
           "hydra/launcher": "nas.search -m (a multirun)"}
 
 
-# ----- the interface of nas.common.schema, and a stand-in until it is there ------------------------
-
 def schema_interface() -> tuple[Callable[[type], list[Any]], dict[str, type]]:
-    """`describe` and `COMMAND_SCHEMAS` from nas, or the local stand-ins below when this checkout
-    of nas predates them."""
+    """`describe` and the commands' schemas, from the nas of this checkout."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from nas.common import config
+    from nas.common.config import COMMAND_SCHEMAS
+    from nas.common.schema import describe
 
-    try:
-        from nas.common.schema import describe
-    except ImportError:
-        describe = fallback_describe
-    schemas = getattr(config, "COMMAND_SCHEMAS", None) or {
-        "nas.search": config.SearchConfig, "nas.train": config.TrainConfig,
-        "nas.supernet": config.SupernetRunConfig}
-    return describe, schemas
+    return describe, COMMAND_SCHEMAS
 
 
-@dataclasses.dataclass(frozen=True)
-class FallbackKeyDoc:
-    """FALLBACK, the shape of `nas.common.schema.KeyDoc`: one key of a schema."""
-
-    key: str
-    type: str
-    default: Any
-    comment: str
-
-
-def fallback_describe(schema: type, prefix: str = "") -> list[FallbackKeyDoc]:
-    """FALLBACK for `nas.common.schema.describe`, used only when nas does not have it: every
-    leaf key of a dataclass schema, nested sections flattened to dotted keys, in field order."""
-    out = []
-    for f in dataclasses.fields(schema):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            out += fallback_describe(type(default), f"{prefix}{f.name}.")
-            continue
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        out.append(FallbackKeyDoc(f"{prefix}{f.name}", kind, default, _field_comment(schema, f.name)))
-    return out
-
-
-def _field_comment(schema: type, name: str) -> str:
-    """The comment on a field's line, else the comment block just above it, from the class
-    in the MRO that declares the field last (a subclass may override a default)."""
-    for cls in schema.__mro__:
-        if name not in inspect.get_annotations(cls):
-            continue
-        lines = _source_lines(cls)
-        for i, line in enumerate(lines):
-            if re.match(rf"\s+{name}\s*:", line):
-                if "#" in line:
-                    return line.split("#", 1)[1].strip()
-                above = []
-                for previous in reversed(lines[:i]):
-                    if not previous.strip().startswith("#"):
-                        break
-                    above.insert(0, previous.strip().lstrip("#").strip())
-                return " ".join(above)
-    return ""
-
-
-@functools.cache
-def _source_lines(cls: type) -> list[str]:
-    return inspect.getsource(cls).splitlines()  # parses the whole module: once per class
+def docstring(cls: type) -> str:
+    """A class's own docstring as one paragraph; "" for a dataclass without one (whose
+    `__doc__` is its generated signature)."""
+    doc = cls.__doc__ or ""
+    if doc.startswith(f"{cls.__name__}("):
+        return ""
+    return " ".join(inspect.cleandoc(doc).split())
 
 
 # ----- rendering ----------------------------------------------------------------------------------
@@ -150,14 +100,14 @@ def section_doc(schema: type, section: str) -> str:
         if f.name == section and f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
             if dataclasses.is_dataclass(value):
-                return " ".join(inspect.cleandoc(type(value).__doc__ or "").split())
+                return docstring(type(value))
     return ""
 
 
 def command_part(command: str, schema: type, docs: list[Any]) -> list[str]:
     anchor = command.replace(".", "-")
     lines = [f"({anchor})=", f"## {command}", ""]
-    intro = " ".join(inspect.cleandoc(schema.__doc__ or "").split())
+    intro = docstring(schema)
     if intro:
         lines += [intro, ""]
     sections: dict[str, list[Any]] = {}
@@ -245,8 +195,8 @@ def render() -> str:
         appears; floats must also be finite. `python -m nas.search +space=mnv2
         +budget.mflops=300 --cfg job` prints the composed config of one command line.
 
-        Commands: {", ".join(f"[{c}](#{c.replace('.', '-')})" for c in schemas)};
-        then the [config groups](#config-groups).
+        Commands: {", ".join(f"[{c}](#{c.replace('.', '-')})" for c in schemas)}, then
+        the [config groups](#config-groups).
         """).splitlines()
     lines = [*head, ""]
     for command, schema in schemas.items():
