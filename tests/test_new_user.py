@@ -83,19 +83,20 @@ def test_relative_sqlite_url_resumes(tmp_path, monkeypatch):
 
 
 def readme_search_examples() -> list[list[str]]:
-    """The single-process `python -m nas.search` lines of the README's code blocks, as
-    arguments (comments cut, $HOME expanded); multirun, worker and cluster lines left out."""
+    """The distinct single-process `python -m nas.search` lines of the code blocks of the README
+    and then of the docs pages, as arguments (comments cut, $HOME expanded); multirun, worker
+    and cluster lines left out."""
     import os
     import shlex
 
-    readme = (ROOT / "README.md").read_text()
-    blocks = readme.split("```")[1::2]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [b for page in pages for b in page.read_text().split("```")[1::2]]
     out = []
     for line in (ln.strip() for b in blocks for ln in b.splitlines()):
         if not line.startswith("python -m nas.search ") or line.endswith("\\"):
             continue
         args = shlex.split(os.path.expandvars(line.split("  #")[0]))[3:]
-        if "-m" in args or any(a.startswith(("+worker", "storage=")) for a in args):
+        if "-m" in args or any(a.startswith(("+worker", "storage=")) for a in args) or args in out:
             continue
         out.append(args)
     return out
@@ -106,7 +107,7 @@ def test_readme_examples_are_separate_studies(monkeypatch):
 
     monkeypatch.setattr(Cifar10DataModule, "check", lambda self: None)  # its data.root is the user's
     examples = readme_search_examples()
-    assert len(examples) >= 8, examples  # the Searching, Latency and Zero-cost examples
+    assert len(examples) >= 8, examples  # the README's, and the searching, latency and supernet pages'
     assert ["+space=mnv2", "+budget.mflops=300"] in examples
     names = {}
     for args in examples:
