@@ -100,7 +100,8 @@ def test_defaults_are_written_as_on_the_command_line(value, text):
 # ----- links --------------------------------------------------------------------------------
 
 def github_anchor(heading: str) -> str:
-    """The anchor GitHub (and MyST's myst_heading_anchors) gives a heading."""
+    """The anchor GitHub (and MyST's myst_heading_anchors) gives a heading. Links use these
+    rather than MyST's `(label)=` targets, which GitHub does not know."""
     text = re.sub(r"[`*]", "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
@@ -108,8 +109,7 @@ def github_anchor(heading: str) -> str:
 def anchors(page: Path) -> set[str]:
     text = page.read_text()
     text = re.sub(r"```.*?```", "", text, flags=re.S)  # '# comments' in code blocks are not headings
-    found = {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
-    return found | set(re.findall(r"^\(([\w-]+)\)=$", text, flags=re.M))  # MyST labels
+    return {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
 
 
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]

@@ -105,8 +105,7 @@ def section_doc(schema: type, section: str) -> str:
 
 
 def command_part(command: str, schema: type, docs: list[Any]) -> list[str]:
-    anchor = command.replace(".", "-")
-    lines = [f"({anchor})=", f"## {command}", ""]
+    lines = [f"## {command}", ""]
     intro = docstring(schema)
     if intro:
         lines += [intro, ""]
@@ -115,7 +114,7 @@ def command_part(command: str, schema: type, docs: list[Any]) -> list[str]:
         sections.setdefault(doc.key.split(".")[0] if "." in doc.key else "", []).append(doc)
     for section, keys in sorted(sections.items(), key=lambda item: item[0] != ""):
         title = "top-level keys" if section == "" else f"{section}.*"
-        lines += [f"({anchor}-{section or 'top'})=", f"### {command}: {title}", ""]
+        lines += [f"### {command}: {title}", ""]
         about = section_doc(schema, section) if section else ""
         if about:
             lines += [about, ""]
@@ -157,7 +156,7 @@ def group_options(group: str) -> Iterable[tuple[str, str, list[tuple[str, str, s
 
 
 def groups_part() -> list[str]:
-    lines = ["(config-groups)=", "## Config groups", "",
+    lines = ["## Config groups", "",
              "A group option (`data=cifar10`, `sampler=random`, `hydra/launcher=slurm`) is a YAML file of "
              "`conf/<group>/` that sets a few keys of the schema above; everything else keeps its "
              "default. Options that set nothing but a name are picked by that name alone.", ""]
@@ -165,7 +164,7 @@ def groups_part() -> list[str]:
         if not (CONF / group).is_dir():
             continue
         prefix = "hydra.launcher." if group == "hydra/launcher" else f"{group}."
-        lines += [f"({('config-group-' + group).replace('/', '-')})=", f"### {group}", "",
+        lines += [f"### {group}", "",
                   f"Taken by {users}.", "", "| option | what it is | keys it sets |", "|---|---|---|"]
         for option, about, keys in group_options(group):
             sets = "<br>".join(f"{code(prefix + k + '=' + v)}" + (f": {cell(c)}" if c else "")
@@ -195,7 +194,7 @@ def render() -> str:
         appears; floats must also be finite. `python -m nas.search +space=mnv2
         +budget.mflops=300 --cfg job` prints the composed config of one command line.
 
-        Commands: {", ".join(f"[{c}](#{c.replace('.', '-')})" for c in schemas)}, then
+        Commands: {", ".join(f"[{c}](#{c.replace('.', '')})" for c in schemas)}, then
         the [config groups](#config-groups).
         """).splitlines()
     lines = [*head, ""]
