@@ -35,6 +35,7 @@ default_role = "py:obj"
 autosummary_generate = False  # the summaries link to the entries on the same page
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_preserve_defaults = True  # `out=sys.stdout`, not the repr of the stream
 autodoc_class_signature = "separated"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # The lazy top-level `nas` and the packages import torch, Lightning and Optuna; they are installed
