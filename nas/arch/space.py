@@ -117,6 +117,9 @@ class SearchSpace:
     # size, cost range, the latency bound and `contains` all walk them
     _options: dict[tuple[int, int, float], frozenset[Stage]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    # chosen genes, each with its type (True is not 1) -> the stage: each made and checked once,
+    # though the enumeration meets it at every channel count and width
+    _stages: dict[tuple, Stage] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("stem", "head"):
@@ -144,7 +147,7 @@ class SearchSpace:
             genes: dict[str, Any] = {"block": pick(f"s{i}_block", sc.block)}
             for gene in _genes_of(genes["block"])[1:]:
                 genes[gene] = pick(f"s{i}_{gene}", getattr(sc, gene))
-            stage = Stage(**_coerced(genes, cin, width))
+            stage = self._stage(genes, cin, width)
             stages.append(stage)
             cin = scale_channels(stage.c, width)
         head = self._labels["head"][pick("head", list(self._labels["head"]))]
@@ -215,9 +218,21 @@ class SearchSpace:
                 names = _genes_of(block)[1:]
                 for combo in itertools.product(*(getattr(sc, g) for g in names)):
                     genes = {"block": block, **dict(zip(names, combo, strict=True))}
-                    out.add(Stage(**_coerced(genes, cin, width)))
+                    out.add(self._stage(genes, cin, width))
             self._options[key] = frozenset(out)
         return self._options[key]
+
+    def _stage(self, genes: dict[str, Any], cin: int, width: float) -> Stage:
+        """The stage of the chosen `genes` after a stage ending in `cin` channels."""
+        genes = _coerced(genes, cin, width)
+        key = tuple((type(value), value) for value in genes.values())
+        try:
+            made = self._stages.get(key)
+        except TypeError:  # an unhashable choice (placement letters as a list): made each time
+            return Stage(**genes)
+        if made is None:
+            made = self._stages[key] = Stage(**genes)
+        return made
 
     def fold(self, stem: Callable[[tuple[StemLayer, ...], float, int], V],
              stage: Callable[[int, Stage, int, int, float], V],
