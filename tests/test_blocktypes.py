@@ -206,3 +206,16 @@ def test_a_new_type_may_share_a_built_in_gene():
         assert parse(str(genotype(stage))).stages[0] == stage
         with pytest.raises(GenotypeError, match="expansion applies only to ir, toy blocks, ds blocks"):
             Stage("ds", 16, t=4)
+
+
+def test_a_stage_pickles_copies_and_replaces_like_a_plain_frozen_dataclass():
+    import copy
+    import pickle
+
+    stage = mnv2.REFERENCE.stages[3]
+    assert pickle.loads(pickle.dumps(stage)) == stage
+    assert copy.deepcopy(stage) == stage and copy.copy(stage) == stage
+    assert dataclasses.replace(stage, t=3) == Stage("ir", 64, n=4, s=2, t=3, act="relu6", residual=True)
+    assert str(dataclasses.replace(stage, block="ds", t=1, place="dp")) == "ds_r4_k3_s2_c64_adp_relu6_skip"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stage.k = 5

@@ -149,24 +149,30 @@ BLOCK_TYPES: Mapping[str, BlockType] = MappingProxyType(_REGISTRY)
 
 def register(bt: BlockType) -> BlockType:
     """Add a block type. A gene it shares a name with another type's must be that same gene, and
-    no token of a new gene may read as another gene's."""
+    no token of a new gene nor a placement word may read as another's."""
     if bt.name in _REGISTRY:
         raise ValueError(f"block type {bt.name!r} is already registered")
+    _check_fits(bt)
+    _REGISTRY[bt.name] = bt
+    _forget()
+    return bt
+
+
+def _check_fits(bt: BlockType) -> None:
     known = extra_genes()
+    seen = [*SHARED, PLACE, PADDING, *known.values()]
     for gene in bt.genes:
         if gene.name in known and known[gene.name] != gene:
             raise ValueError(f"block type {bt.name}: gene {gene.name!r} differs from the registered "
                              f"one of {', '.join(gene_owners(gene.name))}")
         if gene.name not in known:
-            _check_token_distinct(bt.name, gene, (*SHARED, PLACE, PADDING, *known.values()))
+            _check_token_distinct(bt.name, gene, seen)
+            seen.append(gene)
     words = place_words()
     for word, letter in bt.place_words.items():
         if words.get(word, letter) != letter:
             raise ValueError(f"block type {bt.name}: placement word {word!r} already means "
                              f"{words[word]!r}")
-    _REGISTRY[bt.name] = bt
-    _forget()
-    return bt
 
 
 def unregister(name: str) -> None:
