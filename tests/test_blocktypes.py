@@ -187,6 +187,8 @@ def test_unregistering_leaves_the_built_in_types_as_they_were():
         ({"genes": (Gene("w", 1, in_range(1, "w"), IntToken("r", "repeats")),)}, "reads as the token of 'n'"),
         ({"genes": (Gene("t", 2, in_range(1, "t"), IntToken("e", "expansion")),)},
          "differs from the registered"),
+        ({"genes": (Gene("w", 1, in_range(1, "w"), IntToken("w", "w")),
+                    Gene("v", 1, in_range(1, "v"), IntToken("w", "v")))}, "reads as the token of 'w'"),
         ({"name": "ir"}, "already registered"),
         ({"name": "stem"}, "not stem or head"),
         ({"spelling": ("n", "k", "s", "c")}, "must hold each of"),
