@@ -15,17 +15,45 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
-from nas.arch.blocktypes import BLOCK_TYPES, BlockType, block_out_size
-from nas.errors import UserError
+from nas.arch.blocktypes import (
+    BLOCK_TYPES,
+    BlockType,
+    block_out_size,
+    extra_genes,
+    gene_owners,
+    on_registry_change,
+    place_words,
+    spelling_order,
+    stage_genes,
+)
+from nas.arch.genes import (
+    ACTIVATIONS,
+    MAX_CHANNELS,
+    MAX_EXPANSION,
+    MAX_KERNEL,
+    MAX_REPEATS,
+    MAX_RESOLUTION,
+    MAX_WIDTH,
+    PADDING,
+    PLACE,
+    SHARED,
+    STRIDES,
+    Gene,
+    GenotypeError,
+    Token,
+    check_choice,
+    check_float,
+    check_int,
+    check_kernel,
+)
 
 __all__ = [
     "ACTIVATIONS",
     "DIVISOR",
-    "GROWS",
     "HEAD_KINDS",
     "MAX_CHANNELS",
     "MAX_EXPANSION",
@@ -33,7 +61,6 @@ __all__ = [
     "MAX_REPEATS",
     "MAX_RESOLUTION",
     "MAX_WIDTH",
-    "ORDERS",
     "STRIDES",
     "BlockSpec",
     "Genotype",
@@ -51,36 +78,8 @@ __all__ = [
     "stem_out_size",
 ]
 
-ACTIVATIONS = ("relu", "relu6", "hswish", "silu")
-ORDERS = ("dp", "pd")  # xc: depthwise then pointwise (Xception), or the reverse
-GROWS = ("first", "last")  # xc: which separable conv changes the channel count
 HEAD_KINDS = ("conv", "sep")
-STRIDES = (1, 2)
 DIVISOR = 8  # MobileNet channel rounding
-# The largest genes any command accepts (the search, training, costing, latency, export): far
-# beyond every space here, small enough that a network of them can be built and costed.
-MAX_RESOLUTION = 1024  # pixels; beyond this a batch of feature maps no longer fits in memory
-MAX_WIDTH = 4.0
-MAX_CHANNELS = 16384
-MAX_KERNEL = 31
-MAX_REPEATS = 64
-MAX_EXPANSION = 64
-
-
-class GenotypeError(UserError):
-    """A genotype that cannot describe a network; `path` names the bad field."""
-
-    def __init__(self, path: str, message: str):
-        self.path = path
-        self.reason = message
-        super().__init__(f"{path}: {message}" if path else message)
-
-    def at(self, prefix: str) -> GenotypeError:
-        """The same error seen from an enclosing object."""
-        if not self.path:
-            return GenotypeError(prefix, self.reason)
-        sep = "" if self.path.startswith("[") else "."
-        return GenotypeError(f"{prefix}{sep}{self.path}", self.reason)
 
 
 def make_divisible(value: float, divisor: int = DIVISOR) -> int:
@@ -134,44 +133,6 @@ def stage_blocks(i: int, stage: Stage, cin: int, h: int, width: float) -> Iterat
         cin = cout
 
 
-def _check_int(path: str, value: Any, minimum: int, what: str, maximum: int | None = None) -> None:
-    valid = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GenotypeError(path, f"{value!r} is not valid: {what} must be {valid}")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise GenotypeError(path, f"{value} is not valid: {what} must be {valid}")
-
-
-def _check_kernel(path: str, value: Any) -> None:
-    _check_int(path, value, 1, "kernel size", MAX_KERNEL)
-    if value % 2 == 0:
-        raise GenotypeError(path, f"{value} is not valid: kernel size must be odd (1, 3, 5, 7, ...)")
-
-
-def _check_choice(path: str, value: Any, valid: tuple, what: str) -> None:
-    if isinstance(value, bool) or value not in valid:
-        raise GenotypeError(
-            path, f"{value!r} is not a valid {what}; valid: {', '.join(map(str, valid))}")
-
-
-def _check_bool(path: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise GenotypeError(path, f"{value!r} is not valid: expected true or false")
-
-
-def _check_float(path: str, value: Any, low: float, high: float | None, what: str,
-                 low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise GenotypeError(path, f"{value!r} is not valid: {what} must be a number")
-    lo_ok = value > low if low_open else value >= low
-    hi_ok = high is None or (value < high if high_open else value <= high)
-    if not (lo_ok and hi_ok):
-        lo = f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
-        raise GenotypeError(path, f"{value} is not valid: {what} must be {lo}{hi}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class StemLayer:
     """conv k x k (stride s, padding p) + BN + activation."""
@@ -183,13 +144,13 @@ class StemLayer:
     act: str = "relu"
 
     def __post_init__(self) -> None:
-        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
-        _check_int("k", self.k, 1, "kernel size", MAX_KERNEL)
-        _check_int("s", self.s, 1, "stride")
+        check_int("c", self.c, 1, "channels", MAX_CHANNELS)
+        check_int("k", self.k, 1, "kernel size", MAX_KERNEL)
+        check_int("s", self.s, 1, "stride")
         if self.p is None:
             object.__setattr__(self, "p", self.k // 2)
-        _check_int("p", self.p, 0, "padding")
-        _check_choice("act", self.act, ACTIVATIONS, "activation")
+        check_int("p", self.p, 0, "padding")
+        check_choice("act", self.act, ACTIVATIONS, "activation")
 
     def __str__(self) -> str:
         return f"stem_c{self.c}_k{self.k}_s{self.s}_p{self.p}_{self.act}"
@@ -212,10 +173,10 @@ class HeadLayer:
     act: str = "relu"
 
     def __post_init__(self) -> None:
-        _check_choice("kind", self.kind, HEAD_KINDS, "head layer kind")
-        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
-        _check_kernel("k", self.k)
-        _check_choice("act", self.act, ACTIVATIONS, "activation")
+        check_choice("kind", self.kind, HEAD_KINDS, "head layer kind")
+        check_int("c", self.c, 1, "channels", MAX_CHANNELS)
+        check_kernel("k", self.k)
+        check_choice("act", self.act, ACTIVATIONS, "activation")
 
     def __str__(self) -> str:
         return f"head_{self.kind}_c{self.c}_k{self.k}_{self.act}"
@@ -227,8 +188,7 @@ class HeadLayer:
 def _normalize_place(block: BlockType, place: Any) -> str:
     """Canonical placement: the block type's letters in canonical order ("" for none)."""
     alphabet = block.placements
-    words = {"pre": "i", "mid": "m", "post": "o", "expand": "e", "dw": "d", "depthwise": "d",
-             "project": "p", "pw": "p", "pointwise": "p"}
+    words = place_words()
     if place is None:
         return block.reference_placement
     if isinstance(place, str):
@@ -251,91 +211,183 @@ def _normalize_place(block: BlockType, place: Any) -> str:
     return "".join(letter for letter in alphabet if letter in letters)
 
 
-@dataclass(frozen=True)
 class Stage:
     """`n` repeats of one block type; only the first has stride `s` and changes channels to `c`.
 
-    `place` is the activation placement, letters from the block type's vocabulary
-    (ir: e/d/p, xc: i/m/o, ds: d/p). `residual` puts a shortcut on every repeat whose
-    shapes allow it (ir/ds: identity, stride 1 and equal channels; xc: identity or a
-    1x1 conv + BN projection). `m`, `order`, `grow` and `lead_act` are Xception genes:
-    separable convs per block, dw->pw ("dp") or pw->dw ("pd"), which conv changes the
-    channel count, and whether the stage's very first conv gets its pre-activation.
+    Every stage has the shared genes (`nas.arch.genes.SHARED`): `c`, `n`, `s`, `k`, `act`,
+    `residual`, and `place`, the activation placement in letters of the block type's
+    vocabulary (ir: e/d/p, xc: i/m/o, ds: d/p). `residual` puts a shortcut on every repeat whose
+    shapes allow it (ir/ds: identity, stride 1 and equal channels; xc: identity or a 1x1 conv +
+    BN projection). The block type's registry entry (`nas.arch.blocktypes`) adds its own genes
+    and says how they are checked, printed and parsed: ir the expansion `t`; xc `m` separable
+    convs per block, dw->pw ("dp") or pw->dw ("pd") `order`, which conv changes the channel
+    count (`grow`) and whether the stage's very first conv gets its pre-activation
+    (`lead_act`). Another block type's gene reads as its default and may only be given at it.
+
+    A stage is an instance of its block type's own frozen dataclass (also named Stage), whose
+    fields are exactly the genes that type has; arguments bind as if every registered gene
+    were a field, in `stage_genes()` order.
     """
 
     block: str
     c: int
-    n: int = 1
-    s: int = 1
-    k: int = 3
-    t: int = 1
-    act: str = "relu"
-    place: str | None = None
-    residual: bool = False
-    m: int = 1
-    order: str = "dp"
-    grow: str = "first"
-    lead_act: bool = True
+    n: int
+    s: int
+    k: int
+    act: str
+    place: str
+    residual: bool
 
-    def __post_init__(self) -> None:
-        _check_choice("block", self.block, tuple(BLOCK_TYPES), "block type")
-        bt = BLOCK_TYPES[self.block]
-        _check_int("c", self.c, 1, "channels", MAX_CHANNELS)
-        _check_int("n", self.n, 1, "repeats", MAX_REPEATS)
-        _check_choice("s", self.s, STRIDES, "stride")
-        _check_kernel("k", self.k)
-        _check_choice("act", self.act, ACTIVATIONS, "activation")
-        _check_bool("residual", self.residual)
-        if "t" in bt.extra_genes:
-            _check_int("t", self.t, 1, "expansion t", MAX_EXPANSION)
-        elif self.t != 1:
-            raise GenotypeError("t", f"{self.t!r} is not valid: expansion applies only to ir "
-                                f"blocks, {self.block} blocks need t = 1")
-        defaults = {"m": 1, "order": "dp", "grow": "first", "lead_act": True}
-        if "m" in bt.extra_genes:
-            _check_int("m", self.m, 1, "separable convs per block m", MAX_REPEATS)
-            _check_choice("order", self.order, ORDERS, "order")
-            _check_choice("grow", self.grow, GROWS, "grow position")
-            _check_bool("lead_act", self.lead_act)
-        else:
-            for name, default in defaults.items():
-                if getattr(self, name) != default:
-                    raise GenotypeError(name, f"{getattr(self, name)!r} is not valid: {name} "
-                                        f"applies only to xc blocks (leave it at {default!r})")
-        place = _normalize_place(bt, self.place)
-        # One spelling per network: positions whose layer does not exist are dropped,
-        # and lead_act only matters when there is a pre-activation.
-        if self.block == "ir" and self.t == 1:
-            place = place.replace("e", "")
-        object.__setattr__(self, "place", place)
-        if self.block == "xc" and "i" not in place:
-            object.__setattr__(self, "lead_act", True)
+    def __new__(cls, *args: Any, **genes: Any) -> Stage:
+        block = args[0] if args else genes.get("block")
+        bt = BLOCK_TYPES.get(block) if isinstance(block, str) else None
+        stage = object.__new__(Stage if bt is None else _plan(bt).cls)  # None: __init__ says why
+        if not isinstance(stage, cls):  # dataclasses.replace gave it another block type
+            stage.__init__(*args, **genes)
+        return stage
+
+    def __init__(self, block: str, c: int, *more: Any, **genes: Any) -> None:
+        given = _bind(block, c, more, genes)
+        if not isinstance(block, str) or block not in BLOCK_TYPES:
+            check_choice("block", block, tuple(BLOCK_TYPES), "block type")
+        # Frozen: the fields are written once, here, past the dataclass's __setattr__.
+        self.__dict__.update(_stage_values(_plan(BLOCK_TYPES[block]), given))
 
     @property
     def type(self) -> BlockType:
+        """The block type's registry entry."""
         return BLOCK_TYPES[self.block]
 
     def __str__(self) -> str:
-        parts = [self.block, f"r{self.n}", f"k{self.k}", f"s{self.s}"]
-        if self.block == "ir":
-            parts.append(f"e{self.t}")
-        parts.append(f"c{self.c}")
-        if self.block == "xc":
-            parts += [f"m{self.m}", self.order, f"g{self.grow}"]
-        parts += [f"a{self.place or '-'}", self.act, "skip" if self.residual else "noskip"]
-        if self.block == "xc":
-            parts.append("lead" if self.lead_act else "nolead")
-        return "_".join(parts)
+        words = [write(getattr(self, name)) for name, write in _plan(self.type).spelling]
+        return f"{self.block}_{'_'.join(words)}"
+
+    def __repr__(self) -> str:
+        return f"Stage({', '.join(f'{name}={getattr(self, name)!r}' for name in stage_genes())})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _stage_of, (self.to_dict(),)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"block": self.block, "c": self.c, "n": self.n, "s": self.s,
-                             "k": self.k}
-        if self.block == "ir":
-            d["t"] = self.t
-        d.update(act=self.act, place=self.place, residual=self.residual)
-        if self.block == "xc":
-            d.update(m=self.m, order=self.order, grow=self.grow, lead_act=self.lead_act)
-        return d
+        return {"block": self.block, **{name: getattr(self, name) for name in self.type.gene_order}}
+
+
+def _stage_of(genes: dict[str, Any]) -> Stage:
+    """A stage from its dict form (how a stage is pickled and copied)."""
+    return Stage(**genes)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the stages of one block type are made and printed, for the registry as it is."""
+
+    entry: BlockType
+    cls: type[Stage]
+    # (gene, default, its check, or None where the gene is another type's and must stay at
+    # its default), in the order the genes are checked
+    steps: tuple[tuple[str, Any, Callable[[str, Any], None] | None], ...]
+    fields: tuple[tuple[str, Any], ...]  # (gene, default) in the dict form's order
+    spelling: tuple[tuple[str, Callable[[Any], str]], ...]  # (gene, its token's writer)
+
+
+_PLANS: dict[str, _Plan] = {}  # block name -> plan; emptied when the registry changes
+_CLASSES: dict[str, tuple[BlockType, type[Stage]]] = {}  # block name -> (entry, its dataclass)
+
+
+def _plan(bt: BlockType) -> _Plan:
+    """The plan of block type `bt` for the registry as it is."""
+    plan = _PLANS.get(bt.name)
+    if plan is None or plan.entry is not bt:
+        plan = _PLANS[bt.name] = _make_plan(bt, _stage_class(bt))
+    return plan
+
+
+def _stage_class(bt: BlockType) -> type[Stage]:
+    """The frozen dataclass of the stages of block type `bt`: a field per gene it has."""
+    entry, cls = _CLASSES.get(bt.name, (None, Stage))
+    if entry is not bt:  # new, or registered anew
+        taken = [name for name in bt.gene_order if hasattr(Stage, name)]
+        if taken:
+            raise ValueError(f"block type {bt.name}: a gene cannot be called {', '.join(taken)}, "
+                             "which Stage already has")
+        cls = make_dataclass("Stage", [("block", str), *((name, Any) for name in bt.gene_order)],
+                             bases=(Stage,), init=False, repr=False, frozen=True)
+        cls.__module__ = __name__
+        _read_others_at_default(cls, bt)
+        _CLASSES[bt.name] = (bt, cls)
+    return cls
+
+
+def _read_others_at_default(cls: type[Stage], bt: BlockType) -> None:
+    """Every other registered type's gene reads as its default on `bt`'s stages (a ds stage has
+    t == 1): class attributes, not fields, so they stay out of equality, hash and `fields`."""
+    for name in cls.__dict__.get("_others", ()):
+        delattr(cls, name)
+    others = {name: gene.default for name, gene in extra_genes().items()
+              if name not in bt.by_name and not hasattr(Stage, name)}
+    for name, default in others.items():
+        setattr(cls, name, default)
+    cls._others = tuple(others)
+
+
+def _registry_changed() -> None:
+    _PLANS.clear()
+    for bt, cls in _CLASSES.values():
+        _read_others_at_default(cls, bt)
+
+
+on_registry_change(_registry_changed)
+
+
+def _make_plan(bt: BlockType, cls: type[Stage]) -> _Plan:
+    steps = [(g.name, g.default, g.check) for g in SHARED]
+    steps += [(g.name, g.default, g.check if g.name in bt.by_name else None)
+              for g in extra_genes().values()]
+    fields_ = tuple((name, bt.by_name[name].default) for name in bt.gene_order)
+    spelling = tuple((name, bt.by_name[name].token.write) for name in bt.spelling)
+    return _Plan(bt, cls, tuple(steps), fields_, spelling)
+
+
+def _bind(block: Any, c: Any, more: tuple[Any, ...], genes: dict[str, Any]) -> dict[str, Any]:
+    """Stage's arguments by name, bound (and refused) as a dataclass with every registered gene
+    as a field would bind them."""
+    names = stage_genes()
+    if not genes.keys() <= set(names):
+        unknown = next(name for name in genes if name not in names)
+        raise TypeError(f"Stage.__init__() got an unexpected keyword argument '{unknown}'")
+    given = {"block": block, "c": c, **genes}
+    if more:
+        rest = [name for name in names if name not in ("block", "c")]
+        if len(more) > len(rest):
+            raise TypeError(f"Stage.__init__() takes from 3 to {len(names) + 1} positional "
+                            f"arguments but {len(more) + 3} were given")
+        for name, value in zip(rest, more, strict=False):
+            if name in genes:
+                raise TypeError(f"Stage.__init__() got multiple values for argument '{name}'")
+            given[name] = value
+    return given
+
+
+def _stage_values(plan: _Plan, given: dict[str, Any]) -> dict[str, Any]:
+    """The checked genes of a stage, in its block type's dict order and one spelling; genes not
+    given take their defaults."""
+    for name, default, check in plan.steps:
+        value = given.get(name, default)
+        if check is not None:
+            check(name, value)
+        elif value != default:
+            raise GenotypeError(name, _misplaced(extra_genes()[name], value, plan.entry))
+    bt = plan.entry
+    values = {name: given.get(name, default) for name, default in plan.fields}
+    values["place"] = _normalize_place(bt, values["place"])
+    values = bt.canonical(values)
+    values["block"] = bt.name
+    return values
+
+
+def _misplaced(gene: Gene, value: Any, bt: BlockType) -> str:
+    return gene.misplaced.format(value=value, name=gene.name, default=gene.default,
+                                 owners=", ".join(gene_owners(gene.name)), block=bt.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,10 +431,10 @@ class Genotype:
             raise GenotypeError("stages", "a genotype needs at least one stage")
         if not self.stem:
             raise GenotypeError("stem", "a genotype needs at least one stem layer")
-        width = _check_float("width", self.width, 0.0, MAX_WIDTH, "width multiplier", low_open=True)
+        width = check_float("width", self.width, 0.0, MAX_WIDTH, "width multiplier", low_open=True)
         object.__setattr__(self, "width", width)
-        _check_int("resolution", self.resolution, 1, "input resolution", MAX_RESOLUTION)
-        dropout = _check_float("dropout", self.dropout, 0.0, 1.0, "dropout", high_open=True)
+        check_int("resolution", self.resolution, 1, "input resolution", MAX_RESOLUTION)
+        dropout = check_float("dropout", self.dropout, 0.0, 1.0, "dropout", high_open=True)
         object.__setattr__(self, "dropout", dropout)
         h = self.resolution
         for i, layer in enumerate(self.stem):
@@ -468,7 +520,7 @@ class Genotype:
             for i, item in enumerate(items):
                 if not isinstance(item, Mapping):
                     raise GenotypeError(f"{name}[{i}]", f"{item!r} is not a mapping")
-                valid = tuple(f.name for f in fields(cls_))
+                valid = stage_genes() if cls_ is Stage else tuple(f.name for f in fields(cls_))
                 _check_keys(f"{name}[{i}]", item, valid)
                 try:
                     built.append(cls_(**item))
@@ -506,44 +558,38 @@ def _check_keys(path: str, data: Mapping[str, Any], valid: tuple[str, ...]) -> N
 
 
 # ----- string parsing ---------------------------------------------------------------
-_INT_FIELDS = {"r": "n", "k": "k", "s": "s", "e": "t", "c": "c", "m": "m", "p": "p"}
-_STAGE_FORM = ("ir_r<n>_k<k>_s<s>_e<t>_c<c>_a<place>_<act>_<skip|noskip>, "
-               "xc_r<n>_k<k>_s<s>_c<c>_m<m>_<dp|pd>_g<first|last>_a<place>_<act>_<skip|noskip>_"
-               "<lead|nolead>, ds_r<n>_k<k>_s<s>_c<c>_a<place>_<act>_<skip|noskip>")
+def _tokens() -> dict[str, Token]:
+    """Gene name -> token, for every token a part may hold (a stage's, the stem's padding, and
+    every block type's genes): no two read the same text (`blocktypes.register` sees to it)."""
+    return {g.name: g.token for g in (*SHARED, PLACE, PADDING, *extra_genes().values())}
 
 
-_TOKEN_FORMS = ("r<repeats> k<kernel> s<stride> e<expansion> c<channels> m<convs> p<padding> "
-                "a<placement letters or -> skip|noskip dp|pd gfirst|glast lead|nolead and "
-                f"activations {'|'.join(ACTIVATIONS)}")
+def _stage_forms() -> str:
+    """Every block type's stage pattern, e.g. ir_r<n>_k<k>_s<s>_e<t>_c<c>_..."""
+    return ", ".join("_".join([bt.name, *(bt.by_name[name].token.usage(name) for name in bt.spelling)])
+                     for bt in BLOCK_TYPES.values())
 
 
-def _parse_tokens(where: str, tokens: list[str], allowed: set[str]) -> dict[str, Any]:
+def _token_forms(tokens: dict[str, Token]) -> str:
+    """The valid tokens: numbers, the stem's padding, words, then the activations."""
+    names = [name for name in spelling_order() if name != "act"]
+    numbers = [tokens[name].form() for name in names if tokens[name].numeric]
+    words = [tokens[name].form() for name in names if not tokens[name].numeric]
+    return f"{' '.join([*numbers, PADDING.token.form(), *words])} and activations {tokens['act'].form()}"
+
+
+def _parse_tokens(where: str, tokens: list[str], allowed: set[str],
+                  table: dict[str, Token]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-
-    def put(key: str, value: Any, token: str) -> None:
-        if key not in allowed:
-            raise GenotypeError(where, f"token {token!r} sets {key!r}, which this part does not take")
-        if key in out:
-            raise GenotypeError(where, f"token {token!r} repeats field {key!r}")
-        out[key] = value
-
     for tok in tokens:
-        if tok in ACTIVATIONS:
-            put("act", tok, tok)
-        elif tok in ("skip", "noskip"):
-            put("residual", tok == "skip", tok)
-        elif tok in ("lead", "nolead"):
-            put("lead_act", tok == "lead", tok)
-        elif tok in ORDERS:
-            put("order", tok, tok)
-        elif tok in ("gfirst", "glast"):
-            put("grow", tok[1:], tok)
-        elif tok.startswith("a") and re.fullmatch(r"a([a-z]+|-)", tok):
-            put("place", "" if tok == "a-" else tok[1:], tok)
-        elif m := re.fullmatch(r"([rksecmp])(\d+)", tok):
-            put(_INT_FIELDS[m.group(1)], int(m.group(2)), tok)
-        else:
-            raise GenotypeError(where, f"unknown token {tok!r}; valid tokens: {_TOKEN_FORMS}")
+        key = next((name for name, token in table.items() if token.matches(tok)), None)
+        if key is None:
+            raise GenotypeError(where, f"unknown token {tok!r}; valid tokens: {_token_forms(table)}")
+        if key not in allowed:
+            raise GenotypeError(where, f"token {tok!r} sets {key!r}, which this part does not take")
+        if key in out:
+            raise GenotypeError(where, f"token {tok!r} repeats field {key!r}")
+        out[key] = table[key].read(tok)
     return out
 
 
@@ -565,6 +611,7 @@ def parse(text: str) -> Genotype:
         width, dropout = float(glob.group(2)), float(glob.group(3))
     except ValueError:
         raise GenotypeError("part 1", f"{parts[0]!r}: width and dropout must be numbers") from None
+    table = _tokens()
     stem: list[StemLayer] = []
     stages: list[Stage] = []
     head: list[HeadLayer] = []
@@ -581,25 +628,22 @@ def parse(text: str) -> Genotype:
             if kind == "stem":
                 if stages or head:
                     raise GenotypeError(where, "stem layers must come before the stages")
-                kw = _parse_tokens(where, tokens[1:], {"c", "k", "s", "p", "act"})
+                kw = _parse_tokens(where, tokens[1:], {"c", "k", "s", "p", "act"}, table)
                 stem.append(_make(where, StemLayer, kw))
             elif kind in BLOCK_TYPES:
                 if head:
                     raise GenotypeError(where, "stages must come before the head")
-                allowed = {"n", "k", "s", "c", "place", "act", "residual"}
-                allowed.update({"t"} if kind == "ir" else set())
-                allowed.update({"m", "order", "grow", "lead_act"} if kind == "xc" else set())
-                kw = _parse_tokens(where, tokens[1:], allowed)
+                kw = _parse_tokens(where, tokens[1:], set(BLOCK_TYPES[kind].by_name), table)
                 stages.append(_make(where, Stage, {"block": kind, **kw}))
             elif kind == "head":
                 if len(tokens) < 2 or tokens[1] not in HEAD_KINDS:
                     raise GenotypeError(where, "a head part starts with head_conv or head_sep")
-                kw = _parse_tokens(where, tokens[2:], {"c", "k", "act"})
+                kw = _parse_tokens(where, tokens[2:], {"c", "k", "act"}, table)
                 head.append(_make(where, HeadLayer, {"kind": tokens[1], **kw}))
             else:
                 raise GenotypeError(
                     where, f"unknown part kind {kind!r}; valid: stem, {', '.join(BLOCK_TYPES)}, "
-                    f"head (stage forms: {_STAGE_FORM})")
+                    f"head (stage forms: {_stage_forms()})")
         except GenotypeError as err:
             if err.path.startswith(where):
                 raise GenotypeError(err.path, err.reason + context) from None

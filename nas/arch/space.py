@@ -12,11 +12,12 @@ import itertools
 import operator
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, TypeVar
 
-from nas.arch.blocktypes import BLOCK_TYPES, block_out_size
+from nas.arch.blocktypes import BLOCK_TYPES, block_out_size, extra_genes, stage_genes
 from nas.arch.cost import PartCost, classifier_cost, cost, head_cost, stage_cost, stem_cost
+from nas.arch.genes import SHARED
 from nas.arch.genotype import (
     DIVISOR,
     Genotype,
@@ -32,17 +33,11 @@ __all__ = ["SearchSpace", "StageChoices", "repeat_choices", "scaled_choices"]
 Chooser = Callable[[str, Sequence[Any]], Any]
 V = TypeVar("V")
 
-# Genes of a stage, in the order they are chosen.
-_STAGE_GENES = ("block", "c", "n", "s", "k", "t", "act", "place", "residual",
-                "m", "order", "grow", "lead_act")
-_XC_GENES = ("m", "order", "grow", "lead_act")
-
 
 def _genes_of(block: str) -> tuple[str, ...]:
-    """The genes a stage of this block type uses (the others stay at their defaults)."""
-    extra = BLOCK_TYPES[block].extra_genes
-    return tuple(g for g in _STAGE_GENES
-                 if g not in ("t", *_XC_GENES) or g in extra)
+    """The genes a stage of this block type uses, in the order they are chosen (the others stay
+    at their defaults)."""
+    return ("block", *BLOCK_TYPES[block].gene_order)
 
 
 def scaled_choices(c: int, scales: Sequence[float] = (0.75, 1.0, 1.25)) -> tuple[int, ...]:
@@ -60,23 +55,22 @@ def repeat_choices(n: int, spread: int = 1) -> tuple[int, ...]:
     return tuple(range(max(1, n - spread), n + spread + 1))
 
 
-@dataclass(frozen=True)
 class StageChoices:
-    """Choices for every gene of one stage; a one-element tuple is a fixed gene."""
+    """Choices for every gene of one stage; a one-element tuple is a fixed gene.
+
+    `block` and `c` are required; every other gene of every registered block type is a field
+    (`stage_genes()` order) whose default is its one default value (placement: none). A stage
+    offering several block types chooses each type's genes only for that type.
+    """
 
     block: tuple[str, ...]
     c: tuple[int, ...]
-    n: tuple[int, ...] = (1,)
-    s: tuple[int, ...] = (1,)
-    k: tuple[int, ...] = (3,)
-    t: tuple[int, ...] = (1,)
-    act: tuple[str, ...] = ("relu",)
-    place: tuple[str, ...] = ("",)
-    residual: tuple[bool, ...] = (False,)
-    m: tuple[int, ...] = (1,)
-    order: tuple[str, ...] = ("dp",)
-    grow: tuple[str, ...] = ("first",)
-    lead_act: tuple[bool, ...] = (True,)
+
+    def __new__(cls, *args: Any, **choices: Any) -> StageChoices:
+        made = object.__new__(_choices_class(stage_genes()))
+        if not isinstance(made, cls):  # made before a block type with new genes was registered
+            made.__init__(*args, **choices)
+        return made
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -84,6 +78,25 @@ class StageChoices:
             if not isinstance(value, tuple) or not value:
                 raise ValueError(f"stage choices {f.name}: expected a non-empty tuple, "
                                  f"got {value!r}")
+
+
+_CHOICE_CLASSES: dict[tuple[tuple[str, ...], tuple[tuple[str, Any], ...]], type[StageChoices]] = {}
+
+
+def _choices_class(genes: tuple[str, ...]) -> type[StageChoices]:
+    """The frozen dataclass of stage choices with a field per gene in `genes`."""
+    every = {g.name: g.default for g in (*SHARED, *extra_genes().values())}
+    # A space without a placement choice puts no activation anywhere, not the reference's.
+    defaults = tuple((name, ("",) if name == "place" else (every[name],))
+                     for name in genes if name not in ("block", "c"))
+    key = (genes, defaults)
+    if key not in _CHOICE_CLASSES:
+        specs = [("block", tuple), ("c", tuple),
+                 *((name, tuple, field(default=default)) for name, default in defaults)]
+        cls = make_dataclass("StageChoices", specs, bases=(StageChoices,), frozen=True)
+        cls.__module__ = __name__
+        _CHOICE_CLASSES[key] = cls
+    return _CHOICE_CLASSES[key]
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,9 @@ class SearchSpace:
     # size, cost range, the latency bound and `contains` all walk them
     _options: dict[tuple[int, int, float], frozenset[Stage]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    # chosen genes, each with its type (True is not 1) -> the stage: each made and checked once,
+    # though the enumeration meets it at every channel count and width
+    _stages: dict[tuple, Stage] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("stem", "head"):
@@ -131,7 +147,7 @@ class SearchSpace:
             genes: dict[str, Any] = {"block": pick(f"s{i}_block", sc.block)}
             for gene in _genes_of(genes["block"])[1:]:
                 genes[gene] = pick(f"s{i}_{gene}", getattr(sc, gene))
-            stage = _coerced_stage(genes, cin, width)
+            stage = self._stage(genes, cin, width)
             stages.append(stage)
             cin = scale_channels(stage.c, width)
         head = self._labels["head"][pick("head", list(self._labels["head"]))]
@@ -202,9 +218,21 @@ class SearchSpace:
                 names = _genes_of(block)[1:]
                 for combo in itertools.product(*(getattr(sc, g) for g in names)):
                     genes = {"block": block, **dict(zip(names, combo, strict=True))}
-                    out.add(_coerced_stage(genes, cin, width))
+                    out.add(self._stage(genes, cin, width))
             self._options[key] = frozenset(out)
         return self._options[key]
+
+    def _stage(self, genes: dict[str, Any], cin: int, width: float) -> Stage:
+        """The stage of the chosen `genes` after a stage ending in `cin` channels."""
+        genes = _coerced(genes, cin, width)
+        key = tuple((type(value), value) for value in genes.values())
+        try:
+            made = self._stages.get(key)
+        except TypeError:  # an unhashable choice (placement letters as a list): made each time
+            return Stage(**genes)
+        if made is None:
+            made = self._stages[key] = Stage(**genes)
+        return made
 
     def fold(self, stem: Callable[[tuple[StemLayer, ...], float, int], V],
              stage: Callable[[int, Stage, int, int, float], V],
@@ -259,11 +287,14 @@ class SearchSpace:
             return part.macs, part.macs, part.params, part.params
 
         seen: dict[tuple, Range] = {}
+        costly: dict[str, Callable[[Stage], tuple]] = {}  # block -> its genes that change cost
 
         def stage(i: int, option: Stage, cin: int, h: int, width: float) -> Range:
-            # Activation function and placement change neither params nor MACs.
-            key = (option.block, option.c, option.n, option.s, option.k, option.t, option.residual,
-                   option.m, option.order, option.grow, cin, h, width)
+            if option.block not in costly:
+                # Activation function and placement change neither params nor MACs.
+                names = [name for name in option.type.gene_order if name not in ("act", "place")]
+                costly[option.block] = operator.attrgetter("block", *names)
+            key = (costly[option.block](option), cin, h, width)
             if key not in seen:
                 seen[key] = spread(stage_cost(i, option, cin, h, width))
             return seen[key]
@@ -298,10 +329,11 @@ def _label(option: tuple) -> str:
     return ":".join(map(str, option)) if option else "none"
 
 
-def _coerced_stage(genes: dict[str, Any], cin: int, width: float) -> Stage:
+def _coerced(genes: dict[str, Any], cin: int, width: float) -> dict[str, Any]:
+    """The genes with the shortcut turned off where the stage's shapes cannot have one."""
     bt = BLOCK_TYPES[genes["block"]]
     cout = scale_channels(genes["c"], width)
     if genes.get("residual") and not bt.residual_possible(genes.get("n", 1), genes.get("s", 1),
                                                           cin, cout):
-        genes = {**genes, "residual": False}
-    return Stage(**genes)
+        return {**genes, "residual": False}
+    return genes
