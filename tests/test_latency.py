@@ -29,17 +29,10 @@ from nas.search import report
 from nas.search.run import run_search
 from nas.search.study import trained_count
 from search_spaces import get_space
+from tests.tiny import TINY_LATENCY, stored_study, tiny, tiny_space
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = make_backend("torch", warmup=0, repeats=2)
-TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
-        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "sampler.n_startup_trials=3",
-        "pruner=none"]
-
-
-def tiny_space():
-    """mnv1 at width 0.25 and 32 px: a few thousand tiny kernels."""
-    return replace(get_space("mnv1"), width=(0.25,), resolution=(32,))
 
 
 def synthetic_table(path: Path, space, num_classes=10, in_channels=1) -> LookupTable:
@@ -202,11 +195,10 @@ def test_latency_budget_rejects_over_budget_genotypes_before_training(tmp_path):
     rng = random.Random(0)
     predicted = sorted(table.predict(space.sample(rng), 10, 1) for _ in range(200))
     budget = round(predicted[len(predicted) // 2], 3)  # about half the space is over it
-    cfg = precheck([*TINY, "space.resolution=[32]", f"+budget.latency_ms={budget}", "n_trials=4",
+    cfg = precheck([*TINY_LATENCY, f"+budget.latency_ms={budget}", "n_trials=4",
                     f"latency.lut={lut}"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
     trained = [t for t in study.trials if t.user_attrs.get("status") in ("trained", "pruned")]
     assert rejected and trained_count(study) == 4
@@ -222,7 +214,7 @@ def test_latency_budget_below_the_fastest_genotype_fails_at_once(tmp_path):
     space = tiny_space()
     lut = tmp_path / "lut.jsonl"
     synthetic_table(lut, space)
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=0.01", f"latency.lut={lut}"])
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=0.01", f"latency.lut={lut}"])
     with pytest.raises(UserError, match=r"budget.latency_ms=0.01 is below the fastest genotype.*"
                                         r"predicted minimum is"):
         run_search(cfg, tmp_path / "run")
@@ -230,11 +222,10 @@ def test_latency_budget_below_the_fastest_genotype_fails_at_once(tmp_path):
 
 
 def test_latency_budget_without_a_table_measures_each_candidate(tmp_path):
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "n_trials=2",
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=1000", "n_trials=2",
                     f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     lats = [t.user_attrs["latency_ms"] for t in study.trials]
     assert len(lats) >= 2 and all(0 < x < 1000 for x in lats)
 
@@ -244,11 +235,10 @@ def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_pat
     timed = []
     real = LatencyPredictor.__call__
     monkeypatch.setattr(LatencyPredictor, "__call__", lambda self, g: timed.append(g) or real(self, g))
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "+budget.mflops=1.0",
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=1000", "+budget.mflops=1.0",
                     "n_trials=2", f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     over = [t for t in study.trials if t.user_attrs["mflops"] > 1.0]
     within = [t for t in study.trials if t.user_attrs["mflops"] <= 1.0]
     assert over and within, "the budget should split this space"
@@ -261,7 +251,7 @@ def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_pat
 
 def test_negative_latency_budget_is_refused():
     with pytest.raises(UserError, match=r"budget\.latency_ms=-1 is not valid: must be a positive"):
-        precheck([*TINY, "+budget.latency_ms=-1"])
+        precheck([*TINY_LATENCY, "+budget.latency_ms=-1"])
 
 
 def _trained(number: int, accuracy: float, cost: float, curve: list[float]):
@@ -290,15 +280,14 @@ def test_pareto_verdict_compares_with_no_more_costly_trials_at_the_same_epoch():
 def test_pareto_search_prunes_trials_below_cheaper_peers_and_produces_a_front(tmp_path):
     """Pruning made certain: the study already holds trained trials that cost nothing and
     reached accuracy 1.0 at every epoch, so every new trial is below its peers' median."""
-    base = [a for a in TINY if a != "pruner=none"]
-    args = [*base, "+budget.mflops=28", "objective=pareto", "proxy.epochs=3", "pruner.n_startup_trials=2"]
+    args = tiny("objective=pareto", "proxy.epochs=3", "pruner.n_startup_trials=2", drop=["pruner"])
     summary = run_search(precheck([*args, "n_trials=2"]), tmp_path)
-    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = stored_study(tmp_path, summary["study"])
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     for i in range(2):
         study.add_trial(_trained(100 + i, 1.0, 0.0, [1.0, 1.0, 1.0]))
     run_search(precheck([*args, "n_trials=6"]), tmp_path)
-    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = stored_study(tmp_path, summary["study"])
     assert trained_count(study) == 6
     new = [t for t in study.trials if not str(t.user_attrs.get("genotype")).startswith("fake")
            and t.user_attrs.get("status") in ("trained", "pruned")][2:]
