@@ -39,6 +39,10 @@ def test_cli_search_writes_storage_table_csv_and_plots(tmp_path):
     assert all(t["mflops"] <= 28 and 0 <= t["accuracy"] <= 1 for t in trained)
     study = stored_study(run, "mnv1-mflops28-digits")
     assert trained_count(study) == 3
+    # the table holds the study's own figures, trial by trial
+    stored = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    assert {t["number"]: (t["accuracy"], t["genotype"]) for t in trained} == {
+        t.number: (t.value, t.user_attrs["genotype"]) for t in stored}
 
 
 @pytest.fixture
