@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from nas.arch.space import SearchSpace
 
-# About half of this space is over the 28 MFLOPs budget, so rejections happen in every run.
+# About half of this space is over the 28 MFLOPs budget: a run of a few trials rejects some proposals.
 TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
         "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
         "sampler.n_startup_trials=3", "pruner=none"]
