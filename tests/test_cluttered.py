@@ -15,6 +15,7 @@ from nas.cli.search import precheck
 from nas.errors import UserError
 from nas.training.cluttered import ClutterSettings, _cached, base_digit_split
 from nas.training.data import datamodule_for
+from tests.tiny import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ClutterSettings(n_train=300, n_val=60, n_test=60)
@@ -106,9 +107,9 @@ def test_a_generator_setting_with_other_data_names_its_dataset():
 
 
 def test_a_tiny_search_runs_on_it_and_its_export_retrains_on_the_same_task(tmp_path):
-    args = ["+space=mnv1", "+budget.mflops=28", "data=cluttered_digits", "data.n_train=200", "data.n_val=50",
-            "data.n_test=50", "data.clutter=3", "proxy.epochs=1", "space.width=[0.25]", "reference=false",
-            "n_trials=1", "wandb.mode=disabled"]
+    args = tiny("data=cluttered_digits", "data.n_train=200", "data.n_val=50", "data.n_test=50",
+                "data.clutter=3", "n_trials=1",
+                drop=["proxy.resolution", "proxy.subset", "sampler.n_startup_trials"])
     r = subprocess.run([sys.executable, "-m", "nas.search", *args], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -8,6 +8,7 @@ from PIL import Image
 from nas.cli.search import precheck
 from nas.search.run import run_search
 from nas.training.data import DataError, make_datamodule
+from tests.tiny import tiny
 
 
 def write_cifar(root, n_per_batch=20, seed=0):
@@ -134,10 +135,9 @@ def test_unknown_dataset_and_missing_root():
 @pytest.mark.parametrize("kind", ["cifar10", "imagefolder"])
 def test_search_runs_on_file_datasets(tmp_path, kind):
     root = write_cifar(tmp_path / "data") if kind == "cifar10" else write_folder(tmp_path / "data")
-    cfg = precheck(["+space=mnv1", "+budget.mflops=1000", f"data={kind}", f"data.root={root}",
-                    "n_trials=1", "proxy.epochs=1", "proxy.resolution=16", "space.width=[0.25]",
-                    "reference=false", "wandb.mode=disabled", "data.val_fraction=0.2",
-                    "data.test_fraction=0.2"])
+    # all the training images of these small files, none over the budget
+    cfg = precheck(tiny("+budget.mflops=1000", f"data={kind}", f"data.root={root}", "n_trials=1",
+                        "data.val_fraction=0.2", "data.test_fraction=0.2", drop=["proxy.subset"]))
     summary = run_search(cfg, tmp_path / "run")
     assert summary["trained"] == 1 and 0 <= summary["best_accuracy"] <= 1
 

@@ -17,20 +17,18 @@ from nas.model.files import ExportError, load_exported
 from nas.search.run import run_search
 from nas.training.train import run_training
 from tests.extras import need
+from tests.tiny import GENOTYPE, TINY_RANDOM_START
 
 need("onnxruntime", "onnx", whole_module=True)
 need("onnx", "onnx", whole_module=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
-        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
-        "pruner=none"]
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     run = tmp_path_factory.mktemp("search")
-    run_search(precheck([*TINY, "n_trials=3"]), run)
+    run_search(precheck([*TINY_RANDOM_START, "n_trials=3"]), run)
     return run
 
 
@@ -130,7 +128,7 @@ def test_export_bad_input(searched, args, words):
 
 
 def test_export_of_a_study_with_no_finished_trial(tmp_path):
-    cfg = precheck([*TINY, "n_trials=1", "+budget.params_m=0.0001"])
+    cfg = precheck([*TINY_RANDOM_START, "n_trials=1", "+budget.params_m=0.0001"])
     cfg.budget.pop("params_m")  # make the study, then ask the impossible through its identity
     import optuna
 
@@ -152,10 +150,6 @@ def train_cfg(genotype: str, epochs: int, **extra) -> TrainConfig:
         "data": {"name": "digits"}, "wandb": {"mode": "disabled"},
         "trainer": {"max_epochs": epochs, "batch_size": 64, "lr": 0.1, "progress": False,
                     "warmup_epochs": 0.0, **extra}})
-
-
-GENOTYPE = ("res128_w0.5_drop0.0:stem_c16_k3_s2_p1_relu:ds_r1_k3_s1_c32_adp_relu_noskip:"
-            "ds_r2_k3_s2_c64_adp_relu_skip:ds_r2_k3_s2_c128_adp_relu_skip")
 
 
 def test_training_improves_over_chance_and_exports_trained_weights(tmp_path):

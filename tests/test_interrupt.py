@@ -13,9 +13,7 @@ from nas.errors import UserError
 from nas.search.interrupt import StopSignals, Terminated
 from nas.search.run import run_search
 from tests.extras import need
-
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
-        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "pruner=none"]
+from tests.tiny import TINY_RANDOM_START, stored_study, tiny
 
 
 def test_a_signal_is_recorded_once_and_raised_at_the_next_check():
@@ -45,9 +43,9 @@ def test_sigterm_during_training_fails_that_trial_and_starts_no_other(tmp_path, 
         return real_train(self, g, seed, report, on_epoch)
 
     monkeypatch.setattr(Searcher, "train", train_then_signal)
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        run_search(precheck([*TINY, "n_trials=5", f"storage.url=sqlite:///{tmp_path / 's.db'}"]), tmp_path)
     url = f"sqlite:///{tmp_path / 's.db'}"
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_search(precheck([*TINY_RANDOM_START, "n_trials=5", f"storage.url={url}"]), tmp_path)
     trials = optuna.load_study(study_name="mnv1-mflops28-digits", storage=url).trials
     assert len(trained) == 2
     assert trials[-1].state == optuna.trial.TrialState.FAIL
@@ -64,9 +62,9 @@ def test_rejected_proposals_do_not_reset_the_failures_in_a_row(tmp_path, monkeyp
     monkeypatch.setattr(Searcher, "train", broken)
     # A tight budget: most proposals are rejected between the failing ones.
     with pytest.raises(UserError, match=r"5 trials in a row failed.*the data do not fit"):
-        run_search(precheck([*TINY[:1], "+budget.mflops=12", *TINY[2:], "n_trials=3"]), tmp_path)
-    trials = optuna.load_study(study_name="mnv1-mflops12-digits",
-                               storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+        run_search(precheck(tiny("+budget.mflops=12", "n_trials=3", drop=["sampler.n_startup_trials"])),
+                   tmp_path)
+    trials = stored_study(tmp_path, "mnv1-mflops12-digits").trials
     assert [t.state for t in trials].count(optuna.trial.TrialState.FAIL) == 5
     assert any(t.user_attrs.get("status") == "rejected" for t in trials)
 

@@ -4,6 +4,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,17 +30,10 @@ from nas.search import report
 from nas.search.run import run_search
 from nas.search.study import trained_count
 from search_spaces import get_space
+from tests.tiny import TINY_LATENCY, stored_study, tiny, tiny_space
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = make_backend("torch", warmup=0, repeats=2)
-TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
-        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "sampler.n_startup_trials=3",
-        "pruner=none"]
-
-
-def tiny_space():
-    """mnv1 at width 0.25 and 32 px: a few thousand tiny kernels."""
-    return replace(get_space("mnv1"), width=(0.25,), resolution=(32,))
 
 
 def synthetic_table(path: Path, space, num_classes=10, in_channels=1) -> LookupTable:
@@ -66,8 +60,29 @@ def macs(k) -> int:
 def test_measure_gives_a_positive_median_and_restores_the_thread_count():
     before = torch.get_num_threads()
     t = measure(torch.nn.Conv2d(8, 8, 3, padding=1), (1, 8, 16, 16), threads=1, warmup=1, repeats=5)
-    assert t.n == 5 and 0 < t.median_ms < 1000 and t.var >= 0
+    assert t.n == 5 and 0 < t.median_ms < 1000
     assert torch.get_num_threads() == before
+
+
+class Takes(torch.nn.Module):
+    """A module whose every call moves the clock `clock[0]` on by the next of `ms` milliseconds."""
+
+    def __init__(self, clock: list[float], ms: list[float]):
+        super().__init__()
+        self.clock, self.ms = clock, list(ms)
+
+    def forward(self, x):
+        self.clock[0] += self.ms.pop(0) / 1e3
+        return x
+
+
+def test_measure_reports_median_mean_and_variance_of_the_timed_calls_only(monkeypatch):
+    # 100 ms for the warm-up call, then 1, 2, 3, 4 and 10 ms: median 3, mean 4, variance 10
+    # (the warm-up counted would make the mean 20).
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    t = measure(Takes(clock, [100, 1, 2, 3, 4, 10]), (1, 1), threads=1, warmup=1, repeats=5)
+    assert (t.median_ms, t.mean_ms, t.var, t.n) == pytest.approx((3.0, 4.0, 10.0, 5))
 
 
 def test_every_kernel_kind_has_a_module_that_runs_on_its_input():
@@ -202,11 +217,10 @@ def test_latency_budget_rejects_over_budget_genotypes_before_training(tmp_path):
     rng = random.Random(0)
     predicted = sorted(table.predict(space.sample(rng), 10, 1) for _ in range(200))
     budget = round(predicted[len(predicted) // 2], 3)  # about half the space is over it
-    cfg = precheck([*TINY, "space.resolution=[32]", f"+budget.latency_ms={budget}", "n_trials=4",
+    cfg = precheck([*TINY_LATENCY, f"+budget.latency_ms={budget}", "n_trials=4",
                     f"latency.lut={lut}"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
     trained = [t for t in study.trials if t.user_attrs.get("status") in ("trained", "pruned")]
     assert rejected and trained_count(study) == 4
@@ -222,7 +236,7 @@ def test_latency_budget_below_the_fastest_genotype_fails_at_once(tmp_path):
     space = tiny_space()
     lut = tmp_path / "lut.jsonl"
     synthetic_table(lut, space)
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=0.01", f"latency.lut={lut}"])
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=0.01", f"latency.lut={lut}"])
     with pytest.raises(UserError, match=r"budget.latency_ms=0.01 is below the fastest genotype.*"
                                         r"predicted minimum is"):
         run_search(cfg, tmp_path / "run")
@@ -230,11 +244,10 @@ def test_latency_budget_below_the_fastest_genotype_fails_at_once(tmp_path):
 
 
 def test_latency_budget_without_a_table_measures_each_candidate(tmp_path):
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "n_trials=2",
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=1000", "n_trials=2",
                     f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     lats = [t.user_attrs["latency_ms"] for t in study.trials]
     assert len(lats) >= 2 and all(0 < x < 1000 for x in lats)
 
@@ -244,11 +257,10 @@ def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_pat
     timed = []
     real = LatencyPredictor.__call__
     monkeypatch.setattr(LatencyPredictor, "__call__", lambda self, g: timed.append(g) or real(self, g))
-    cfg = precheck([*TINY, "space.resolution=[32]", "+budget.latency_ms=1000", "+budget.mflops=1.0",
+    cfg = precheck([*TINY_LATENCY, "+budget.latency_ms=1000", "+budget.mflops=1.0",
                     "n_trials=2", f"latency.dir={tmp_path / 'no-tables-here'}", "latency.repeats=3"])
     summary = run_search(cfg, tmp_path / "run")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     over = [t for t in study.trials if t.user_attrs["mflops"] > 1.0]
     within = [t for t in study.trials if t.user_attrs["mflops"] <= 1.0]
     assert over and within, "the budget should split this space"
@@ -261,7 +273,7 @@ def test_candidates_over_the_mflops_budget_are_not_timed_without_a_table(tmp_pat
 
 def test_negative_latency_budget_is_refused():
     with pytest.raises(UserError, match=r"budget\.latency_ms=-1 is not valid: must be a positive"):
-        precheck([*TINY, "+budget.latency_ms=-1"])
+        precheck([*TINY_LATENCY, "+budget.latency_ms=-1"])
 
 
 def _trained(number: int, accuracy: float, cost: float, curve: list[float]):
@@ -290,15 +302,14 @@ def test_pareto_verdict_compares_with_no_more_costly_trials_at_the_same_epoch():
 def test_pareto_search_prunes_trials_below_cheaper_peers_and_produces_a_front(tmp_path):
     """Pruning made certain: the study already holds trained trials that cost nothing and
     reached accuracy 1.0 at every epoch, so every new trial is below its peers' median."""
-    base = [a for a in TINY if a != "pruner=none"]
-    args = [*base, "+budget.mflops=28", "objective=pareto", "proxy.epochs=3", "pruner.n_startup_trials=2"]
+    args = tiny("objective=pareto", "proxy.epochs=3", "pruner.n_startup_trials=2", drop=["pruner"])
     summary = run_search(precheck([*args, "n_trials=2"]), tmp_path)
-    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = stored_study(tmp_path, summary["study"])
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     for i in range(2):
         study.add_trial(_trained(100 + i, 1.0, 0.0, [1.0, 1.0, 1.0]))
     run_search(precheck([*args, "n_trials=6"]), tmp_path)
-    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = stored_study(tmp_path, summary["study"])
     assert trained_count(study) == 6
     new = [t for t in study.trials if not str(t.user_attrs.get("genotype")).startswith("fake")
            and t.user_attrs.get("status") in ("trained", "pruned")][2:]

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 import torch
 
@@ -22,18 +21,14 @@ from nas.hardware.stopwatch import ort_session, time_fresh
 from nas.search.run import run_search
 from search_spaces import get_space
 from tests.extras import need
+from tests.tiny import stored_study, tiny, tiny_space
 
 need("onnxruntime", "onnx", whole_module=True)
 need("onnx", "onnx", whole_module=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["+space=mnv1", "proxy.epochs=1", "proxy.resolution=16", "proxy.subset=0.3",
-        "space.width=[0.25]", "space.resolution=[32]", "reference=false", "wandb.mode=disabled",
-        "pruner=none"]
-
-
-def tiny_space():
-    return replace(get_space("mnv1"), width=(0.25,), resolution=(32,))
+# TINY_LATENCY with the sampler's own random start
+SEARCH = tiny("space.resolution=[32]", drop=["budget.mflops", "sampler.n_startup_trials"])
 
 
 def one_of_each_kind():
@@ -175,11 +170,10 @@ def synthetic_ort_table(path: Path) -> LookupTable:
 def test_search_with_an_onnxruntime_table_keeps_its_backend(tmp_path):
     lut = tmp_path / "ort.lut.jsonl"
     table = synthetic_ort_table(lut)
-    args = [*TINY, "+budget.latency_ms=1", "n_trials=2", f"latency.lut={lut}"]
+    args = [*SEARCH, "+budget.latency_ms=1", "n_trials=2", f"latency.lut={lut}"]
     summary = run_search(precheck([*args, "latency.backend=onnxruntime"]), tmp_path / "run")
     assert summary["study"].endswith("-onnxruntime")
-    study = optuna.load_study(study_name=summary["study"],
-                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = stored_study(tmp_path / "run", summary["study"])
     assert study.user_attrs["identity"]["latency"] == {"backend": "onnxruntime"}
     space = tiny_space()
     for t in study.trials:
@@ -211,7 +205,7 @@ def test_search_cli_refuses_bad_backends_in_one_line(tmp_path):
              (["latency.backend=onnxruntime", "latency.device=cuda"], "not valid with latency.backend")]
     files = {p: p.read_bytes() for p in (lut, lut_torch, bad)}
     for extra, words in cases:
-        r = subprocess.run([sys.executable, "-m", "nas.search", *TINY, "+budget.latency_ms=1", "n_trials=1",
+        r = subprocess.run([sys.executable, "-m", "nas.search", *SEARCH, "+budget.latency_ms=1", "n_trials=1",
                             *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, (extra, r.stderr)
         assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -26,10 +26,16 @@ def test_every_depthwise_weight_bn_and_bias_is_excluded_from_decay():
         assert id(model.classifier.weight) in ids_decay
 
 
-def test_groups_work_with_an_optimizer():
+def test_an_optimizer_given_the_groups_decays_only_the_decay_group():
     model = build_model(mnv2.reference(0.5, 32), num_classes=10)
-    opt = torch.optim.SGD(param_groups(model, 1e-4), lr=0.1)
+    groups = param_groups(model, 0.1)
+    opt = torch.optim.SGD(groups, lr=0.5)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
     opt.step()
-    dw = [m for m in model.modules() if is_depthwise(m)]
-    assert len(dw) == 17
+    decayed = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    for p, old in zip(model.parameters(), before, strict=True):
+        # plain SGD: p - lr * (grad + weight_decay * p), the decay term in the decay group only
+        expected = old - 0.5 * (p.grad + (0.1 * old if id(p) in decayed else 0.0))
+        torch.testing.assert_close(p.detach(), expected)
+    assert len([m for m in model.modules() if is_depthwise(m)]) == 17

@@ -13,22 +13,14 @@ from nas.search import report
 from nas.search.loop import Searcher
 from nas.search.run import run_search
 from nas.search.study import trained_count
+from tests.tiny import TINY, stored_study, tiny
 from tests.wandb_files import all_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-# A tiny but real search: MobileNetV1 blocks at width 0.25, one epoch at 16 px on a
-# third of the digits. About half of this space is over a 28 MFLOPs budget.
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
-        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
-        "sampler.n_startup_trials=3", "pruner=none"]
 
 
 def cfg_for(*extra, base=TINY):
     return precheck([*base, *extra])
-
-
-def study_at(run_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
 
 
 def test_cli_search_writes_storage_table_csv_and_plots(tmp_path):
@@ -45,8 +37,12 @@ def test_cli_search_writes_storage_table_csv_and_plots(tmp_path):
     trained = [t for t in data["trials"] if t["status"] == "trained"]
     assert len(trained) == 3
     assert all(t["mflops"] <= 28 and 0 <= t["accuracy"] <= 1 for t in trained)
-    study = study_at(run, "mnv1-mflops28-digits")
+    study = stored_study(run, "mnv1-mflops28-digits")
     assert trained_count(study) == 3
+    # the table holds the study's own figures, trial by trial
+    stored = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    assert {t["number"]: (t["accuracy"], t["genotype"]) for t in trained} == {
+        t.number: (t.value, t.user_attrs["genotype"]) for t in stored}
 
 
 @pytest.fixture
@@ -66,7 +62,7 @@ def trained_hashes(monkeypatch):
 def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, trained_hashes):
     cfg = cfg_for("n_trials=4")
     run_search(cfg, tmp_path)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
     trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
     assert len(trained) == 4 and len(trained_hashes) == 4
@@ -86,13 +82,13 @@ def test_over_budget_proposals_are_recorded_and_never_trained(tmp_path, trained_
 def test_resume_reaches_n_trials_in_total(tmp_path):
     run_search(cfg_for("n_trials=2"), tmp_path)
     summary = run_search(cfg_for("n_trials=4"), tmp_path)
-    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    study = stored_study(tmp_path, "mnv1-mflops28-digits")
     assert trained_count(study) == 4
     assert summary["trained"] == 4
     # Running again with the target met trains nothing more.
     before = len(study.trials)
     run_search(cfg_for("n_trials=4"), tmp_path)
-    assert len(study_at(tmp_path, "mnv1-mflops28-digits").trials) == before
+    assert len(stored_study(tmp_path, "mnv1-mflops28-digits").trials) == before
 
 
 @pytest.mark.parametrize(
@@ -112,7 +108,7 @@ def test_resuming_with_a_different_study_is_refused_and_changes_nothing(tmp_path
 
 def test_a_study_made_before_the_whole_recipe_was_its_identity_resumes_then_guards_it(tmp_path):
     run_search(cfg_for("n_trials=1"), tmp_path)
-    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    study = stored_study(tmp_path, "mnv1-mflops28-digits")
     identity = study.user_attrs["identity"]
     # What nas recorded before: part of the proxy recipe, four data keys.
     old_proxy = ("kind", "prefilter", "prefilter_keep", "epochs", "resolution", "width_scale", "subset",
@@ -121,7 +117,7 @@ def test_a_study_made_before_the_whole_recipe_was_its_identity_resumes_then_guar
     identity["data"] = {k: identity["data"][k] for k in ("name", "root", "seed", "val_fraction")}
     study.set_user_attr("identity", identity)
     run_search(cfg_for("n_trials=2"), tmp_path)  # nothing changed: it resumes
-    assert "momentum" in study_at(tmp_path, "mnv1-mflops28-digits").user_attrs["identity"]["proxy"]
+    assert "momentum" in stored_study(tmp_path, "mnv1-mflops28-digits").user_attrs["identity"]["proxy"]
     with pytest.raises(UserError, match=r"momentum stored 0\.9, requested 0\.5"):
         run_search(cfg_for("n_trials=3", "proxy.momentum=0.5"), tmp_path)
 
@@ -145,10 +141,8 @@ def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch, tra
     calls = trained_hashes
     # A space with exactly two genotypes under budget forces repeats.
     cfg = cfg_for("n_trials=3", "sampler=random", "max_proposals=12",
-                  base=["+space=mnv1", "+budget.mflops=1000", "proxy.epochs=1",
-                        "proxy.resolution=16", "proxy.subset=0.2", "space.width=[0.25]",
-                        "space.resolution=[128,160]", "reference=false", "wandb.mode=disabled",
-                        "pruner=none"])
+                  base=tiny("+budget.mflops=1000", "proxy.subset=0.2", "space.resolution=[128,160]",
+                            drop=["sampler.n_startup_trials"]))
     from dataclasses import replace
 
     from nas.arch.space import StageChoices
@@ -160,7 +154,7 @@ def test_duplicate_genotypes_reuse_the_earlier_result(tmp_path, monkeypatch, tra
     monkeypatch.setattr("nas.search.run.apply_space_overrides",
                         lambda _cfg: replace(space, stages=fixed))
     run_search(cfg, tmp_path)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     dups = [t for t in study.trials if t.user_attrs.get("status") == "duplicate"]
     # Only two genotypes exist: both are trained once, every later proposal is a duplicate,
     # and the run stops at max_proposals instead of looping for a third.
@@ -188,7 +182,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_study_continues(tmp_path, mon
 
     monkeypatch.setattr(Searcher, "train", sometimes_diverge)
     summary = run_search(cfg_for("n_trials=3"), tmp_path)
-    study = study_at(tmp_path, "mnv1-mflops28-digits")
+    study = stored_study(tmp_path, "mnv1-mflops28-digits")
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1
     assert "NonFiniteLoss" in failed[0].user_attrs["reason"]
@@ -202,13 +196,13 @@ def test_pruner_stops_trials_and_they_count_as_trained(tmp_path):
             "sampler=random")
     run_search(cfg_for("n_trials=1", *args), tmp_path)
     cfg = cfg_for("n_trials=5", *args)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     for _ in range(2):
         study.add_trial(optuna.trial.create_trial(
             value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0},
             user_attrs={"status": "trained", "mflops": 1.0, "params_m": 0.1, "genotype": "stored"}))
     run_search(cfg, tmp_path)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     assert trained_count(study) == 5
     new = [t for t in study.trials if t.number > 2 and t.user_attrs.get("status") in ("trained", "pruned")]
     assert len(new) == 2
@@ -224,12 +218,12 @@ def test_no_trial_is_pruned_after_its_last_epoch(tmp_path):
             "sampler=random")
     run_search(cfg_for("n_trials=1", *args), tmp_path)
     cfg = cfg_for("n_trials=3", *args)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     study.add_trial(optuna.trial.create_trial(
         value=1.0, intermediate_values={0: 1.0},
         user_attrs={"status": "trained", "mflops": 1.0, "params_m": 0.1, "genotype": "stored"}))
     run_search(cfg, tmp_path)
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     assert not [t for t in study.trials if t.user_attrs.get("status") == "pruned"]
     assert trained_count(study) == 3
 
@@ -238,7 +232,7 @@ def test_wandb_offline_runs_one_per_trial_grouped_by_study(tmp_path):
     cfg = cfg_for("n_trials=2", "wandb.mode=offline")
     run_search(cfg, tmp_path)
     runs = {r["name"]: r for r in all_runs(tmp_path / "wandb")}
-    study = study_at(tmp_path, cfg.study_name)
+    study = stored_study(tmp_path, cfg.study_name)
     trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
     trial_runs = [r for r in runs.values() if r["job_type"] == "trial"]
     assert len(trial_runs) == len(trained) == 2
@@ -257,7 +251,7 @@ def test_wandb_offline_runs_one_per_trial_grouped_by_study(tmp_path):
 def test_reference_network_is_trained_with_the_same_proxy(tmp_path):
     cfg = cfg_for("n_trials=1", "reference=true")
     summary = run_search(cfg, tmp_path)
-    ref = study_at(tmp_path, cfg.study_name).user_attrs["reference"]
+    ref = stored_study(tmp_path, cfg.study_name).user_attrs["reference"]
     assert ref["mflops"] <= 28 and 0 <= ref["accuracy"] <= 1
     assert summary["reference_accuracy"] == ref["accuracy"]
 
@@ -268,8 +262,8 @@ def test_seeded_runs_propose_the_same_genotypes(tmp_path):
     assert cfg.study_name == "mnv1-mflops28-digits-sampler_random"
     run_search(cfg, a)
     run_search(cfg_for("n_trials=2", "sampler=random"), b)
-    ga = [r["genotype"] for r in report.rows(study_at(a, cfg.study_name))]
-    gb = [r["genotype"] for r in report.rows(study_at(b, cfg.study_name))]
+    ga = [r["genotype"] for r in report.rows(stored_study(a, cfg.study_name))]
+    gb = [r["genotype"] for r in report.rows(stored_study(b, cfg.study_name))]
     assert ga == gb
 
 
@@ -305,7 +299,7 @@ def test_bad_input_is_refused_before_anything_runs(args, words):
 
 
 def test_budget_below_the_space_minimum_fails_at_once_with_the_minimum(tmp_path):
-    cfg = cfg_for(base=[*TINY[:1], "+budget.mflops=0.5", *TINY[2:]])
+    cfg = cfg_for(base=tiny("+budget.mflops=0.5"))
     with pytest.raises(UserError, match=r"below the smallest genotype of space mnv1: its minimum is \d"):
         run_search(cfg, tmp_path)
     assert not (tmp_path / "study.db").exists()

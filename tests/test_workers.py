@@ -14,11 +14,17 @@ from nas.cli.search import precheck
 from nas.search.run import open_search_study
 from nas.search.study import open_storage, trained_count
 from tests.extras import need
+from tests.tiny import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.epochs=1", "proxy.resolution=16",
-        "proxy.subset=0.3", "space.width=[0.25]", "reference=false", "wandb.mode=disabled",
-        "pruner=none", "study_name=shared"]
+
+
+def workers(*changes: str) -> list[str]:
+    """TINY for workers that all join the study "shared", with the sampler's own random start."""
+    return tiny("study_name=shared", *changes, drop=["sampler.n_startup_trials"])
+
+
+WORKERS = workers()
 
 
 def search(*args, cwd=ROOT):
@@ -38,8 +44,8 @@ def test_four_concurrent_workers_reach_n_trials_together(tmp_path, kind, request
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
     workers, n_trials = 4, 5
     # As `-m` does: the study is created once, before the workers start.
-    open_search_study(precheck([*TINY, f"storage={kind}", f"storage.url={url}"]), tmp_path, 0)
-    procs = [search(*TINY, f"n_trials={n_trials}", f"storage={kind}", f"storage.url={url}",
+    open_search_study(precheck([*WORKERS, f"storage={kind}", f"storage.url={url}"]), tmp_path, 0)
+    procs = [search(*WORKERS, f"n_trials={n_trials}", f"storage={kind}", f"storage.url={url}",
                     f"+worker={i}", f"hydra.run.dir={tmp_path / f'w{i}'}") for i in range(workers)]
     for p in procs:
         _out, err = p.communicate(timeout=300)
@@ -60,7 +66,7 @@ def test_four_concurrent_workers_reach_n_trials_together(tmp_path, kind, request
 
 def test_multirun_workers_share_the_sweep_directory_storage(tmp_path):
     # Hydra's default, relative sweep folder (multirun/<study>), from a fresh folder.
-    p = search("-m", *TINY, "n_trials=3", "+worker=range(2)", cwd=tmp_path)
+    p = search("-m", *WORKERS, "n_trials=3", "+worker=range(2)", cwd=tmp_path)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "launching workers" in out
@@ -86,7 +92,7 @@ def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_paral
     assert launcher.cpus_per_task == 4 and launcher.timeout_min == 240
 
     # The README's command: the default (relative) sweep folder, from a fresh folder.
-    p = search("-m", "hydra/launcher=local", *TINY, "n_trials=4", "+worker=range(2)", cwd=tmp_path)
+    p = search("-m", "hydra/launcher=local", *WORKERS, "n_trials=4", "+worker=range(2)", cwd=tmp_path)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "Submitit 'local' sweep" in out + err
@@ -107,7 +113,7 @@ def test_slurm_launcher_config_composes_and_local_submitit_runs_workers_in_paral
 
 def test_sigterm_fails_the_running_trial_and_exits(tmp_path):
     url = urls(tmp_path)["sqlite"]
-    args = [*TINY[:2], "proxy.epochs=200", *TINY[3:], "n_trials=2", f"storage.url={url}"]
+    args = workers("proxy.epochs=200", "n_trials=2", f"storage.url={url}")
     # Created here first, so that our polling never races the worker's schema creation.
     open_search_study(precheck(args), tmp_path, 0)
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - a file, not a pipe nobody reads while we poll
@@ -139,7 +145,7 @@ def test_corrupt_journal_is_refused_and_left_untouched(tmp_path):
     journal = tmp_path / "study.journal"
     journal.write_bytes(b"{not json\n" * 3)
     before = journal.read_bytes()
-    p = search(*TINY, "n_trials=1", "storage=journal", f"storage.url=journal:{journal}",
+    p = search(*WORKERS, "n_trials=1", "storage=journal", f"storage.url=journal:{journal}",
                f"hydra.run.dir={tmp_path / 'run'}")
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 2, err
@@ -151,7 +157,7 @@ def test_postgres_storage_needs_a_url():
     from nas.errors import UserError
     from nas.search.run import storage_url
 
-    cfg = precheck([*TINY, "storage=postgres"])
+    cfg = precheck([*WORKERS, "storage=postgres"])
     with pytest.raises(UserError, match=r"storage=postgres needs storage\.url"):
         storage_url(cfg, Path("."))
 
@@ -162,8 +168,8 @@ def test_postgres_storage_needs_a_url():
 def test_sigkilled_worker_trial_is_failed_and_retried_by_the_other(tmp_path, kind, request):
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else urls(tmp_path)[kind]
     # Long trials (8 epochs) of few images: the victim is surely killed mid-training, cheaply.
-    args = [*TINY[:2], "proxy.epochs=8", *TINY[3:], "proxy.subset=0.1", "n_trials=3", f"storage={kind}",
-            f"storage.url={url}", "storage.heartbeat=1", "storage.max_retry=1"]
+    args = workers("proxy.epochs=8", "proxy.subset=0.1", "n_trials=3", f"storage={kind}",
+                   f"storage.url={url}", "storage.heartbeat=1", "storage.max_retry=1")
     open_search_study(precheck(args), tmp_path, 0)
     log = open(tmp_path / "victim.log", "w")  # noqa: SIM115 - read after the process dies
     victim = subprocess.Popen([sys.executable, "-m", "nas.search", *args, "+worker=0",
@@ -219,7 +225,8 @@ def test_journal_trial_of_a_worker_that_stopped_beating_is_failed(tmp_path):
 def test_second_search_with_another_space_on_the_same_postgres_study_is_refused(tmp_path, postgres_url):
     common = ["reference=false", "wandb.mode=disabled", "study_name=shared", "storage=postgres",
               f"storage.url={postgres_url}", "n_trials=1"]
-    first = search(*TINY[:6], *common, f"hydra.run.dir={tmp_path / 'a'}")
+    first = search(*tiny(*common, drop=["pruner", "sampler.n_startup_trials"]),
+                   f"hydra.run.dir={tmp_path / 'a'}")
     _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     before = [(t.number, t.state, t.params) for t in

@@ -9,6 +9,7 @@ import torch
 from nas.model import zero_cost
 from nas.model.builder import build_model
 from search_spaces import get_space
+from tests.tiny import TINY, stored_study
 
 
 def small(seed=0, width=0.5):
@@ -64,23 +65,12 @@ def test_unknown_proxy_is_refused():
         zero_cost.score("flops", model, *batch())
 
 
-TINY = ["+space=mnv1", "+budget.mflops=28", "proxy.resolution=16", "proxy.subset=0.3",
-        "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "sampler.n_startup_trials=3",
-        "pruner=none"]
-
-
-def _study(tmp_path, summary):
-    import optuna
-
-    return optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
-
-
 def test_zero_cost_search_scores_without_training(tmp_path):
     from nas.cli.search import precheck
     from nas.search.run import run_search
 
     cfg = precheck([*TINY, "proxy=zero_cost", "proxy.kind=naswot", "n_trials=5"])
-    study = _study(tmp_path, run_search(cfg, tmp_path))
+    study = stored_study(tmp_path, run_search(cfg, tmp_path)["study"])
     scored = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
     assert len(scored) == 5
     for t in scored:
@@ -92,9 +82,9 @@ def test_prefilter_trains_only_candidates_in_the_top_fraction(tmp_path):
     from nas.cli.search import precheck
     from nas.search.run import run_search
 
-    cfg = precheck([*TINY, "proxy.epochs=1", "proxy.prefilter=synflow", "proxy.prefilter_keep=0.3",
+    cfg = precheck([*TINY, "proxy.prefilter=synflow", "proxy.prefilter_keep=0.3",
                     "proxy.prefilter_warmup=3", "n_trials=5"])
-    study = _study(tmp_path, run_search(cfg, tmp_path))
+    study = stored_study(tmp_path, run_search(cfg, tmp_path)["study"])
     seen, filtered = [], 0
     for t in sorted(study.trials, key=lambda t: t.number):
         if "zero_cost" not in t.user_attrs:
