@@ -44,9 +44,9 @@ def test_memory_dataset_without_a_transform_gives_its_uint8_images():
 
 def test_memory_dataset_resizes_to_the_size_once_with_rounding():
     images = torch.full((3, 1, 4, 4), 200, dtype=torch.uint8)
-    ds = MemoryDataset.at_size(images, torch.zeros(3, dtype=torch.int64), 8)
+    ds = MemoryDataset(images, torch.zeros(3, dtype=torch.int64)).resized(8)
     assert ds.images.shape == (3, 1, 8, 8) and ds.images.dtype == torch.uint8 and (ds.images == 200).all()
-    assert MemoryDataset.at_size(images, torch.zeros(3), 4).images is images  # at its size: no copy
+    assert MemoryDataset(images, torch.zeros(3)).resized(4).images is images  # at its size: no copy
 
 
 def test_memory_dataset_subset_keeps_the_order_given():

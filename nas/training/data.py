@@ -92,6 +92,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.given_stats = (mean, std)
         self._splits: dict[str, ImageDataset] | None = None
         self.num_classes = self.in_channels = 0
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
 
     def describe(self) -> str:
         root = getattr(self, "root", None)
@@ -100,7 +102,7 @@ class ImageDataModule(pl.LightningDataModule):
     # -- to implement ----------------------------------------------------------------------
     def load(self) -> dict[str, ImageDataset]:
         """{"pool": all images} to split here, plus "test" when the data come with their own,
-        or {"train", "val", "test"} made apart from one another; in memory, at `resolution`."""
+        or {"train", "val", "test"} made apart from one another (resized after splitting)."""
         raise NotImplementedError
 
     def check(self) -> None:
@@ -114,21 +116,24 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
             return
-        splits = self.load()
-        if "pool" in splits:
-            pool = splits.pop("pool")
-            order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed))
-            drawn = split_indices(order, self.val_fraction, self.test_fraction, test="test" not in splits)
-            drawn["train"] = drawn["train"][:kept(len(drawn["train"]), self.subset)]
-            splits = {**{name: pool.subset(idx) for name, idx in drawn.items()}, **splits}
-        else:
-            splits["train"] = splits["train"].subset(slice(0, kept(len(splits["train"]), self.subset)))
+        splits = {name: s.resized(self.resolution) for name, s in self._split(self.load()).items()}
         self.num_classes = 1 + max(int(s.labels.max()) for s in splits.values())
         check_train_size(self.describe(), sum(map(len, splits.values())), self.num_classes,
                          len(splits["train"]))
         self.in_channels = splits["train"].channels
         self.mean, self.std = self._statistics(splits["train"])
         self._splits = splits
+
+    def _split(self, parts: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
+        """Draw validation (and test) from a pool by `seed`; keep `subset` of the training split."""
+        if "pool" not in parts:
+            train = parts["train"]
+            return {**parts, "train": train.subset(slice(0, kept(len(train), self.subset)))}
+        pool = parts.pop("pool")
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed))
+        drawn = split_indices(order, self.val_fraction, self.test_fraction, test="test" not in parts)
+        drawn["train"] = drawn["train"][:kept(len(drawn["train"]), self.subset)]
+        return {**{name: pool.subset(idx) for name, idx in drawn.items()}, **parts}
 
     def _statistics(self, train: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
         mean, std = self.given_stats
@@ -184,7 +189,7 @@ class DigitsDataModule(ImageDataModule):
         # Values are 0..16; scale to 0..255 so every source shares one code path.
         images = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))
         labels = torch.from_numpy(d.target.astype(np.int64))
-        return {"pool": MemoryDataset.at_size(images[:, None], labels, self.resolution)}
+        return {"pool": MemoryDataset(images[:, None], labels)}
 
 
 class ClutteredDigitsDataModule(ImageDataModule):
@@ -208,8 +213,7 @@ class ClutteredDigitsDataModule(ImageDataModule):
         from nas.training.cluttered import make_cluttered
 
         made = make_cluttered(self.settings)
-        return {name: MemoryDataset.at_size(*made[name], self.resolution)
-                for name in ("train", "val", "test")}
+        return {name: MemoryDataset(*made[name]) for name in ("train", "val", "test")}
 
 
 class Cifar10DataModule(ImageDataModule):
@@ -261,15 +265,14 @@ class Cifar10DataModule(ImageDataModule):
         pool = torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
         test = self._cache[self.TEST]
         self._cache = {}
-        return {"pool": MemoryDataset.at_size(*pool, self.resolution),
-                "test": MemoryDataset.at_size(*test, self.resolution)}
+        return {"pool": MemoryDataset(*pool), "test": MemoryDataset(*test)}
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """A tree with one subfolder per class (`nas.training.folders.index_folder`), decoded into
-    memory up front or streamed: decoded and augmented in DataLoader worker processes
-    (`num_workers`), so that memory does not grow with the folder and the first trial starts
-    in seconds. `in_memory`: True, False, or "auto" (stream past `IN_MEMORY_MAX` images)."""
+    """A tree with one subfolder per class (scanned by `index_folder`). `in_memory`: True decodes
+    every image up front; False streams them, decoded and augmented in DataLoader worker
+    processes (`num_workers`), so that memory does not grow with the folder and the first trial
+    starts in seconds; "auto" streams past `IN_MEMORY_MAX` images."""
 
     name = "imagefolder"
     needs_root = True

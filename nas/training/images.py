@@ -63,6 +63,10 @@ class ImageDataset(Dataset, ABC):
         """The items at `indices` (a slice or integer positions), in that order, untransformed."""
 
     @abstractmethod
+    def resized(self, size: int) -> ImageDataset:
+        """The items with images at size x size before any transform."""
+
+    @abstractmethod
     def with_transform(self, transform: Transform | None, seed: int = 0) -> ImageDataset:
         """The same items through `transform`; `seed` seeds a batch transform's generator."""
 
@@ -80,16 +84,6 @@ class MemoryDataset(ImageDataset):
         self.images, self.labels, self.transform = images, labels, transform
         self.gen = torch.Generator().manual_seed(seed)
 
-    @classmethod
-    def at_size(cls, images: torch.Tensor, labels: torch.Tensor, size: int) -> MemoryDataset:
-        """uint8 images resized to size x size (`Resize`'s batch form, rounded back to uint8)."""
-        resize = Resize(size)
-        if images.shape[-2:] != (size, size):
-            # In chunks: a float copy of a whole dataset would need four times its memory.
-            images = torch.cat([resize.batch(chunk.float()).round_().clamp_(0, 255).to(torch.uint8)
-                                for chunk in images.split(1024)])
-        return cls(images, labels)
-
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -105,6 +99,16 @@ class MemoryDataset(ImageDataset):
 
     def subset(self, indices: Indices) -> MemoryDataset:
         return MemoryDataset(self.images[indices], self.labels[indices])
+
+    def resized(self, size: int) -> MemoryDataset:
+        """Resized by `Resize`'s batch form, rounded back to uint8 (the same tensor when at size)."""
+        if self.images.shape[-2:] == (size, size):
+            return self
+        resize = Resize(size)
+        # In chunks: a float copy of a whole split would need four times its memory.
+        images = torch.cat([resize.batch(chunk.float()).round_().clamp_(0, 255).to(torch.uint8)
+                            for chunk in self.images.split(1024)])
+        return MemoryDataset(images, self.labels)
 
     def with_transform(self, transform: Transform | None, seed: int = 0) -> MemoryDataset:
         return MemoryDataset(self.images, self.labels, transform, seed)
@@ -206,6 +210,10 @@ class FolderDataset(ImageDataset):
         out._offsets, out._labels = offsets, self._labels[chosen]
         out._set_transform(None)
         return out
+
+    def resized(self, size: int) -> FolderDataset:
+        """The same files: every recipe's first step sizes each image as it is read."""
+        return self
 
     def with_transform(self, transform: Transform | None, seed: int = 0) -> FolderDataset:
         """The same files through `transform` (its random steps draw from the global RNG, which
