@@ -37,7 +37,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from nas.model.builder import build_model
-from nas.training.images import FolderDataset, build_transform, index_folder, make_loader
+from nas.training.folders import index_folder
+from nas.training.images import FolderDataset
+from nas.training.loaders import make_loader
+from nas.training.transforms import build_transform
 from search_spaces import get_space
 
 BATCH = 64
@@ -223,7 +226,7 @@ def main() -> None:
         figures["memory"] = []
         for size in sizes:
             chosen = np.sort(rng.choice(len(index), size, replace=False))
-            subset = FolderDataset(index.root, [index.samples[i] for i in chosen], transform)
+            subset = dataset.subset(chosen).with_transform(transform)
             m = memory_pass(subset, mem_workers)
             figures["memory"].append(m)
             print(f"memory   {size:7d} images, {mem_workers} workers: worker peak RSS "

@@ -5,7 +5,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 from nas.cli.search import precheck
 from nas.errors import UserError
 from nas.search.run import run_search
-from nas.training.data import FolderStreamDataModule, make_datamodule
+from nas.training.data import make_datamodule
 from nas.training.proxy import Classifier
 from tests.extras import need
 from tests.tiny import GENOTYPE, TINY
@@ -80,48 +79,6 @@ def write_jpegs(root: Path, classes: int, per_class: int, size: int = 24) -> Pat
             arr = rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)
             Image.fromarray(arr).save(root / f"class{c}" / f"{i}.jpg", quality=70)
     return root
-
-
-@pytest.mark.parametrize("augment", ["none", "flip", "cifar", "imagenet"])
-def test_a_streamed_image_folder_gives_normalized_batches(tmp_path, augment):
-    root = write_jpegs(tmp_path / "imgs", 3, 12)
-    dm = make_datamodule("imagefolder", in_memory=False, root=str(root), resolution=16, batch_size=8,
-                         augment=augment, num_workers=0, val_fraction=0.2, test_fraction=0.2)
-    assert isinstance(dm, FolderStreamDataModule)
-    dm.setup()
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert torch.isfinite(x).all() and dm.num_classes == 3
-    if augment in ("none", "flip"):  # no padding or crops: normalized by the data's own statistics
-        assert abs(float(x.mean())) < 0.5
-    xs, ys = dm.sample_batch(5)
-    assert xs.shape == (5, 3, 16, 16) and len(ys) == 5
-
-
-def test_in_memory_augmentations_keep_shape_and_change_pixels():
-    from nas.training.data import augment_batch
-
-    x = torch.rand(16, 3, 12, 12)
-    for kind in ("flip", "cifar", "imagenet"):
-        out = augment_batch(x.clone(), kind, torch.Generator().manual_seed(0))
-        assert out.shape == x.shape and not torch.equal(out, x)
-
-
-def test_streaming_start_up_does_not_decode_the_folder(tmp_path, monkeypatch):
-    """The first batch needs the index and one batch of decodes, not the whole folder."""
-    from nas.training import images
-
-    root = write_jpegs(tmp_path / "imgs", 4, 100, size=16)
-    decoded = []
-    real = images.decode_image
-    monkeypatch.setattr(images, "decode_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
-    start = time.perf_counter()
-    dm = make_datamodule("imagefolder", in_memory=False, root=str(root), resolution=16, batch_size=16,
-                         num_workers=0, mean=[0.5] * 3, std=[0.25] * 3)
-    dm.setup()
-    next(iter(dm.train_dataloader()))
-    assert len(decoded) == 16  # one batch: no image was decoded up front
-    assert time.perf_counter() - start < 10
 
 
 def test_a_search_streams_an_image_folder_with_workers(tmp_path):

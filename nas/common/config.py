@@ -88,11 +88,14 @@ STORAGES = ("sqlite", "journal", "postgres")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
 DATASETS = ("digits", "cluttered_digits", "cifar10", "imagefolder")
 AUGMENTS = ("none", "flip", "cifar", "imagenet")
-# Settings of the streaming image-folder loader that the in-memory datasets do not have.
-IMAGEFOLDER_ONLY = ("in_memory", "num_workers", "pin_memory", "persistent_workers", "mean", "std")
+# Settings of an image folder (how it is read, loaded, normalized) that the other datasets do not have.
+IMAGEFOLDER_ONLY = ("grayscale", "in_memory", "num_workers", "pin_memory", "persistent_workers", "mean",
+                    "std")
 # The generator's settings of data=cluttered_digits (nas.training.cluttered.ClutterSettings).
 CLUTTERED_ONLY = ("canvas", "clutter", "fragment", "min_size", "max_size", "rotation", "noise",
                   "n_train", "n_val", "n_test")
+# The one list of which data.* keys belong to one dataset only; every other key applies to all.
+DATASET_ONLY = {"imagefolder": IMAGEFOLDER_ONLY, "cluttered_digits": CLUTTERED_ONLY}
 MAX_GENERATED = 1_000_000  # images per split of a generated dataset (about 1 GB at 32 px)
 
 
@@ -125,8 +128,8 @@ class DataConfig:
     test_fraction: float = 0.15  # held-out test split for full training (cifar10 has its own)
     seed: int = 0  # the splits (and the generated images of cluttered_digits)
     augment: Any = "none"  # none | flip | cifar (pad 4 + crop + flip) | imagenet (random-resized crop + flip)
+    # An image folder (data=imagefolder only; IMAGEFOLDER_ONLY):
     grayscale: bool = False  # read images as one channel
-    # The streaming image-folder loader (data=imagefolder only):
     in_memory: Any = "auto"  # auto (decode up front up to 20,000 images, else stream) | true | false
     num_workers: int = 2  # DataLoader worker processes decoding and augmenting a streamed folder
     pin_memory: bool = True  # page-locked batches for faster copies to a GPU (only with CUDA)
@@ -149,18 +152,14 @@ class DataConfig:
 
     def validate(self) -> None:
         _choice("data.name", self.name, DATASETS)
-        if self.name != "imagefolder":
-            for key in IMAGEFOLDER_ONLY:
+        for owner, keys in DATASET_ONLY.items():
+            if owner == self.name:
+                continue
+            for key in keys:
                 if getattr(self, key) != getattr(DataConfig, key):
-                    raise ConfigError(f"data.{key} is a setting of data=imagefolder only, not of the "
-                                      f"data chosen here (data={self.name}; add data=imagefolder to use it)")
-        if self.name != "cluttered_digits":
-            for key in CLUTTERED_ONLY:
-                if getattr(self, key) != getattr(DataConfig, key):
-                    raise ConfigError(f"data.{key} is a setting of data=cluttered_digits only, not of "
-                                      f"the data chosen here (data={self.name}; add data=cluttered_digits "
-                                      "to use it)")
-        else:
+                    raise ConfigError(f"data.{key} is a setting of data={owner} only, not of the data "
+                                      f"chosen here (data={self.name}; add data={owner} to use it)")
+        if self.name == "cluttered_digits":
             self._validate_clutter()
         if self.name not in ("digits", "cluttered_digits") and not self.root:
             raise ConfigError(f"data.root is required with data={self.name}: add data.root=<folder>")

@@ -1,54 +1,66 @@
-"""Data modules: embedded digits (default), CIFAR-10 batch files, image folder trees.
+"""Data modules: embedded digits (default), cluttered digits, CIFAR-10 batch files, image folders.
 
-All three hold their images in memory as uint8 tensors at the requested resolution and
-hand out whole batches (one indexing operation per batch, no per-sample Python), which
-keeps data loading far below the cost of a proxy training step on CPU.
+Every dataset is one `ImageDataModule`: a subclass says where the images come from (`load`); the
+module splits them (`split_indices`), measures or takes their statistics, and builds its loaders
+with `make_loader` and its transforms with `build_transform`. Images are held in memory at the
+requested resolution (`MemoryDataset`), except an image folder that streams from disk
+(`FolderDataset`, decoded in DataLoader workers): `data.in_memory` chooses, and "auto" streams
+past `IN_MEMORY_MAX` images.
 """
 
 from __future__ import annotations
 
-import math
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
-from nas.common.config import CLUTTERED_ONLY, DataConfig
-from nas.training.images import (
-    IMAGE_SUFFIXES,
-    DataError,
-    FolderDataset,
-    FolderIndex,
-    build_transform,
-    decode_image,
-    estimate_mean_std,
-    index_folder,
-    seed_worker,
-)
+from nas.common.config import CLUTTERED_ONLY, DATASET_ONLY, DataConfig
+from nas.training.folders import DataError, index_folder
+from nas.training.images import FolderDataset, ImageDataset, MemoryDataset
+from nas.training.loaders import make_loader
+from nas.training.transforms import Compose, PILToTensor, Resize, build_transform
 
 __all__ = [
     "DATASETS",
-    "IMAGE_SUFFIXES",
+    "IN_MEMORY_MAX",
     "MIN_TRAIN",
-    "ArrayDataModule",
     "Cifar10DataModule",
     "ClutteredDigitsDataModule",
     "DataError",
     "DigitsDataModule",
-    "EpochShuffle",
+    "ImageDataModule",
     "ImageFolderDataModule",
-    "Split",
+    "check_train_size",
+    "datamodule_for",
+    "kept",
     "make_datamodule",
+    "split_indices",
 ]
-
 
 MIN_TRAIN = 8  # training images below which no proxy can rank anything
 IN_MEMORY_MAX = 20_000  # images: data.in_memory=auto decodes a folder up front only up to this
+MIN_STD = 1e-3  # a constant channel would otherwise divide by zero
+
+
+def split_indices(order: torch.Tensor | np.ndarray, val_fraction: float, test_fraction: float,
+                  test: bool = True) -> dict[str, Any]:
+    """Split a shuffled order: validation first, then test (when `test`), the rest for training;
+    each held-out part has at least one item."""
+    n = len(order)
+    n_val = max(1, round(n * val_fraction))
+    n_test = max(1, round(n * test_fraction)) if test else 0
+    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    return parts if test else {k: v for k, v in parts.items() if k != "test"}
+
+
+def kept(n: int, subset: float) -> int:
+    """How many of n training images `subset` keeps (at least one)."""
+    return max(1, int(n * subset)) if subset < 1.0 else n
 
 
 def check_train_size(what: str, images: int, classes: int, train: int) -> None:
@@ -59,269 +71,163 @@ def check_train_size(what: str, images: int, classes: int, train: int) -> None:
                         f"least {MIN_TRAIN}); add images or raise proxy.subset")
 
 
-class EpochShuffle(RandomSampler):
-    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order.
+class ImageDataModule(pl.LightningDataModule):
+    """A dataset's training, validation and test splits, their statistics and loaders.
 
-    Lightning calls `set_epoch` before every epoch.
+    Subclasses implement `load` and may implement `check`. After `setup`: `split(name)` is a
+    split's dataset, `num_classes`, `in_channels`, and `mean`/`std` (per channel, in [0, 1]
+    units: `data.mean`/`data.std` where given, else measured on the training split).
     """
 
-    def __init__(self, data_source, seed: int):
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
-        return super().__iter__()
-
-
-class _Batches(Dataset):
-    """In-memory images, fetched a whole batch at a time (one indexing operation, no per-image
-    Python): `__getitems__` is what a DataLoader with a batch sampler calls."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-                 std: torch.Tensor, augment: str = "none", seed: int = 0):
-        self.images, self.labels = images, labels
-        self.mean, self.std, self.augment = mean, std, augment
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx].float().div_(255.0)
-        if self.augment != "none":
-            x = augment_batch(x, self.augment, self.gen)
-        return (x - self.mean) / self.std, self.labels[idx]
-
-    __getitem__ = __getitems__
-
-
-def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """Training augmentation of a float batch (N, C, H, W) in [0, 1], vectorized:
-    `flip` (horizontal, p=0.5), `cifar` (pad 4, random crop back, flip), `imagenet`
-    (random-resized crop, scale 0.08-1, aspect 3/4-4/3, then flip)."""
-    n, _, h, w = x.shape
-    if kind == "cifar":
-        padded = F.pad(x, (4, 4, 4, 4))
-        dy = torch.randint(0, 9, (n,), generator=gen)
-        dx = torch.randint(0, 9, (n,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 8)
-        x = padded.gather(2, rows)
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
-        x = x.gather(3, cols)
-    elif kind == "imagenet":
-        area = torch.empty(n).uniform_(0.08, 1.0, generator=gen)
-        log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-        ratio = log_ratio.exp()
-        sw = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
-        sh = (area / ratio).sqrt().clamp(max=1.0)
-        cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sw)
-        cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sh)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    mask = torch.rand(n, generator=gen) < 0.5
-    x[mask] = x[mask].flip(-1)
-    return x
-
-
-def _whole_batch(batch):
-    """`collate_fn` for `_Batches`: `__getitems__` already returns the batch."""
-    return batch
-
-
-@dataclass
-class Split:
-    images: torch.Tensor  # N x C x H x W, uint8
-    labels: torch.Tensor  # N, int64
-
-
-class _SplitLoaders(pl.LightningDataModule):
-    """Training, validation and test loaders from one `_loader(split, shuffle)`."""
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        raise NotImplementedError
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-
-class ArrayDataModule(_SplitLoaders):
-    """Shared machinery: split, subset, resize, batch. Subclasses implement `load`."""
-
-    name = "array"
+    name = "images"
+    needs_root = False  # whether the data live at data.root
 
     def __init__(self, resolution: int = 32, batch_size: int = 128, val_fraction: float = 0.15,
-                 test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0,
-                 augment: str = "none", mean: list[float] | None = None, std: list[float] | None = None):
+                 test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0, augment: str = "none",
+                 mean: list[float] | None = None, std: list[float] | None = None):
         super().__init__()
-        self.given_stats = (mean, std)  # data.mean/data.std of an image folder; else measured
-        self.resolution = resolution
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.subset = subset
-        self.seed = seed
+        self.resolution, self.batch_size, self.seed = resolution, batch_size, seed
+        self.val_fraction, self.test_fraction, self.subset = val_fraction, test_fraction, subset
         self.augment = augment
-        self._splits: dict[str, Split] | None = None
-        self.num_classes = 0
-        self.in_channels = 0
+        self.given_stats = (mean, std)
+        self._splits: dict[str, ImageDataset] | None = None
+        self.num_classes = self.in_channels = 0
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
 
     def describe(self) -> str:
         root = getattr(self, "root", None)
         return f"{self.name} (data.root={str(root)!r})" if root else self.name
 
-    # -- to implement ----------------------------------------------------------------
-    def load(self) -> tuple[Split, Split | None]:
-        """(training pool, fixed test split or None) as uint8 tensors at native size."""
+    # -- to implement ----------------------------------------------------------------------
+    def load(self) -> dict[str, ImageDataset]:
+        """{"pool": all images} to split here, plus "test" when the data come with their own,
+        or {"train", "val", "test"} made apart from one another (resized after splitting)."""
         raise NotImplementedError
 
     def check(self) -> None:
         """Raise `DataError` when the data cannot be read (called before any trial)."""
 
-    # -- shared ----------------------------------------------------------------------------
-    def load_splits(self) -> tuple[Split, Split, Split] | None:
-        """(train, val, test) made apart from one another, or None to split `load()`'s pool."""
-        return None
+    def loader_settings(self) -> dict[str, Any]:
+        """`make_loader`'s worker settings; images in memory are batched in this process."""
+        return {}
 
+    # -- shared ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
             return
-        fixed = self.load_splits()
-        if fixed is not None:
-            train, val, test = fixed
-            if self.subset < 1.0:
-                keep = max(1, int(len(train.labels) * self.subset))
-                train = Split(train.images[:keep], train.labels[:keep])
-            check_train_size(self.describe(), len(train.labels) + len(val.labels) + len(test.labels),
-                             int(train.labels.max()) + 1, len(train.labels))
-            self._assign(train, val, test)
-            return
-        pool, test = self.load()
-        gen = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(pool.labels), generator=gen)
-        n = len(order)
-        n_val = max(1, round(n * self.val_fraction))
-        n_test = 0 if test is not None else max(1, round(n * self.test_fraction))
-        val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
-        if self.subset < 1.0:
-            train_idx = train_idx[: max(1, int(len(train_idx) * self.subset))]
-        check_train_size(self.describe(), n, int(pool.labels.max()) + 1, len(train_idx))
-        if test is None:
-            test = Split(pool.images[test_idx], pool.labels[test_idx])
-        self._assign(Split(pool.images[train_idx], pool.labels[train_idx]),
-                     Split(pool.images[val_idx], pool.labels[val_idx]), test)
+        splits = {name: s.resized(self.resolution) for name, s in self._split(self.load()).items()}
+        self.num_classes = 1 + max(int(s.labels.max()) for s in splits.values())
+        check_train_size(self.describe(), sum(map(len, splits.values())), self.num_classes,
+                         len(splits["train"]))
+        self.in_channels = splits["train"].channels
+        self.mean, self.std = self._statistics(splits["train"])
+        self._splits = splits
 
-    def _assign(self, train: Split, val: Split, test: Split) -> None:
-        self._splits = {name: Split(self._resize(s.images), s.labels)
-                        for name, s in (("train", train), ("val", val), ("test", test))}
-        images = self._splits["train"].images.float() / 255.0
-        self.mean = images.mean(dim=(0, 2, 3), keepdim=True)[0]
-        self.std = images.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
-        self.in_channels = train.images.shape[1]
+    def _split(self, parts: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
+        """Draw validation (and test) from a pool by `seed`; keep `subset` of the training split."""
+        if "pool" not in parts:
+            train = parts["train"]
+            return {**parts, "train": train.subset(slice(0, kept(len(train), self.subset)))}
+        pool = parts.pop("pool")
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed))
+        drawn = split_indices(order, self.val_fraction, self.test_fraction, test="test" not in parts)
+        drawn["train"] = drawn["train"][:kept(len(drawn["train"]), self.subset)]
+        return {**{name: pool.subset(idx) for name, idx in drawn.items()}, **parts}
+
+    def _statistics(self, train: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
         mean, std = self.given_stats
+        if mean is None or std is None:
+            measured = train.statistics(seed=self.seed, size=min(self.resolution, 32))
+            mean = measured[0] if mean is None else mean
+            std = tuple(max(s, MIN_STD) for s in measured[1]) if std is None else std
         for key, given in (("mean", mean), ("std", std)):
-            if given is None:
-                continue
             if len(given) != self.in_channels:
                 raise DataError(f"data.{key}={list(given)} is not valid for {self.describe()}: it needs "
                                 f"{self.in_channels} value(s), one per channel")
-            setattr(self, key, torch.tensor(given, dtype=torch.float32).view(-1, 1, 1))
-        self.num_classes = int(torch.cat([train.labels, val.labels, test.labels]).max()) + 1
+        return tuple(mean), tuple(std)
 
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] == self.resolution and images.shape[-2] == self.resolution:
-            return images
-        out = []
-        for chunk in images.split(1024):
-            x = F.interpolate(chunk.float(), size=(self.resolution, self.resolution),
-                              mode="bilinear", align_corners=False, antialias=True)
-            out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-        return torch.cat(out) if out else images
-
-    def split(self, name: str) -> Split:
+    def split(self, name: str) -> ImageDataset:
+        """The "train", "val" or "test" split, untransformed."""
         self.setup()
         assert self._splits is not None
         return self._splits[name]
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        s = self.split(name)
-        ds = _Batches(s.images, s.labels, self.mean, self.std,
-                      augment=self.augment if shuffle else "none", seed=self.seed)
-        base = EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds)
-        # A last training batch of one image cannot be batch-normalized: drop it (only then).
-        drop = shuffle and len(ds) % self.batch_size == 1
-        # A plain `batch_size` loader over the shuffle: Lightning calls its `set_epoch` (a new
-        # order every epoch, the same orders after a resume) and under DDP swaps in a distributed
-        # sampler, one shard per rank. `__getitems__` still fetches each batch in one go.
-        return DataLoader(ds, batch_size=self.batch_size, sampler=base, drop_last=drop,
-                          collate_fn=_whole_batch)
+    def _dataset(self, name: str, train: bool) -> ImageDataset:
+        """A split through the recipe's training or evaluation transform (a fresh generator)."""
+        transform = build_transform(self.augment, train, self.resolution, self.mean, self.std)
+        return self.split(name).with_transform(transform, seed=self.seed)
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        return make_loader(self._dataset(name, train), self.batch_size, train, seed=self.seed,
+                           **self.loader_settings())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
 
     def sample_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` training images, normalized, without augmentation (for zero-cost scores)."""
-        s = self.split("train")
-        n = min(n, len(s.labels))
-        return (s.images[:n].float() / 255.0 - self.mean) / self.std, s.labels[:n]
+        ds = self._dataset("train", train=False)
+        return ds.__getitems__(list(range(min(n, len(ds)))))
 
 
-
-class DigitsDataModule(ArrayDataModule):
+class DigitsDataModule(ImageDataModule):
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 images, 10 classes."""
 
     name = "digits"
 
-    def load(self) -> tuple[Split, None]:
+    def load(self) -> dict[str, ImageDataset]:
         from sklearn.datasets import load_digits
 
         d = load_digits()
         # Values are 0..16; scale to 0..255 so every source shares one code path.
         images = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))
-        return Split(images[:, None], torch.from_numpy(d.target.astype(np.int64))), None
+        labels = torch.from_numpy(d.target.astype(np.int64))
+        return {"pool": MemoryDataset(images[:, None], labels)}
 
 
-class ClutteredDigitsDataModule(ArrayDataModule):
+class ClutteredDigitsDataModule(ImageDataModule):
     """Cluttered digits (`nas.training.cluttered`): generated from the bundled digits, train,
     validation and test made from disjoint base digits; 10 classes, one channel."""
 
     name = "cluttered_digits"
 
-    def __init__(self, clutter_settings: dict | None = None, **kw):
-        """`clutter_settings`: the generator's `data.*` keys (CLUTTERED_ONLY); the rest default."""
-        super().__init__(**kw)
+    def __init__(self, **kw):
+        """The generator's `data.*` keys (CLUTTERED_ONLY; the rest default), and the module's."""
         from nas.training.cluttered import ClutterSettings
 
+        given = {k: kw.pop(k) for k in CLUTTERED_ONLY if k in kw}
+        super().__init__(**kw)
         given = {k: float(v) if isinstance(getattr(ClutterSettings, k), float) else v
-                 for k, v in (clutter_settings or {}).items()}
+                 for k, v in given.items()}
         self.settings = ClutterSettings(**given, val_fraction=self.val_fraction,
                                         test_fraction=self.test_fraction, seed=self.seed)
 
-    def load_splits(self) -> tuple[Split, Split, Split]:
+    def load(self) -> dict[str, ImageDataset]:
         from nas.training.cluttered import make_cluttered
 
         made = make_cluttered(self.settings)
-        return tuple(Split(*made[name]) for name in ("train", "val", "test"))
+        return {name: MemoryDataset(*made[name]) for name in ("train", "val", "test")}
 
 
-class Cifar10DataModule(ArrayDataModule):
+class Cifar10DataModule(ImageDataModule):
     """CIFAR-10 from its python-pickle batch files (data_batch_1..5, test_batch)."""
 
     name = "cifar10"
+    needs_root = True
     TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
     TEST = "test_batch"
 
     def __init__(self, root: str, **kw):
         super().__init__(**kw)
         self.root = Path(str(root)).expanduser()
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def check(self) -> None:
         if not self.root.is_dir():
@@ -334,7 +240,7 @@ class Cifar10DataModule(ArrayDataModule):
         # Read every file now so that a malformed one stops the run before any trial.
         self._cache = {f: self._read(self.root / f) for f in (*self.TRAIN, self.TEST)}
 
-    def _read(self, path: Path) -> Split:
+    def _read(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             with open(path, "rb") as fh:
                 batch = pickle.load(fh, encoding="bytes")
@@ -350,193 +256,87 @@ class Cifar10DataModule(ArrayDataModule):
         if len(bad):
             raise DataError(f"{str(path)!r} holds label {int(bad[0])}: CIFAR-10 labels are 0 to 9 (is it a "
                             "CIFAR-100 or another dataset's file? use data=imagefolder for other data)")
-        return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels))
+        return torch.from_numpy(images.copy()), torch.from_numpy(labels)
 
-    def load(self) -> tuple[Split, Split]:
-        if not getattr(self, "_cache", None):
+    def load(self) -> dict[str, ImageDataset]:
+        if not self._cache:
             self.check()
         parts = [self._cache[f] for f in self.TRAIN]
-        pool = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+        pool = torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
         test = self._cache[self.TEST]
         self._cache = {}
-        return pool, test
+        return {"pool": MemoryDataset(*pool), "test": MemoryDataset(*test)}
 
 
-class ImageFolderDataModule(ArrayDataModule):
-    """A tree with one subfolder per class; images are resized to the resolution."""
+class ImageFolderDataModule(ImageDataModule):
+    """A tree with one subfolder per class (scanned by `index_folder`). `in_memory`: True decodes
+    every image up front; False streams them, decoded and augmented in DataLoader worker
+    processes (`num_workers`), so that memory does not grow with the folder and the first trial
+    starts in seconds; "auto" streams past `IN_MEMORY_MAX` images."""
 
     name = "imagefolder"
+    needs_root = True
 
-    def __init__(self, root: str, grayscale: bool = False, **kw):
+    def __init__(self, root: str, grayscale: bool = False, in_memory: bool | str = "auto",
+                 num_workers: int = 2, pin_memory: bool = True, persistent_workers: bool = True, **kw):
         super().__init__(**kw)
         self.root = Path(str(root)).expanduser()
-        self.grayscale = grayscale
-
-    def _files(self) -> tuple[list[str], list[tuple[Path, int]]]:
-        if not self.root.is_dir():
-            raise DataError(f"data.root={str(self.root)!r} is not a directory; expected one "
-                            "subfolder of images per class")
-        classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        if len(classes) < 2:
-            raise DataError(f"data.root={str(self.root)!r} has {len(classes)} class folders; "
-                            "expected at least 2 (one subfolder of images per class)")
-        files = []
-        for label, name in enumerate(classes):
-            found = sorted(p for p in (self.root / name).rglob("*")
-                           if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"class folder {str(self.root / name)!r} holds no images "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files += [(p, label) for p in found]
-        return classes, files
+        self.grayscale, self.in_memory = grayscale, in_memory
+        self.workers = {"num_workers": num_workers, "pin_memory": pin_memory,
+                        "persistent_workers": persistent_workers}
+        self._files: FolderDataset | None = None
+        self.classes: list[str] = []
+        self.streamed = False
 
     def check(self) -> None:
-        self._files()
+        if self._files is None and self._splits is None:
+            index = index_folder(self.root)
+            self.classes = list(index.classes)
+            auto = self.in_memory == "auto"
+            self.streamed = self.in_memory is False or (auto and len(index) > IN_MEMORY_MAX)
+            # Decoded up front at full size, as always; streamed JPEGs decode small (draft).
+            self._files = FolderDataset.from_index(index, grayscale=self.grayscale, draft=self.streamed)
 
-    def load(self) -> tuple[Split, None]:
-        from PIL import Image
-
-        self.classes, files = self._files()
-        mode = "L" if self.grayscale else "RGB"
-        images = np.empty((len(files), 1 if self.grayscale else 3, self.resolution,
-                           self.resolution), dtype=np.uint8)
-        for i, (path, _) in enumerate(files):
-            try:
-                with Image.open(path) as im:
-                    im = im.convert(mode).resize((self.resolution, self.resolution),
-                                                 Image.Resampling.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except Exception as err:
-                raise DataError(f"cannot read image {str(path)!r}: {err}") from None
-            images[i] = arr[None] if self.grayscale else arr.transpose(2, 0, 1)
-        labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-        return Split(torch.from_numpy(images), labels), None
-
-
-class FolderStreamDataModule(_SplitLoaders):
-    """An image folder of any size: indexed (paths and labels), never decoded up front; images
-    are decoded and augmented in DataLoader worker processes (`num_workers`), so memory does
-    not grow with the folder and the first trial starts in seconds."""
-
-    name = "imagefolder"
-
-    def __init__(self, root: str, resolution: int = 32, batch_size: int = 64, val_fraction: float = 0.15,
-                 test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0, augment: str = "imagenet",
-                 grayscale: bool = False, num_workers: int = 2, pin_memory: bool = True,
-                 persistent_workers: bool = True, mean: list[float] | None = None,
-                 std: list[float] | None = None):
-        super().__init__()
-        self.root = Path(str(root)).expanduser()
-        self.resolution, self.batch_size, self.seed = resolution, batch_size, seed
-        self.val_fraction, self.test_fraction, self.subset = val_fraction, test_fraction, subset
-        self.augment, self.grayscale = augment, grayscale
-        self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.persistent_workers = persistent_workers
-        self.given_stats = (mean, std)
-        self.index: FolderIndex | None = None
-        self._sets: dict[str, FolderDataset] | None = None
-        self.num_classes = self.in_channels = 0
-
-    def describe(self) -> str:
-        return f"{self.name} (data.root={str(self.root)!r})"
-
-    def check(self) -> None:
-        if self.index is None:
-            self.index = index_folder(self.root)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._sets is not None:
-            return
+    def load(self) -> dict[str, ImageDataset]:
         self.check()
-        index = self.index
-        n = len(index)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, round(n * self.val_fraction))
-        n_test = max(1, round(n * self.test_fraction))
-        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
-        if self.subset < 1.0:
-            parts["train"] = parts["train"][: max(1, int(len(parts["train"]) * self.subset))]
-        check_train_size(self.describe(), n, len(index.classes), len(parts["train"]))
-        samples = {k: [index.samples[i] for i in v] for k, v in parts.items()}
-        mean, std = self.given_stats
-        if mean is None or std is None:  # from a seeded sample of the training split: seconds
-            train_only = FolderDataset(index.root, samples["train"], grayscale=self.grayscale)
-            mean, std = estimate_mean_std(train_only, n=256, seed=self.seed, size=min(self.resolution, 32))
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.in_channels = 1 if self.grayscale else 3
-        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise DataError(f"data.mean/data.std need {self.in_channels} values (one per channel), got "
-                            f"{list(self.mean)} and {list(self.std)}")
-        self.num_classes = len(index.classes)
-        self._sets = {k: FolderDataset(index.root, v, build_transform(
-            self.augment, k == "train", self.resolution, self.mean, self.std), grayscale=self.grayscale)
-            for k, v in samples.items()}
+        files, self._files = self._files, None
+        return {"pool": files if self.streamed else self._decoded(files)}
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        ds = self._sets[name]
-        workers = self.num_workers
-        return DataLoader(ds, batch_size=self.batch_size,
-                          sampler=EpochShuffle(ds, self.seed) if shuffle else SequentialSampler(ds),
-                          drop_last=shuffle and len(ds) % self.batch_size == 1, num_workers=workers,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers and workers > 0,
-                          worker_init_fn=seed_worker if workers > 0 else None,
-                          generator=torch.Generator().manual_seed(self.seed))
+    def _decoded(self, files: FolderDataset) -> MemoryDataset:
+        """Every image decoded and resized, into one uint8 tensor."""
+        reader = files.with_transform(Compose([Resize(self.resolution), PILToTensor()]))
+        size = self.resolution
+        images = torch.empty((len(files), files.channels, size, size), dtype=torch.uint8)
+        for i in range(len(files)):
+            images[i] = reader[i][0]
+        return MemoryDataset(images, torch.from_numpy(files.labels.copy()))
 
-
-    def sample_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first `n` training images, normalized, without augmentation (for zero-cost scores)."""
-        self.setup()
-        train = self._sets["train"]
-        evaluation = FolderDataset(self.index.root, [], build_transform(
-            "none", False, self.resolution, self.mean, self.std), grayscale=self.grayscale)
-        items = [evaluation.transform(decode_image(train.path(i), self.grayscale))
-                 for i in range(min(n, len(train)))]
-        return torch.stack(items), torch.as_tensor(train.labels[: len(items)].copy())
+    def loader_settings(self) -> dict[str, Any]:
+        return self.workers if self.streamed else {}
 
 
 DATASETS = {"digits": DigitsDataModule, "cluttered_digits": ClutteredDigitsDataModule,
-            "cifar10": Cifar10DataModule,
-            "imagefolder": ImageFolderDataModule}
-STREAM_ONLY = ("num_workers", "pin_memory", "persistent_workers")
+            "cifar10": Cifar10DataModule, "imagefolder": ImageFolderDataModule}
 
 
-def make_datamodule(name: str, in_memory: bool | str = "auto", **kwargs) -> pl.LightningDataModule:
-    """The data module called `name` (digits, cifar10, imagefolder).
-
-    An image folder streams from disk when `in_memory` is false, or "auto" and it holds more
-    than `IN_MEMORY_MAX` images; everything else is decoded into memory once (fastest for data
-    that fits: digits, CIFAR-10 at 32 px).
-    """
+def make_datamodule(name: str, **kwargs) -> ImageDataModule:
+    """The data module called `name` (see `DATASETS`), from keyword settings; the settings that
+    belong to other datasets (`nas.common.config.DATASET_ONLY`) are left out."""
     if name not in DATASETS:
         raise DataError(f"unknown data {name!r}; valid: {', '.join(DATASETS)}")
-    if name not in ("digits", "cluttered_digits") and not kwargs.get("root"):
+    cls = DATASETS[name]
+    foreign = {key for other, keys in DATASET_ONLY.items() if other != name for key in keys}
+    kwargs = {k: v for k, v in kwargs.items() if k not in foreign}
+    if cls.needs_root and not kwargs.get("root"):
         raise DataError(f"data={name} needs data.root=<path to the dataset>")
-    clutter = kwargs.pop("clutter_settings", None)
-    if name == "imagefolder" and (in_memory is False or (in_memory == "auto"
-                              and len(index_folder(kwargs["root"])) > IN_MEMORY_MAX)):
-        return FolderStreamDataModule(**kwargs)
-    for key in STREAM_ONLY:
-        kwargs.pop(key, None)
-    if name != "imagefolder":  # the other datasets measure their statistics (the config refuses them)
-        kwargs.pop("mean", None)
-        kwargs.pop("std", None)
-    if name in ("digits", "cluttered_digits"):
+    if not cls.needs_root:
         kwargs.pop("root", None)
-    if name == "cluttered_digits":
-        kwargs["clutter_settings"] = clutter
-    if name != "imagefolder":
-        kwargs.pop("grayscale", None)
-    return DATASETS[name](**kwargs)
+    return cls(**kwargs)
 
 
-def datamodule_for(data: DataConfig, resolution: int, batch_size: int, subset: float = 1.0):
+def datamodule_for(data: DataConfig, resolution: int, batch_size: int,
+                   subset: float = 1.0) -> ImageDataModule:
     """The data module a `DataConfig` describes, at `resolution`."""
-    return make_datamodule(data.name, in_memory=data.in_memory, root=data.root, resolution=resolution,
-                           batch_size=batch_size, val_fraction=data.val_fraction,
-                           test_fraction=data.test_fraction, subset=subset, seed=data.seed,
-                           augment=data.augment, grayscale=data.grayscale, num_workers=data.num_workers,
-                           pin_memory=data.pin_memory, persistent_workers=data.persistent_workers,
-                           mean=data.mean, std=data.std,
-                           clutter_settings={key: getattr(data, key) for key in CLUTTERED_ONLY})
+    keys = ("root", "val_fraction", "test_fraction", "seed", "augment", *DATASET_ONLY.get(data.name, ()))
+    return make_datamodule(data.name, resolution=resolution, batch_size=batch_size, subset=subset,
+                           **{key: getattr(data, key) for key in keys})
