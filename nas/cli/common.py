@@ -104,6 +104,9 @@ def parse_float(key: str, value: str) -> float:
 
 def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
     """Run `main`; a `UserError` becomes one line on stderr and exit status 2."""
+    from nas.cli import logs
+
+    logs.setup()
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
@@ -168,6 +171,9 @@ def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
                  skip: tuple[str, ...] = ()) -> None:
     """Validate the command line with `precheck` (one line and exit status 2 on bad input),
     then run the Hydra `task`; Hydra's own flags, and those in `skip`, go straight to Hydra."""
+    from nas.cli import logs
+
+    logs.setup()
     argv = sys.argv[1:]
     if not any(a.split("=")[0] in HELP_FLAGS or a.startswith(skip) for a in argv):
         try:
