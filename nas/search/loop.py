@@ -16,8 +16,8 @@ only here.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -44,6 +44,8 @@ __all__ = ["BudgetError", "Searcher", "budget_violations", "check_budget_feasibl
 
 FAILURES_IN_A_ROW = 5  # trials failing one after another: the cause is not the genotype
 MEASURED_REJECTIONS = 50  # proposals timed one by one (~1 s each) before giving up on a budget
+
+log = logging.getLogger(__name__)
 
 
 class BudgetError(UserError):
@@ -101,11 +103,11 @@ class Searcher:
     """Runs the trials of one study: see the module docstring for what a trial does."""
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace, study: optuna.Study, data: ProxyData,
-                 tracker: Tracker, latency=None, out=sys.stdout, signals: StopSignals | None = None):
+                 tracker: Tracker, latency=None, signals: StopSignals | None = None):
         self.cfg, self.space, self.study, self.data = cfg, space, study, data
         # Who asks the worker to stop; `run_search` installs its handlers around the loop.
         self.signals = signals or StopSignals()
-        self.tracker, self.latency, self.out = tracker, latency, out
+        self.tracker, self.latency = tracker, latency
         self.num_classes, self.in_channels = data.num_classes, data.in_channels
         self.pareto = cfg.objective == "pareto"
         self.evaluator: Evaluator = make_evaluator(cfg.proxy.kind, data, cfg)
@@ -130,7 +132,7 @@ class Searcher:
         if stored is not None:
             return stored
         if self.cfg.worker not in (None, 0):  # one worker of a study trains it, not every one
-            self.print("reference: left to worker 0 of this study")
+            log.info("reference: left to worker 0 of this study")
             return None
         measured: dict[Genotype, float] = {}  # without a table each figure is a measurement
 
@@ -142,23 +144,23 @@ class Searcher:
         g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels,
                              latency_of if self.latency is not None else None)
         if g is None:
-            self.print("reference: no width multiplier of the reference network fits the budget")
+            log.info("reference: no width multiplier of the reference network fits the budget")
             return None
         c = cost(g, self.num_classes, self.in_channels)
         what = ("proxy accuracy" if self.evaluator.measures == "accuracy"
                 else f"{self.evaluator.name} score")
-        self.print(f"reference: {self.space.name} reference at width {g.width} "
-                   f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
+        log.info(f"reference: {self.space.name} reference at width {g.width} "
+                 f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
         try:
             result = self.train(g, seed=self.cfg.seed)
         except Terminated as err:
-            self.print(f"reference: interrupted by {err}")
+            log.info(f"reference: interrupted by {err}")
             return None
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
                "latency_ms": latency_of(g) if self.latency is not None else None,
                "accuracy": result.value, "seconds": result.seconds}
         self.study.set_user_attr("reference", ref)
-        self.print(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")
+        log.info(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")
         return ref
 
     # ----- one trial ------------------------------------------------------------------------
@@ -345,11 +347,11 @@ class Searcher:
         self.reap_dead_workers()
         done = trained_count(self.study)
         if done >= target:
-            self.print(f"study {self.study.study_name} already has {done} trained trials "
-                       f"(n_trials={target}); nothing to do")
+            log.info(f"study {self.study.study_name} already has {done} trained trials "
+                     f"(n_trials={target}); nothing to do")
             return
         if done:
-            self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
+            log.info(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
         failures: list[str] = []  # reasons of the trials that failed in a row
         rejections = [0]  # proposals rejected in a row
         # What says nothing about the settings (a rejected, duplicate or filtered proposal)
@@ -382,10 +384,10 @@ class Searcher:
                 study.stop()
             elif self.proposals >= max_proposals:
                 n = counts(study)
-                self.print(f"stopping after {self.proposals} proposals (max_proposals): "
-                           f"{n['rejected']} over the budget, {n['failed']} failed"
-                           + ("; the budget rejects most of the space: loosen it or narrow the space"
-                              if n["rejected"] > n["failed"] else ""))
+                log.info(f"stopping after {self.proposals} proposals (max_proposals): "
+                         f"{n['rejected']} over the budget, {n['failed']} failed"
+                         + ("; the budget rejects most of the space: loosen it or narrow the space"
+                            if n["rejected"] > n["failed"] else ""))
                 study.stop()
 
         try:
@@ -401,8 +403,8 @@ class Searcher:
         dead = fail_dead_workers(self.study, beat, self.cfg.storage.max_retry)
         if dead:
             requeued = " (re-queued)" if self.cfg.storage.max_retry else ""
-            self.print(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
-                       f"{', '.join(map(str, dead))}{requeued}")
+            log.info(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
+                     f"{', '.join(map(str, dead))}{requeued}")
 
     def progress(self, trial: optuna.trial.FrozenTrial) -> None:
         if not self.cfg.progress:
@@ -426,12 +428,9 @@ class Searcher:
         if ua.get("reason") and status == Status.FAILED:
             this += f" ({ua['reason']})"
         elapsed = time.perf_counter() - self.started
-        self.print(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
-                   f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
-                   f"failed {n['failed']} | {best_text} | {this}")
-
-    def print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        log.info(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
+                 f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
+                 f"failed {n['failed']} | {best_text} | {this}")
 
 
 def set_threads(threads: int) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ __all__ = [
     "run_training",
     "write_json",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(UserError):
@@ -90,8 +92,10 @@ class GenotypeGuard(pl.Callback):
 
 
 class EpochLog(pl.Callback):
-    def __init__(self, tracker, out=sys.stdout, progress: bool = True):
-        self.tracker, self.out, self.progress = tracker, out, progress
+    """Each epoch's metrics to the tracker, and a line of them when the progress bar is off."""
+
+    def __init__(self, tracker, progress: bool = True):
+        self.tracker, self.progress = tracker, progress
 
     def on_validation_epoch_end(self, trainer, module):
         if trainer.sanity_checking:
@@ -100,8 +104,8 @@ class EpochLog(pl.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **m}
         self.tracker.log_epoch(row)
         if not self.progress:
-            print(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
-                  f"val_loss {m.get('val_loss', float('nan')):.4f}", file=self.out, flush=True)
+            log.info(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
+                     f"val_loss {m.get('val_loss', float('nan')):.4f}")
 
 
 def check_checkpoint(path: Path, genotype: Genotype) -> None:
@@ -115,7 +119,7 @@ def check_checkpoint(path: Path, genotype: Genotype) -> None:
                               "its own genotype or choose another run directory")
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: list[pl.Callback] | None = None,
+def run_training(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback] | None = None,
                  on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train (or resume) `cfg.genotype`; returns the test metrics and file locations."""
     from nas.arch.cost import cost
@@ -136,9 +140,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: lis
     finished = run_dir / "result.json"
     if finished.is_file() and not cfg.ckpt_path:
         result = json.loads(finished.read_text())
-        print(f"{run_dir} already holds this training, finished: test accuracy "
-              f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
-              f"{finished.name} to train again", file=out, flush=True)
+        log.info(f"{run_dir} already holds this training, finished: test accuracy "
+                 f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
+                 f"{finished.name} to train again")
         return result
     dm = datamodule_for(d, resolution, t.batch_size)
     dm.check()
@@ -156,11 +160,10 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: lis
     if cfg.init and not resume.is_file():  # a resumed run has its own weights in the checkpoint
         _load_init(model, genotype, Path(cfg.init))
     c = cost(genotype, dm.num_classes, dm.in_channels)
-    print(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
-          f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
-          + (f"; resuming from {resume}" if resume.is_file() else "")
-          + (f"; starting from the weights in {cfg.init}" if cfg.init and not resume.is_file() else ""),
-          file=out, flush=True)
+    log.info(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
+             f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
+             + (f"; resuming from {resume}" if resume.is_file() else "")
+             + (f"; starting from the weights in {cfg.init}" if cfg.init and not resume.is_file() else ""))
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                         weight_decay=t.weight_decay, schedule=t.schedule,
                         warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing,
@@ -178,7 +181,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: lis
         pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
                                      auto_insert_metric_name=False, save_last=True,
                                      every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
-        GenotypeGuard(genotype), EpochLog(tracker, out, t.progress)]
+        GenotypeGuard(genotype), EpochLog(tracker, t.progress)]
     if t.ema:
         # Lightning's EMA: evaluated at every validation, kept in checkpoints (so a resume goes on
         # averaging), on the model's device, and copied into the model when training ends.
@@ -215,11 +218,11 @@ def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: lis
             result["exported"] = str(run_dir / "exported")
         except UserError as err:
             result["export_error"] = str(err)
-            print(f"warning: the trained model was not exported: {err} (the training, "
-                  f"{finished.name} and checkpoints/ are kept)", file=sys.stderr, flush=True)
+            log.warning(f"the trained model was not exported: {err} (the training, "
+                        f"{finished.name} and checkpoints/ are kept)")
         write_json(finished, result)
-    print(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
-          f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
+    log.info(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
+             f"({result['steps']} steps); results in {run_dir}")
     return result
 
 
