@@ -98,6 +98,7 @@ def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
     commands show them), and from then on also into `run_dir/search.log`.
     """
     from nas.common.tracking import Tracker
+    from nas.search.study import quiet_optuna
 
     made = _first_missing(run_dir)  # removed again if the search is refused before it starts
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
             on_accept()
 
     try:
-        return _search(cfg, run_dir, shared_dir, tracker, accept)
+        with quiet_optuna():
+            return _search(cfg, run_dir, shared_dir, tracker, accept)
     except UserError:
         if not accepted and made is not None:
             _remove_if_ours(made, run_dir)

@@ -29,7 +29,7 @@ from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.errors import UserError
 from nas.model.supernet import SuperNet, space_fingerprint
-from nas.training.proxy import make_optimizer
+from nas.training.proxy import make_optimizer, quiet_lightning
 
 __all__ = [
     "FORMAT",
@@ -343,13 +343,15 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
                                               auto_insert_metric_name=False, save_last=True,
                                               every_n_epochs=1, save_top_k=1),
                  _EpochLine(tracker, cfg.progress, cfg.epochs)]
-    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                         strategy=strategy, precision=cfg.precision, logger=False, callbacks=callbacks,
-                         enable_progress_bar=cfg.progress, enable_model_summary=False,
-                         deterministic=cfg.deterministic, num_sanity_val_steps=0,
-                         default_root_dir=str(run_dir), use_distributed_sampler=True)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        with quiet_lightning():
+            trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                                 strategy=strategy, precision=cfg.precision, logger=False,
+                                 callbacks=callbacks, enable_progress_bar=cfg.progress,
+                                 enable_model_summary=False, deterministic=cfg.deterministic,
+                                 num_sanity_val_steps=0, default_root_dir=str(run_dir),
+                                 use_distributed_sampler=True)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
     finally:
         tracker.close()
     meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,

@@ -127,7 +127,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback] |
     from nas.model.builder import build_model
     from nas.model.files import write_model_files
     from nas.training.data import datamodule_for
-    from nas.training.proxy import Classifier
+    from nas.training.proxy import Classifier, quiet_lightning
 
     t = cfg.trainer
     genotype = load_genotype(cfg.genotype)
@@ -188,15 +188,16 @@ def run_training(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback] |
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=t.ema_decay))
     if t.compile:
         module.model = torch.compile(module.model)  # training only: the export is `model` itself
-    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-                         sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
-                         enable_progress_bar=t.progress, enable_model_summary=False,
-                         deterministic=t.deterministic, num_sanity_val_steps=0,
-                         default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
-    val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
-    test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    with quiet_lightning():
+        trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+                             num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+                             sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
+                             enable_progress_bar=t.progress, enable_model_summary=False,
+                             deterministic=t.deterministic, num_sanity_val_steps=0,
+                             default_root_dir=str(run_dir))
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
+        val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
+        test = trainer.test(module, datamodule=dm, verbose=False)[0]
     result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
               "params_m": c.params_m, "epochs": trainer.current_epoch, "steps": trainer.global_step,
               "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"),
