@@ -22,6 +22,8 @@ from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 ZERO_COST = [*TINY, "n_trials=1", "proxy=zero_cost", "proxy.kind=naswot"]
+SMALL = ("res32_w0.25_drop0.0:stem_c16_k3_s2_p1_relu:ds_r1_k3_s1_c32_adp_relu_noskip:"
+         "ds_r2_k3_s2_c64_adp_relu_skip:ds_r2_k3_s2_c128_adp_relu_skip")  # seconds for an epoch of digits
 
 
 def test_importing_every_nas_module_changes_no_logging_or_warning_state():
@@ -153,3 +155,21 @@ def test_proxy_training_shows_no_lightning_lines_and_restores_its_levels(capfd, 
     assert "available:" not in out + err and "max_epochs" not in out + err
     assert not [r for r in caplog.records if r.name.startswith(("lightning", "pytorch_lightning"))]
     assert {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS} == levels
+
+
+def test_a_task_started_without_main_still_shows_its_progress_lines(tmp_path):
+    # A launcher such as submitit runs the Hydra task in a process of its own, without main().
+    args = [f"+genotype={SMALL}", "trainer.max_epochs=1", "trainer.progress=false", "wandb.mode=disabled",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    script = textwrap.dedent(f"""
+        import sys
+        sys.argv = ["nas.train", *{args!r}]
+        from nas.cli.train import _task
+        _task()
+    """)
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3, r.stdout
+    assert lines[0].startswith("training ") and lines[1].startswith("epoch 0: val_acc ")
+    assert lines[2].startswith("test accuracy ") and r.stderr == ""

@@ -246,6 +246,9 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from nas.cli import logs
+
+    logs.setup()  # again here: a launcher (submitit) runs the task in a process where main() never ran
     try:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
