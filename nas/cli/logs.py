@@ -1,4 +1,5 @@
-"""What a command shows of the library's logging: every command's `main` calls `setup()` first.
+"""What a command shows of the library's logging: `setup()`, called first by the commands'
+runners (`nas.cli.common.run`, `checked_main` and every Hydra task's `hydra_task`).
 
 The library logs through module loggers under `nas` and configures nothing; a command
 gives those loggers one handler that writes the progress lines as they always were: the
@@ -38,8 +39,8 @@ class Lines(logging.Handler):
 
 def setup() -> None:
     """Show the `nas` loggers' INFO lines and above through one `Lines` handler, and only
-    there: Hydra's handler on the root logger would print them again with a prefix. Calling
-    it again changes nothing."""
+    there: the handler Hydra's job logging puts on the root logger would print them a second
+    time. Calling it again changes nothing."""
     logger = logging.getLogger("nas")
     if not any(isinstance(h, Lines) for h in logger.handlers):
         logger.addHandler(Lines())
