@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--drift", action="store_true", help="only the fresh vs warm process comparison")
     args = ap.parse_args()
+    from nas.cli import logs
+
+    logs.setup()  # the validation's progress meter, as the commands show it
     if args.drift:
         for space in args.spaces.split(","):
             drift(space, min(args.n, 20), args.threads)

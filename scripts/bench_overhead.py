@@ -132,4 +132,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from nas.search.study import quiet_optuna
+
+    with quiet_optuna():  # the script drives the study itself: no Optuna line per trial
+        main()

@@ -15,7 +15,6 @@ trials, and writes `search.json` and the plot `search.html` into --out.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -60,7 +59,7 @@ def one_search(common: list[str], overrides: list[str], seed: int, run_dir: str)
     set_threads(1)
     name = f"bench-{Path(run_dir).name}"
     cfg = precheck([*common, *overrides, f"seed={seed}", f"study_name={name}"])
-    run_search(cfg, Path(run_dir), out=io.StringIO())
+    run_search(cfg, Path(run_dir))  # its progress lines: logged, and shown by nothing here
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(run_dir) / 'study.db'}")
     return best_curve(study)
 

@@ -2,6 +2,7 @@
 bad input refused in one line with exit status 2, leaving nothing stored behind."""
 
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import replace
@@ -152,12 +153,10 @@ def test_plots_share_one_plotly_script_beside_the_run_folders(tmp_path):
     assert 'src="../plotly.min.js"' in html and len(html) < 200_000
 
 
-def test_zero_cost_progress_names_the_score_not_an_accuracy(tmp_path):
-    import io
-
-    out = io.StringIO()
-    run_search(precheck([*TINY, "n_trials=2", "proxy=zero_cost", "proxy.kind=naswot"]), tmp_path, out=out)
-    text = out.getvalue()
+def test_zero_cost_progress_names_the_score_not_an_accuracy(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="nas")
+    run_search(precheck([*TINY, "n_trials=2", "proxy=zero_cost", "proxy.kind=naswot"]), tmp_path)
+    text = "\n".join(caplog.messages)
     assert "naswot score (zero-cost, no training)" in text and "epochs at" not in text
     assert " naswot " in text and " acc " not in text
 

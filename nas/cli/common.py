@@ -123,6 +123,9 @@ def wants_help(argv: list[str]) -> bool:
 
 def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
     """Run `main`; a `UserError` becomes one line on stderr and exit status 2."""
+    from nas.cli import logs
+
+    logs.setup()
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
@@ -220,6 +223,9 @@ def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
     """Validate the command line with `precheck` (one line and exit status 2 on bad input),
     then run the Hydra `task`; `--help` prints `command`'s keys; Hydra's own flags, and those in
     `skip`, go straight to Hydra."""
+    from nas.cli import logs
+
+    logs.setup()
     argv = sys.argv[1:]
     if command is not None and any(a in ("-h", "--help") for a in argv):
         print(command_help(command))
@@ -288,6 +294,9 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from nas.cli import logs
+
+    logs.setup()  # again here: a launcher (submitit) runs the task in a process where main() never ran
     try:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -186,7 +186,10 @@ def create_before_fanout(cfg: SearchConfig, argv: list[str]) -> None:
                              f"+space={cfg.space.name} with the same data= settings), then pass "
                              "proxy.supernet=<its supernet.pt>")
     if cfg.storage.name != "postgres" or cfg.storage.url:
-        study, existed, url = open_search_study(cfg, shared.absolute(), cfg.seed)
+        from nas.search.study import quiet_optuna
+
+        with quiet_optuna():
+            study, existed, url = open_search_study(cfg, shared.absolute(), cfg.seed)
         print(f"study {study.study_name} ({'resumed' if existed else 'created'}) in {url}; "
               "launching workers", flush=True)
 

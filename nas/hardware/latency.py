@@ -19,6 +19,7 @@ Appending keeps what an interrupted build measured.
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import os
 import random
@@ -64,6 +65,8 @@ __all__ = [
     "steady_allocator",
     "validate",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "nas-lut/1"
 # Kernels timed alone are scaled per group when predicting a network (see `calibrate`).
@@ -368,9 +371,9 @@ class LatencyPredictor:
         kernels = space_kernels(self.space, self.num_classes, self.in_channels)
         missing = len(self.table.missing(kernels))
         if missing:
-            print(f"latency table {self.path} lacks {missing} of the space's {len(kernels)} kernels "
-                  "(another number of classes or channels, or an interrupted build): measuring them "
-                  "once", flush=True)
+            log.info(f"latency table {self.path} lacks {missing} of the space's {len(kernels)} kernels "
+                     "(another number of classes or channels, or an interrupted build): measuring them "
+                     "once")
         self.table.fill(kernels, self.backend, progress=_progress("kernels") if missing else None)
         return min_latency(self.table, self.space, self.num_classes, self.in_channels)
 
@@ -423,17 +426,19 @@ def scatter(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 
 def _progress(what: str) -> Callable[[int, int], None]:
-    start = time.perf_counter()
-    every = [0.0]
+    """A progress meter for `fill`, `validate` and `measure_fresh`: a log line every 2 s, each
+    marked to overwrite the one before on a terminal (`nas.cli.logs.Lines`)."""
+    start, last = time.perf_counter(), float("-inf")  # the first reading shows at once
 
     def show(done: int, total: int) -> None:
+        nonlocal last
         now = time.perf_counter()
-        if done == total or now - every[0] >= 2.0:
-            every[0] = now
+        if done == total or now - last >= 2.0:
+            last = now
             rate = done / max(now - start, 1e-9)
             eta = (total - done) / rate if rate else 0
-            print(f"\r{what}: {done}/{total} ({100 * done / total:.0f}%, {now - start:.0f}s, "
-                  f"eta {eta:.0f}s)   ", end="\n" if done == total else "", flush=True)
+            log.info(f"{what}: {done}/{total} ({100 * done / total:.0f}%, {now - start:.0f}s, "
+                     f"eta {eta:.0f}s)   ", extra={"end": "\n" if done == total else ""})
 
     return show
 
@@ -453,6 +458,6 @@ def open_table(path: Path, space: str, fp: dict[str, Any], num_classes: int, in_
         if not rebuild or table.header["space"] != space or backend_of(table.fingerprint) != backend_of(fp):
             raise
         path.replace(path.with_suffix(path.suffix + ".old"))
-        print(f"table {path} did not match this device: kept as {path.name}.old, measuring anew")
+        log.info(f"table {path} did not match this device: kept as {path.name}.old, measuring anew")
         return LookupTable.create(path, space, fp, num_classes, in_channels)
     return table

@@ -11,6 +11,7 @@ the evaluator's capabilities and never its kind.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from nas.training.proxy import torch_device, train_proxy
 
 __all__ = ["EVALUATORS", "Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "SupernetScore",
            "ZeroCostScore", "make_evaluator", "prepare"]
+
+log = logging.getLogger(__name__)
 
 
 class ProxyData:
@@ -179,7 +182,7 @@ EVALUATORS: dict[str, type[Evaluator]] = {"train": ProxyTraining, "supernet": Su
                                           **{name: ZeroCostScore for name in ZERO_COST}}
 
 
-def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path, out=None) -> SearchConfig:
+def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path) -> SearchConfig:
     """What the study's evaluator needs before any trial (and before workers fan out): for
     `proxy=supernet`, a supernet file. A missing one is trained here on a single machine (into
     `proxy.supernet`, or `<shared dir>/supernet.pt`); a worker of a multirun is refused, since
@@ -196,8 +199,8 @@ def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path, out=None) -
                                 "cannot each train one: train it first (python -m nas.supernet train "
                                 f"+space={space.name} with the same data= settings), then pass "
                                 "proxy.supernet=<its supernet.pt>")
-        print(f"proxy=supernet: no supernet at {path}; training one first", file=out, flush=True)
-        train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, shared_dir / "supernet", out)
+        log.info(f"proxy=supernet: no supernet at {path}; training one first")
+        train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, shared_dir / "supernet")
     load_supernet(path, space, data_identity(cfg.data))  # another space's or data's: refused now
     return replace(cfg, proxy=replace(cfg.proxy, supernet=str(path)))
 

@@ -16,10 +16,11 @@ only here.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
-import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -39,11 +40,13 @@ from nas.search.report import counts, ranked
 from nas.search.status import COUNTED, Status
 from nas.search.study import Beat, fail_dead_workers, has_own_heartbeat, trained_count, worker_id
 
-__all__ = ["BudgetError", "Searcher", "budget_violations", "check_budget_feasible", "scaled_reference",
-           "set_threads"]
+__all__ = ["BudgetError", "EpochReports", "InARow", "Searcher", "budget_violations", "check_budget_feasible",
+           "scaled_reference", "set_threads"]
 
 FAILURES_IN_A_ROW = 5  # trials failing one after another: the cause is not the genotype
 MEASURED_REJECTIONS = 50  # proposals timed one by one (~1 s each) before giving up on a budget
+
+log = logging.getLogger(__name__)
 
 
 class BudgetError(UserError):
@@ -97,21 +100,71 @@ def check_budget_feasible(space: SearchSpace, budget: dict[str, float], num_clas
     return rng
 
 
+# What says nothing about the settings (a rejected, duplicate or filtered proposal) neither
+# counts as a failure nor ends a run of them.
+NEUTRAL = (Status.REJECTED, Status.DUPLICATE, Status.FILTERED)
+
+
+@dataclass
+class InARow:
+    """What went wrong one trial after another: the reasons of the trials that failed in a row,
+    and the number of proposals in a row that the budget rejected."""
+
+    failures: list[str] = dataclasses.field(default_factory=list)
+    rejections: int = 0
+
+    def count(self, trial: optuna.trial.FrozenTrial) -> None:
+        status = trial.user_attrs.get("status")
+        if trial.state == TrialState.FAIL:
+            self.failures.append(str(trial.user_attrs.get("reason", "?")))
+        elif status not in NEUTRAL:
+            self.failures.clear()
+        self.rejections = self.rejections + 1 if status == Status.REJECTED else 0
+
+
+class EpochReports:
+    """The `report(epoch, value)` a training trial calls after each epoch: it keeps the learning
+    curve, stops the trial once other workers have filled the study, and otherwise asks the
+    pruner (Optuna's, or `pareto_verdict` in a pareto study) whether to go on."""
+
+    def __init__(self, searcher: Searcher, trial: optuna.Trial, cost_value: float | None):
+        self.searcher, self.trial, self.cost_value = searcher, trial, cost_value
+        self.curve: list[float] = []
+        self.full_at: int | None = None  # the epoch at which the study turned out full, if it did
+
+    def __call__(self, epoch: int, value: float) -> bool:
+        s = self.searcher
+        self.curve.append(value)
+        if not s.pareto:
+            self.trial.report(value, epoch)
+        # Other workers may have filled the study meanwhile: finishing this trial would
+        # only make the run overshoot n_trials, so stop it at this epoch boundary.
+        if trained_count(s.study) >= s.cfg.n_trials:
+            self.full_at = epoch
+            return True
+        if epoch >= s.cfg.proxy.epochs - 1:
+            return False  # pruning after the last epoch saves nothing and loses a finished trial
+        if s.pareto:
+            return s.pareto_should_prune(epoch, value, self.cost_value)
+        return self.trial.should_prune()
+
+
 class Searcher:
     """Runs the trials of one study: see the module docstring for what a trial does."""
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace, study: optuna.Study, data: ProxyData,
-                 tracker: Tracker, latency=None, out=sys.stdout, signals: StopSignals | None = None):
+                 tracker: Tracker, latency=None, signals: StopSignals | None = None):
         self.cfg, self.space, self.study, self.data = cfg, space, study, data
         # Who asks the worker to stop; `run_search` installs its handlers around the loop.
         self.signals = signals or StopSignals()
-        self.tracker, self.latency, self.out = tracker, latency, out
+        self.tracker, self.latency = tracker, latency
         self.num_classes, self.in_channels = data.num_classes, data.in_channels
         self.pareto = cfg.objective == "pareto"
         self.evaluator: Evaluator = make_evaluator(cfg.proxy.kind, data, cfg)
         prefilter = cfg.proxy.prefilter if cfg.proxy.kind == "train" else None
         self.prefilter_score = make_evaluator(prefilter, data, cfg) if prefilter else None
         self.proposals = 0
+        self.in_a_row = InARow()  # trials gone wrong one after another, in this run
         self.abort: str | None = None  # why the loop stopped early, when it did
         self.started = time.perf_counter()
 
@@ -130,7 +183,7 @@ class Searcher:
         if stored is not None:
             return stored
         if self.cfg.worker not in (None, 0):  # one worker of a study trains it, not every one
-            self.print("reference: left to worker 0 of this study")
+            log.info("reference: left to worker 0 of this study")
             return None
         measured: dict[Genotype, float] = {}  # without a table each figure is a measurement
 
@@ -142,23 +195,23 @@ class Searcher:
         g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels,
                              latency_of if self.latency is not None else None)
         if g is None:
-            self.print("reference: no width multiplier of the reference network fits the budget")
+            log.info("reference: no width multiplier of the reference network fits the budget")
             return None
         c = cost(g, self.num_classes, self.in_channels)
         what = ("proxy accuracy" if self.evaluator.measures == "accuracy"
                 else f"{self.evaluator.name} score")
-        self.print(f"reference: {self.space.name} reference at width {g.width} "
-                   f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
+        log.info(f"reference: {self.space.name} reference at width {g.width} "
+                 f"({c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params), {what} ...")
         try:
             result = self.train(g, seed=self.cfg.seed)
         except Terminated as err:
-            self.print(f"reference: interrupted by {err}")
+            log.info(f"reference: interrupted by {err}")
             return None
         ref = {"genotype": str(g), "width": g.width, "mflops": c.mflops, "params_m": c.params_m,
                "latency_ms": latency_of(g) if self.latency is not None else None,
                "accuracy": result.value, "seconds": result.seconds}
         self.study.set_user_attr("reference", ref)
-        self.print(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")
+        log.info(f"reference: {what} {result.value:.4f} in {result.seconds:.1f} s")
         return ref
 
     # ----- one trial ------------------------------------------------------------------------
@@ -248,60 +301,50 @@ class Searcher:
     def evaluate(self, trial: optuna.Trial, g: Genotype, c: Cost, cost_value: float | None):
         """Score the candidate with the evaluator; its value is the trial's objective."""
         if not self.evaluator.reports_epochs:  # one value, nothing to prune on the way
-            try:
-                score = self.evaluator(g, self.cfg.seed, stop=self.signals.check).value
-                if not math.isfinite(score):
-                    raise RuntimeError(f"{self.evaluator.name} value is {score}")
-            except Terminated:
-                raise
-            except Exception as err:
-                trial.set_user_attr("status", Status.FAILED)
-                trial.set_user_attr("reason", f"{type(err).__name__}: {err}".splitlines()[0][:500])
-                raise
-            trial.set_user_attr("accuracy" if self.evaluator.measures == "accuracy" else "zero_cost", score)
-            trial.set_user_attr("status", Status.TRAINED)
-            return (score, cost_value) if self.pareto else score
+            return self.score(trial, g, cost_value)
         self.tracker.start_trial(trial.number, {"genotype": str(g), "hash": g.content_hash,
                                                 "mflops": c.mflops, "params_m": c.params_m,
                                                 "trial": trial.number, **trial.params})
-        full: list[int] = []  # the epoch at which the study turned out full, if it did
-        curve: list[float] = []
-
-        def report(epoch: int, value: float) -> bool:
-            curve.append(value)
-            if not self.pareto:
-                trial.report(value, epoch)
-            # Other workers may have filled the study meanwhile: finishing this trial would
-            # only make the run overshoot n_trials, so stop it at this epoch boundary.
-            if trained_count(self.study) >= self.cfg.n_trials:
-                full.append(epoch)
-                return True
-            if epoch >= self.cfg.proxy.epochs - 1:
-                return False  # pruning after the last epoch saves nothing and loses a finished trial
-            if self.pareto:
-                return self.pareto_should_prune(epoch, value, cost_value)
-            return trial.should_prune()
-
+        reports = EpochReports(self, trial, cost_value)
         try:
-            result = self.train(g, seed=self.cfg.seed + trial.number, report=report,
+            result = self.train(g, seed=self.cfg.seed + trial.number, report=reports,
                                 on_epoch=self.tracker.log_epoch)
         except Terminated as err:
             self.tracker.finish_trial({"state": "FAIL", "reason": f"interrupted by {err}"})
             raise
         except Exception as err:
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-            trial.set_user_attr("status", Status.FAILED)
-            trial.set_user_attr("reason", reason)
-            self.tracker.finish_trial({"state": "FAIL", "reason": reason})
+            self.tracker.finish_trial({"state": "FAIL", "reason": self.record_failure(trial, err)})
             raise
+        return self.record_training(trial, result, reports, cost_value)
+
+    def score(self, trial: optuna.Trial, g: Genotype, cost_value: float | None):
+        """The value of an evaluator that reports no epochs (a zero-cost score, a supernet's)."""
+        try:
+            score = self.evaluator(g, self.cfg.seed, stop=self.signals.check).value
+            if not math.isfinite(score):
+                raise RuntimeError(f"{self.evaluator.name} value is {score}")
+        except Terminated:
+            raise
+        except Exception as err:
+            self.record_failure(trial, err)
+            raise
+        trial.set_user_attr("accuracy" if self.evaluator.measures == "accuracy" else "zero_cost", score)
+        trial.set_user_attr("status", Status.TRAINED)
+        return (score, cost_value) if self.pareto else score
+
+    def record_training(self, trial: optuna.Trial, result: Evaluation, reports: EpochReports,
+                        cost_value: float | None):
+        """Store a finished training on the trial; one cut short (the study filled up meanwhile,
+        or the pruner stopped it) ends PRUNED with the reason."""
         trial.set_user_attr("accuracy", result.value)
         trial.set_user_attr("epochs", len(result.history))
-        trial.set_user_attr("curve", curve)
+        trial.set_user_attr("curve", reports.curve)
         if not math.isfinite(result.value):
             raise RuntimeError(f"validation accuracy is {result.value}")
-        if full:
-            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.value, "stopped_at": full[0]})
-            self.stop(trial, Status.STOPPED, f"stopped after epoch {full[0]}: the study reached "
+        if reports.full_at is not None:
+            self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.value,
+                                       "stopped_at": reports.full_at})
+            self.stop(trial, Status.STOPPED, f"stopped after epoch {reports.full_at}: the study reached "
                                              "n_trials meanwhile")
         if result.pruned_at is not None:
             self.tracker.finish_trial({"state": "PRUNED", "accuracy": result.value,
@@ -311,6 +354,14 @@ class Searcher:
         trial.set_user_attr("status", Status.TRAINED)
         self.tracker.finish_trial({"state": "COMPLETE", "accuracy": result.value})
         return (result.value, cost_value) if self.pareto else result.value
+
+    @staticmethod
+    def record_failure(trial: optuna.Trial, err: Exception) -> str:
+        """Mark the trial FAILED with the first line of the error; returns that reason."""
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        trial.set_user_attr("status", Status.FAILED)
+        trial.set_user_attr("reason", reason)
+        return reason
 
     def prefilter_cut(self, number: int) -> float | None:
         """Score a candidate must reach to be trained: the top `prefilter_keep` fraction of the
@@ -341,59 +392,57 @@ class Searcher:
     # ----- the loop ------------------------------------------------------------------------
     def run(self) -> None:
         target = self.cfg.n_trials
-        max_proposals = self.cfg.max_proposals or 50 * target
         self.reap_dead_workers()
         done = trained_count(self.study)
         if done >= target:
-            self.print(f"study {self.study.study_name} already has {done} trained trials "
-                       f"(n_trials={target}); nothing to do")
+            log.info(f"study {self.study.study_name} already has {done} trained trials "
+                     f"(n_trials={target}); nothing to do")
             return
         if done:
-            self.print(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
-        failures: list[str] = []  # reasons of the trials that failed in a row
-        rejections = [0]  # proposals rejected in a row
-        # What says nothing about the settings (a rejected, duplicate or filtered proposal)
-        # neither counts as a failure nor ends a run of them.
-        neutral = (Status.REJECTED, Status.DUPLICATE, Status.FILTERED)
-
-        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            status = trial.user_attrs.get("status")
-            if status != Status.REJECTED or self.proposals % 100 == 0:
-                self.progress(trial)
-                self.reap_dead_workers()
-            if trial.state == TrialState.FAIL:
-                failures.append(str(trial.user_attrs.get("reason", "?")))
-            elif status not in neutral:
-                failures.clear()
-            rejections[0] = rejections[0] + 1 if status == Status.REJECTED else 0
-            # A signal that arrived between trials: start no other.
-            if self.signals.expired() or trained_count(study) >= target:
-                study.stop()
-            elif len(failures) >= FAILURES_IN_A_ROW:
-                self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
-                              "stopping (the data or the settings do not fit these networks)")
-                study.stop()
-            elif (self.latency is not None and self.latency.table is None and trained_count(study) == 0
-                  and rejections[0] >= MEASURED_REJECTIONS):
-                self.abort = (f"none of {rejections[0]} proposals measured met "
-                              f"budget.latency_ms={self.cfg.budget.get('latency_ms')}; build a latency "
-                              f"table (python -m nas.latency build +space={self.space.name}) to find "
-                              "the space's fastest genotype, or raise the budget")
-                study.stop()
-            elif self.proposals >= max_proposals:
-                n = counts(study)
-                self.print(f"stopping after {self.proposals} proposals (max_proposals): "
-                           f"{n['rejected']} over the budget, {n['failed']} failed"
-                           + ("; the budget rejects most of the space: loosen it or narrow the space"
-                              if n["rejected"] > n["failed"] else ""))
-                study.stop()
-
+            log.info(f"resuming study {self.study.study_name}: {done} of {target} trained trials done")
+        self.in_a_row = InARow()
         try:
-            self.study.optimize(self.objective, n_trials=None, callbacks=[after_trial],
+            self.study.optimize(self.objective, n_trials=None, callbacks=[self.after_trial],
                                 catch=(Exception,), gc_after_trial=False)
         except KeyboardInterrupt:  # a trial of ours was interrupted (and marked FAIL)
             if self.signals.reason is None:
                 raise
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna's callback after every trial: the progress line (for a rejected proposal, one in
+        a hundred), and the end of the run when `time_to_stop` says so."""
+        if trial.user_attrs.get("status") != Status.REJECTED or self.proposals % 100 == 0:
+            self.progress(trial)
+            self.reap_dead_workers()
+        self.in_a_row.count(trial)
+        if self.time_to_stop(study):
+            study.stop()
+
+    def time_to_stop(self, study: optuna.Study) -> bool:
+        """Whether to start no other trial: a signal arrived, the study is full, or the run can
+        go nowhere (then `abort` says why)."""
+        if self.signals.expired() or trained_count(study) >= self.cfg.n_trials:
+            return True
+        failures, rejections = self.in_a_row.failures, self.in_a_row.rejections
+        if len(failures) >= FAILURES_IN_A_ROW:
+            self.abort = (f"{len(failures)} trials in a row failed, the last with: {failures[-1]}; "
+                          "stopping (the data or the settings do not fit these networks)")
+            return True
+        if (self.latency is not None and self.latency.table is None and trained_count(study) == 0
+                and rejections >= MEASURED_REJECTIONS):
+            self.abort = (f"none of {rejections} proposals measured met "
+                          f"budget.latency_ms={self.cfg.budget.get('latency_ms')}; build a latency "
+                          f"table (python -m nas.latency build +space={self.space.name}) to find "
+                          "the space's fastest genotype, or raise the budget")
+            return True
+        if self.proposals >= (self.cfg.max_proposals or 50 * self.cfg.n_trials):
+            n = counts(study)
+            log.info(f"stopping after {self.proposals} proposals (max_proposals): "
+                     f"{n['rejected']} over the budget, {n['failed']} failed"
+                     + ("; the budget rejects most of the space: loosen it or narrow the space"
+                        if n["rejected"] > n["failed"] else ""))
+            return True
+        return False
 
     def reap_dead_workers(self) -> None:
         """Fail (and re-queue) trials left RUNNING by workers that died without a word."""
@@ -401,8 +450,8 @@ class Searcher:
         dead = fail_dead_workers(self.study, beat, self.cfg.storage.max_retry)
         if dead:
             requeued = " (re-queued)" if self.cfg.storage.max_retry else ""
-            self.print(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
-                       f"{', '.join(map(str, dead))}{requeued}")
+            log.info(f"failed {len(dead)} trial(s) left RUNNING by dead workers: "
+                     f"{', '.join(map(str, dead))}{requeued}")
 
     def progress(self, trial: optuna.trial.FrozenTrial) -> None:
         if not self.cfg.progress:
@@ -426,12 +475,9 @@ class Searcher:
         if ua.get("reason") and status == Status.FAILED:
             this += f" ({ua['reason']})"
         elapsed = time.perf_counter() - self.started
-        self.print(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
-                   f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
-                   f"failed {n['failed']} | {best_text} | {this}")
-
-    def print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        log.info(f"[{elapsed:6.0f}s] trained {n['trained'] + n['pruned']}/{self.cfg.n_trials} "
+                 f"(pruned {n['pruned']}) rejected {n['rejected']} duplicate {n['duplicate']} "
+                 f"failed {n['failed']} | {best_text} | {this}")
 
 
 def set_threads(threads: int) -> None:

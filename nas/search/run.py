@@ -5,8 +5,8 @@ study (created or resumed), the trials, the report. `run_search` is what
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +16,7 @@ from nas.common.config import ConfigError, SearchConfig, uses_latency
 from nas.errors import UserError
 
 __all__ = [
+    "RunLog",
     "SearchError",
     "apply_space_overrides",
     "claim_run_dir",
@@ -24,6 +25,8 @@ __all__ = [
     "run_search",
     "storage_url",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def apply_space_overrides(cfg: SearchConfig):
@@ -85,15 +88,17 @@ def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
     return study, existed, url
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout, shared_dir: Path | None = None,
+def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
                on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the study described by `cfg`, writing results into `run_dir`.
 
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
     directory so that they share one study. `on_accept` is called once the study is open
-    (a refused resume never calls it).
+    (a refused resume never calls it). The progress lines go to this module's loggers (the
+    commands show them), and from then on also into `run_dir/search.log`.
     """
     from nas.common.tracking import Tracker
+    from nas.search.study import quiet_optuna
 
     made = _first_missing(run_dir)  # removed again if the search is refused before it starts
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +106,12 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout, shared_dir: Pat
     name = cfg.study_name or cfg.default_study_name()
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
     accepted = False
-    out = _Tee(out)
+    run_log = RunLog(run_dir / "search.log")
 
     def accept() -> None:
         nonlocal accepted
         accepted = True
-        out.also(run_dir / "search.log")  # the progress lines, kept with the run
+        run_log.open()  # the progress lines, kept with the run
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}\n")  # who holds the folder, for the next one refused
@@ -115,42 +120,54 @@ def run_search(cfg: SearchConfig, run_dir: Path, out=sys.stdout, shared_dir: Pat
             on_accept()
 
     try:
-        return _search(cfg, run_dir, out, shared_dir, tracker, accept)
+        with quiet_optuna():
+            return _search(cfg, run_dir, shared_dir, tracker, accept)
     except UserError:
         if not accepted and made is not None:
             _remove_if_ours(made, run_dir)
         raise
     finally:
         tracker.close()  # W&B's own exit hook would raise if its service is gone (a cancelled job)
-        out.close()
+        run_log.close()
         lock.close()
 
 
-class _Tee:
-    """A text stream that writes to `stream` and, once `also` names one, to a log file too."""
+class RunLog:
+    """A run's own copy of its progress lines: what the `nas` loggers log at INFO and above,
+    appended to `path` between `open` and `close`, one plain line per record.
 
-    def __init__(self, stream):
-        self.stream, self.log = stream, None
+    While it is open, a `nas` logger left at NOTSET (nobody chose its level) logs INFO, so that
+    the file gets the lines whether or not anything shows them; a level someone set is kept.
+    """
 
-    def also(self, path: Path) -> None:
-        self.log = open(path, "a")  # noqa: SIM115 - open for the run, closed by close()
+    def __init__(self, path: Path):
+        self.path = path
+        self.handler: logging.Handler | None = None
+        self.opened_level = False
 
-    def write(self, text: str) -> int:
-        if self.log is not None:
-            self.log.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        if self.log is not None:
-            self.log.flush()
-        self.stream.flush()
+    def open(self) -> None:
+        logger = logging.getLogger("nas")
+        self.handler = logging.FileHandler(self.path, mode="a")
+        self.handler.setLevel(logging.INFO)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+            self.opened_level = True
+        logger.addHandler(self.handler)
 
     def close(self) -> None:
-        if self.log is not None:
-            self.log.close()
+        if self.handler is None:
+            return
+        logger = logging.getLogger("nas")
+        logger.removeHandler(self.handler)
+        self.handler.close()
+        self.handler = None
+        if self.opened_level:
+            logger.setLevel(logging.NOTSET)
+            self.opened_level = False
 
 
-def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, tracker,
+def _search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None, tracker,
             on_accept: Callable[[], None]) -> dict[str, Any]:
     from nas.search import report
     from nas.search.evaluate import ProxyData, prepare
@@ -164,7 +181,7 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     data = ProxyData(cfg, space)  # reads and checks the data before any storage is touched
     latency = latency_predictor(cfg, space, data.num_classes, data.in_channels)
     rng = check_budget_feasible(space, cfg.budget, data.num_classes, data.in_channels, latency)
-    cfg = prepare(cfg, space, shared_dir or run_dir, out)  # e.g. the supernet file, before the study
+    cfg = prepare(cfg, space, shared_dir or run_dir)  # e.g. the supernet file, before the study
     seed = cfg.seed + (cfg.worker or 0)
     study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
     on_accept()
@@ -174,8 +191,8 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
         study.set_user_attr("data_shape", {"num_classes": data.num_classes,
                                            "in_channels": data.in_channels})
     signals = StopSignals()
-    searcher = Searcher(cfg, space, study, data, tracker, latency, out, signals)
-    searcher.print(
+    searcher = Searcher(cfg, space, study, data, tracker, latency, signals)
+    log.info(
         f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
         f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
         f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
@@ -196,27 +213,27 @@ def _search(cfg: SearchConfig, run_dir: Path, out, shared_dir: Path | None, trac
     if stopped:
         # Stop quickly (a scheduler kills the job KillWait seconds after SIGTERM): no report,
         # nothing RUNNING, and the study resumes from here.
-        searcher.print(f"stopping: {signals.reason}")
+        log.info(f"stopping: {signals.reason}")
         raise Interrupted(signals.reason, signals.requeue())
     if searcher.abort:
-        searcher.print(f"stopped early: {searcher.abort}")
+        log.info(f"stopped early: {searcher.abort}")
 
     best = report.ranked(study)
     n = report.counts(study)
     csv_path, json_path = report.write_tables(study, run_dir)
     plot_cost = cfg.pareto_cost if cfg.objective == "pareto" else "mflops"
     plots = report.write_plots(study, run_dir, reference, plot_cost)
-    searcher.print(f"\n{report.counts_line(n, cfg.proxy.prefilter)}")
+    log.info(f"\n{report.counts_line(n, cfg.proxy.prefilter)}")
     if best and cfg.objective == "pareto":
         front = report.pareto_front(best, cfg.pareto_cost)
-        searcher.print(f"Pareto front of accuracy and {cfg.pareto_cost} ({len(front)} trials):")
-        searcher.print(report.format_table(front, reference, len(front)))
+        log.info(f"Pareto front of accuracy and {cfg.pareto_cost} ({len(front)} trials):")
+        log.info(report.format_table(front, reference, len(front)))
     elif best:
-        searcher.print(report.format_table(best, reference, cfg.top_k))
+        log.info(report.format_table(best, reference, cfg.top_k))
     else:
-        searcher.print("no trial finished training")
-    searcher.print(f"all trials: {csv_path} and {json_path}; plots: "
-                   + (", ".join(p.name for p in plots) or "none"))
+        log.info("no trial finished training")
+    log.info(f"all trials: {csv_path} and {json_path}; plots: "
+             + (", ".join(p.name for p in plots) or "none"))
     summary = {"study": name, "best_accuracy": best[0]["accuracy"] if best else None,
                "best_mflops": best[0]["mflops"] if best else None,
                "best_genotype": best[0]["genotype"] if best else None,

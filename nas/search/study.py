@@ -11,6 +11,8 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +36,27 @@ __all__ = [
     "open_storage",
     "open_study",
     "population_for",
+    "quiet_optuna",
     "study_identity",
     "trained_count",
     "worker_id",
 ]
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by our progress lines
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Inside, Optuna logs errors only (not a line per trial on stderr: the search's progress
+    lines report every trial, failures included) and warns of no experimental features; its
+    verbosity and the warning filters from before come back on exit."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 class StudyError(UserError):

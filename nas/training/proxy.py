@@ -3,7 +3,8 @@
 `Classifier` wraps any model (optimization lives here, the maths in the model, data in
 a DataModule); `train_proxy` runs a quiet Trainer and returns the validation accuracy
 and per-epoch history. Pruning is a Callback that asks a `report(epoch, value)` function
-whether to stop, so this module does not depend on Optuna.
+whether to stop, so this module does not depend on Optuna. `quiet_lightning` is how every
+training of the project keeps Lightning's banner and advice off the terminal.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
@@ -25,13 +27,34 @@ from torch.nn import functional as F
 from nas.model.optim import param_groups
 
 __all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer", "make_trainer",
-           "train_proxy"]
+           "quiet_lightning", "train_proxy"]
 
-for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+# Advice of Lightning's that does not fit these runs: the data modules choose their own number
+# of loader processes (tensors in memory need none), a short proxy epoch has fewer steps than
+# the logging interval, and torch's LeafSpec deprecation comes from Lightning's own code.
+LIGHTNING_ADVICE = (r".*does not have many workers.*", r".*smaller than the logging interval.*",
+                    r".*LeafSpec.*")
+
+
+@contextmanager
+def quiet_lightning(*advice: str) -> Iterator[None]:
+    """Inside, Lightning logs errors only (no device banner, no "max_epochs reached") and its
+    `LIGHTNING_ADVICE` warnings, and those matching the patterns in `advice`, are ignored; the
+    levels and warning filters from before come back on exit. Around a Trainer's construction
+    and its fit and test."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in (*LIGHTNING_ADVICE, *advice):
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -242,12 +265,11 @@ def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: in
     pl.seed_everything(seed, workers=False, verbose=False)
     reporter = EpochReporter(report, on_epoch, stop)
     module = Classifier(model, channels_last=channels_last, **recipe)
-    trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Lightning's fit still probes for SLURM (to resume its own requeue checkpoints) and
-        # warns on any machine with `srun` installed; a proxy trial never resumes that way.
-        warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
+    # Lightning's fit still probes for SLURM (to resume its own requeue checkpoints) and
+    # warns on any machine with `srun` installed; a proxy trial never resumes that way.
+    with quiet_lightning(r".*The `srun` command is available.*"):
+        trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
+        start = time.perf_counter()
         try:
             trainer.fit(module, datamodule=datamodule)
         except SIGTERMException:

@@ -13,6 +13,7 @@ training batches (the shared running statistics mix every subnet's), evaluate.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.errors import UserError
 from nas.model.supernet import SuperNet, space_fingerprint
-from nas.training.proxy import make_optimizer
+from nas.training.proxy import make_optimizer, quiet_lightning
 
 __all__ = [
     "FORMAT",
@@ -44,6 +45,8 @@ __all__ = [
     "score_subnet",
     "standalone_recipe",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "nas-supernet/1"
 _NO_DECAY = ("dwconv", "bn_weight", "bn_bias", "linear_bias")
@@ -255,8 +258,8 @@ class SupernetModule(pl.LightningModule):
 class _EpochLine(pl.Callback):
     """One line per epoch (with the progress bar off) and the epoch's row to W&B."""
 
-    def __init__(self, tracker, out, progress: bool, epochs: int):
-        self.tracker, self.out, self.progress, self.epochs = tracker, out, progress, epochs
+    def __init__(self, tracker, progress: bool, epochs: int):
+        self.tracker, self.progress, self.epochs = tracker, progress, epochs
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, module):
@@ -276,24 +279,21 @@ class _EpochLine(pl.Callback):
         self.tracker.log_epoch(row)
         phase = " (largest only)" if trainer.current_epoch < module.largest_epochs else ""
         nan = float("nan")
-        print(f"epoch {trainer.current_epoch + 1}/{self.epochs}{phase}: val acc largest "
-              f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}, "
-              f"train loss {m.get('train_loss', nan):.3f} ({row['seconds']:.0f} s)",
-              file=self.out, flush=True)
+        log.info(f"epoch {trainer.current_epoch + 1}/{self.epochs}{phase}: val acc largest "
+                 f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}, "
+                 f"train loss {m.get('train_loss', nan):.3f} ({row['seconds']:.0f} s)")
 
 
 def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Path, run_dir: Path,
-                   out=None, on_accept: Callable[[], None] | None = None) -> SupernetFile:
+                   on_accept: Callable[[], None] | None = None) -> SupernetFile:
     """Train (or resume, or find finished) the supernet of `space` on `data` with the
     `SupernetConfig` `cfg`; writes it to `path` and returns what it records."""
-    import sys
     from dataclasses import asdict
 
     from nas.common.tracking import Tracker
     from nas.training.data import datamodule_for
     from nas.training.train import claim_run_dir
 
-    out = out or sys.stdout
     ident = data_identity(data)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "threads", "accelerator",
                                                                  "devices", "strategy", "channels_last")}
@@ -309,8 +309,7 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         except SupernetError:
             meta = None
         if meta is not None and meta.recipe == json.loads(json.dumps(recipe)):
-            print(f"{path} already holds this supernet ({meta.describe()}); delete it to train again",
-                  file=out, flush=True)
+            log.info(f"{path} already holds this supernet ({meta.describe()}); delete it to train again")
             return meta
     ref = space.reference.resolution
     top = cfg.resolution_for(max(space.resolution), ref)
@@ -330,10 +329,9 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"supernet of {space.name}: {n_params / 1e6:.2f} M shared parameters, {cfg.epochs} epochs on "
-          f"{data.name} (largest subnet at {top} px, {2 + cfg.random_subnets} subnets per step); run "
-          f"directory {run_dir}" + (f"; resuming from {last}" if last.is_file() else ""),
-          file=out, flush=True)
+    log.info(f"supernet of {space.name}: {n_params / 1e6:.2f} M shared parameters, {cfg.epochs} epochs on "
+             f"{data.name} (largest subnet at {top} px, {2 + cfg.random_subnets} subnets per step); run "
+             f"directory {run_dir}" + (f"; resuming from {last}" if last.is_file() else ""))
     from pytorch_lightning.utilities import rank_zero_only
 
     mode = wandb.mode if rank_zero_only.rank == 0 else "disabled"
@@ -344,14 +342,16 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
                                               auto_insert_metric_name=False, save_last=True,
                                               every_n_epochs=1, save_top_k=1),
-                 _EpochLine(tracker, out, cfg.progress, cfg.epochs)]
-    trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                         strategy=strategy, precision=cfg.precision, logger=False, callbacks=callbacks,
-                         enable_progress_bar=cfg.progress, enable_model_summary=False,
-                         deterministic=cfg.deterministic, num_sanity_val_steps=0,
-                         default_root_dir=str(run_dir), use_distributed_sampler=True)
+                 _EpochLine(tracker, cfg.progress, cfg.epochs)]
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        with quiet_lightning():
+            trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                                 strategy=strategy, precision=cfg.precision, logger=False,
+                                 callbacks=callbacks, enable_progress_bar=cfg.progress,
+                                 enable_model_summary=False, deterministic=cfg.deterministic,
+                                 num_sanity_val_steps=0, default_root_dir=str(run_dir),
+                                 use_distributed_sampler=True)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
     finally:
         tracker.close()
     meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,
@@ -361,8 +361,8 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         save_supernet(path, net.to("cpu"), meta)
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        print(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
-              f"smallest {m.get('val_acc_smallest', float('nan')):.4f}", file=out, flush=True)
+        log.info(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
+                 f"smallest {m.get('val_acc_smallest', float('nan')):.4f}")
     return meta
 
 
@@ -427,18 +427,16 @@ def agreement(rows: list[dict[str, Any]], key: str, truth: str = "standalone",
 
 
 def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: Path, run_dir: Path,
-                      out=None, on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
+                      on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train `vcfg.n` random subnets (within `vcfg.mflops`) stand-alone (`vcfg.epochs`, the `cfg`
     recipe) and with the short proxy (`vcfg.proxy_epochs`), score them with the supernet in
     `path`, and report the rank agreement of each evaluator with the stand-alone accuracy and
     the seconds each took (written to validate.json)."""
-    import sys
     import time
 
     from nas.training.data import datamodule_for
     from nas.training.train import write_json
 
-    out = out or sys.stdout
     net, meta = load_supernet(path, space, data_identity(data))
     picked = pick_subnets(space, vcfg.n, vcfg.seed, vcfg.mflops, meta.num_classes, meta.in_channels)
     if on_accept is not None:
@@ -452,9 +450,8 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
     bn_images = meta.bn_images(dm_top)
     recipe = standalone_recipe(cfg)
     budget = f" within {vcfg.mflops:g} MFLOPs" if vcfg.mflops is not None else ""
-    print(f"validating {path} on {vcfg.n} random subnets of {space.name}{budget}: supernet score, a "
-          f"{vcfg.proxy_epochs}-epoch proxy and a {vcfg.epochs}-epoch stand-alone training each",
-          file=out, flush=True)
+    log.info(f"validating {path} on {vcfg.n} random subnets of {space.name}{budget}: supernet score, a "
+             f"{vcfg.proxy_epochs}-epoch proxy and a {vcfg.epochs}-epoch stand-alone training each")
     rows, start = [], time.perf_counter()
     for i, g in enumerate(picked):
         res = meta.resolution(g, space)
@@ -467,22 +464,21 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
         row.update(reference_trainings(g, dm, (("proxy", vcfg.proxy_epochs), ("standalone", vcfg.epochs)),
                                        recipe, vcfg.seed + i))
         rows.append(row)
-        print(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {row['supernet']:.4f} "
-              f"({row['supernet_s']:.1f}s), proxy {row['proxy']:.4f} ({row['proxy_s']:.0f}s), stand-alone "
-              f"{row['standalone']:.4f}", file=out, flush=True)
+        log.info(f"[{time.perf_counter() - start:6.0f}s] {i + 1}/{vcfg.n}: supernet {row['supernet']:.4f} "
+                 f"({row['supernet_s']:.1f}s), proxy {row['proxy']:.4f} ({row['proxy_s']:.0f}s), stand-alone "
+                 f"{row['standalone']:.4f}")
     result: dict[str, Any] = {"supernet_file": str(path), "n": vcfg.n, "mflops": vcfg.mflops,
                               "epochs": vcfg.epochs, "proxy_epochs": vcfg.proxy_epochs, "rows": rows}
-    print(f"\nagreement with the {vcfg.epochs}-epoch stand-alone accuracy ({vcfg.n} subnets; 90% bootstrap "
-          "intervals):", file=out)
+    log.info(f"\nagreement with the {vcfg.epochs}-epoch stand-alone accuracy ({vcfg.n} subnets; 90% "
+             "bootstrap intervals):")
     for key in ("supernet", "proxy"):
         result[key] = a = agreement(rows, key, seed=vcfg.seed)
         seconds = sum(r[f"{key}_s"] for r in rows) / len(rows)
         label = "supernet (inherited weights)" if key == "supernet" else f"{vcfg.proxy_epochs}-epoch proxy"
-        print(f"  {label:30} Kendall tau {a['kendall_tau']:+.3f} [{a['tau_interval'][0]:+.2f}, "
-              f"{a['tau_interval'][1]:+.2f}]   Spearman rho {a['spearman_rho']:+.3f} "
-              f"[{a['rho_interval'][0]:+.2f}, {a['rho_interval'][1]:+.2f}]   {seconds:.1f} s per subnet",
-              file=out, flush=True)
+        log.info(f"  {label:30} Kendall tau {a['kendall_tau']:+.3f} [{a['tau_interval'][0]:+.2f}, "
+                 f"{a['tau_interval'][1]:+.2f}]   Spearman rho {a['spearman_rho']:+.3f} "
+                 f"[{a['rho_interval'][0]:+.2f}, {a['rho_interval'][1]:+.2f}]   {seconds:.1f} s per subnet")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "validate.json", result)
-    print(f"written to {run_dir / 'validate.json'}", file=out, flush=True)
+    log.info(f"written to {run_dir / 'validate.json'}")
     return result

@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ __all__ = [
     "run_training",
     "write_json",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(UserError):
@@ -90,8 +92,10 @@ class GenotypeGuard(pl.Callback):
 
 
 class EpochLog(pl.Callback):
-    def __init__(self, tracker, out=sys.stdout, progress: bool = True):
-        self.tracker, self.out, self.progress = tracker, out, progress
+    """Each epoch's metrics to the tracker, and a line of them when the progress bar is off."""
+
+    def __init__(self, tracker, progress: bool = True):
+        self.tracker, self.progress = tracker, progress
 
     def on_validation_epoch_end(self, trainer, module):
         if trainer.sanity_checking:
@@ -100,8 +104,8 @@ class EpochLog(pl.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **m}
         self.tracker.log_epoch(row)
         if not self.progress:
-            print(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
-                  f"val_loss {m.get('val_loss', float('nan')):.4f}", file=self.out, flush=True)
+            log.info(f"epoch {trainer.current_epoch}: val_acc {m.get('val_acc', float('nan')):.4f} "
+                     f"val_loss {m.get('val_loss', float('nan')):.4f}")
 
 
 def check_checkpoint(path: Path, genotype: Genotype) -> None:
@@ -115,112 +119,169 @@ def check_checkpoint(path: Path, genotype: Genotype) -> None:
                               "its own genotype or choose another run directory")
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, out=sys.stdout, callbacks: list[pl.Callback] | None = None,
+def run_training(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback] | None = None,
                  on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train (or resume) `cfg.genotype`; returns the test metrics and file locations."""
     from nas.arch.cost import cost
-    from nas.common.tracking import Tracker
-    from nas.model.builder import build_model
-    from nas.model.files import write_model_files
     from nas.training.data import datamodule_for
-    from nas.training.proxy import Classifier
 
-    t = cfg.trainer
+    t, d = cfg.trainer, cfg.data
     genotype = load_genotype(cfg.genotype)
-    d = cfg.data
     resolution = cfg.resolution or genotype.resolution
-    identity = run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution, cfg.init)
-    claim_run_dir(run_dir, identity)
+    claim_run_dir(run_dir, run_identity(genotype, dataclasses.asdict(d), dataclasses.asdict(t), resolution,
+                                        cfg.init))
     if on_accept is not None:
         on_accept()
     finished = run_dir / "result.json"
     if finished.is_file() and not cfg.ckpt_path:
-        result = json.loads(finished.read_text())
-        print(f"{run_dir} already holds this training, finished: test accuracy "
-              f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
-              f"{finished.name} to train again", file=out, flush=True)
-        return result
+        return _finished_before(run_dir, finished)
     dm = datamodule_for(d, resolution, t.batch_size)
     dm.check()
-    ckpt_dir = run_dir / "checkpoints"
-    resume = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else ckpt_dir / "last.ckpt"
-    if cfg.ckpt_path and not resume.is_file():
-        raise CheckpointError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
-    if resume.is_file():
-        check_checkpoint(resume, genotype)
+    resume = _checkpoint_to_resume(cfg, run_dir, genotype)
     dm.setup()
-    if t.threads > 0 and t.on_cpu():
-        torch.set_num_threads(t.threads)
-    pl.seed_everything(t.seed, verbose=False)
-    model = build_model(genotype, dm.num_classes, dm.in_channels)
-    if cfg.init and not resume.is_file():  # a resumed run has its own weights in the checkpoint
-        _load_init(model, genotype, Path(cfg.init))
+    model = _seeded_model(cfg, genotype, dm, resume)
     c = cost(genotype, dm.num_classes, dm.in_channels)
-    print(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
-          f"{t.max_epochs} epochs on {d.name} at {resolution}px; run directory {run_dir}"
-          + (f"; resuming from {resume}" if resume.is_file() else "")
-          + (f"; starting from the weights in {cfg.init}" if cfg.init and not resume.is_file() else ""),
-          file=out, flush=True)
-    module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
-                        weight_decay=t.weight_decay, schedule=t.schedule,
-                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing,
-                        channels_last=t.channels_last)
-    from pytorch_lightning.utilities import rank_zero_only
-
-    # One W&B run per training: under DDP only rank 0 logs (the others' metrics are synced).
-    mode = cfg.wandb.mode if rank_zero_only.rank == 0 else "disabled"
-    tracker = Tracker(mode, cfg.wandb.project, cfg.wandb.entity, f"train-{genotype.content_hash}", run_dir)
-    tracker.start_run(f"train-{genotype.content_hash}-{d.name}", "train",
-                      {"genotype": str(genotype), "mflops": c.mflops, "params_m": c.params_m,
-                       **genotype.to_dict(), "trainer": vars(t), "data": vars(d)})
-    callbacks = [
-        *(callbacks or []),
-        pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
-                                     auto_insert_metric_name=False, save_last=True,
-                                     every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
-        GenotypeGuard(genotype), EpochLog(tracker, out, t.progress)]
-    if t.ema:
-        # Lightning's EMA: evaluated at every validation, kept in checkpoints (so a resume goes on
-        # averaging), on the model's device, and copied into the model when training ends.
-        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=t.ema_decay))
-    if t.compile:
-        module.model = torch.compile(module.model)  # training only: the export is `model` itself
-    trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-                         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-                         sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
-                         enable_progress_bar=t.progress, enable_model_summary=False,
-                         deterministic=t.deterministic, num_sanity_val_steps=0,
-                         default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.is_file() else None)
-    val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
-    test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    _announce(cfg, genotype, c, resolution, run_dir, resume)
+    tracker = _start_tracker(cfg, genotype, c, run_dir)
+    trainer, val_acc, test = _fit_and_test(cfg, model, dm, resume, run_dir,
+                                           _callbacks(cfg, genotype, run_dir, tracker, callbacks))
     result = {"genotype": str(genotype), "hash": genotype.content_hash, "mflops": c.mflops,
               "params_m": c.params_m, "epochs": trainer.current_epoch, "steps": trainer.global_step,
-              "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"),
-              "val_acc": val_acc,
+              "test_acc": test.get("test_acc"), "test_loss": test.get("test_loss"), "val_acc": val_acc,
               "resolution": resolution, "data": d.name, "ema": t.ema}
     tracker.finish_trial({"test_acc": result["test_acc"], "state": "COMPLETE"})
     if not trainer.is_global_zero:  # under DDP every rank gets here; one writes the files
         return result
     write_json(finished, result)  # before the export: a failed export check loses no training
     if cfg.export:
-        info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels,
-                "weights": "trained"}
-        export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
-        try:
-            # CPU float32 files, whatever device and precision trained the model.
-            plain = copy.deepcopy(model).to("cpu", torch.float32).eval()
-            write_model_files(plain, export_g, run_dir / "exported",
-                              dm.in_channels, info, onnx=_has_onnxruntime())
-            result["exported"] = str(run_dir / "exported")
-        except UserError as err:
-            result["export_error"] = str(err)
-            print(f"warning: the trained model was not exported: {err} (the training, "
-                  f"{finished.name} and checkpoints/ are kept)", file=sys.stderr, flush=True)
+        _export_trained(model, genotype, resolution, dm, result, run_dir)
         write_json(finished, result)
-    print(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
-          f"({result['steps']} steps); results in {run_dir}", file=out, flush=True)
+    log.info(f"test accuracy {_fmt(result['test_acc'])} after {result['epochs']} epochs "
+             f"({result['steps']} steps); results in {run_dir}")
     return result
+
+
+def _finished_before(run_dir: Path, finished: Path) -> dict[str, Any]:
+    """The result of the training `run_dir` already holds, said in one line."""
+    result = json.loads(finished.read_text())
+    log.info(f"{run_dir} already holds this training, finished: test accuracy "
+             f"{_fmt(result.get('test_acc'))} after {result.get('epochs')} epochs; delete "
+             f"{finished.name} to train again")
+    return result
+
+
+def _announce(cfg: TrainConfig, genotype: Genotype, c: Any, resolution: int, run_dir: Path,
+              resume: Path | None) -> None:
+    """The line that opens a training: the network, the recipe's length, the data, the folder
+    and where the weights come from."""
+    log.info(f"training {genotype.content_hash}: {c.mflops:.1f} MFLOPs, {c.params_m:.3f} M params, "
+             f"{cfg.trainer.max_epochs} epochs on {cfg.data.name} at {resolution}px; run directory {run_dir}"
+             + (f"; resuming from {resume}" if resume else "")
+             + (f"; starting from the weights in {cfg.init}" if cfg.init and not resume else ""))
+
+
+def _checkpoint_to_resume(cfg: TrainConfig, run_dir: Path, genotype: Genotype) -> Path | None:
+    """`ckpt_path`, else the run directory's last checkpoint when there is one (None: a fresh
+    start); refused when it is missing or holds another genotype."""
+    resume = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else run_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path and not resume.is_file():
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    if not resume.is_file():
+        return None
+    check_checkpoint(resume, genotype)
+    return resume
+
+
+def _seeded_model(cfg: TrainConfig, genotype: Genotype, dm: Any, resume: Path | None) -> torch.nn.Module:
+    """The network, its initial weights drawn from `trainer.seed` (or those of `init`, unless the
+    run resumes: a checkpoint holds weights of its own)."""
+    from nas.model.builder import build_model
+
+    t = cfg.trainer
+    if t.threads > 0 and t.on_cpu():
+        torch.set_num_threads(t.threads)
+    pl.seed_everything(t.seed, verbose=False)
+    model = build_model(genotype, dm.num_classes, dm.in_channels)
+    if cfg.init and resume is None:
+        _load_init(model, genotype, Path(cfg.init))
+    return model
+
+
+def _start_tracker(cfg: TrainConfig, genotype: Genotype, c: Any, run_dir: Path):
+    """One W&B run per training: under DDP only rank 0 logs (the others' metrics are synced)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from nas.common.tracking import Tracker
+
+    mode = cfg.wandb.mode if rank_zero_only.rank == 0 else "disabled"
+    tracker = Tracker(mode, cfg.wandb.project, cfg.wandb.entity, f"train-{genotype.content_hash}", run_dir)
+    tracker.start_run(f"train-{genotype.content_hash}-{cfg.data.name}", "train",
+                      {"genotype": str(genotype), "mflops": c.mflops, "params_m": c.params_m,
+                       **genotype.to_dict(), "trainer": vars(cfg.trainer), "data": vars(cfg.data)})
+    return tracker
+
+
+def _callbacks(cfg: TrainConfig, genotype: Genotype, run_dir: Path, tracker,
+               extra: list[pl.Callback] | None) -> list[pl.Callback]:
+    """The caller's callbacks, then a checkpoint every epoch (of this genotype only), the epoch
+    lines, and Lightning's EMA of the weights when asked for."""
+    callbacks = [
+        *(extra or []),
+        pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}",
+                                     auto_insert_metric_name=False, save_last=True,
+                                     every_n_epochs=1, save_top_k=1, monitor="val_acc", mode="max"),
+        GenotypeGuard(genotype), EpochLog(tracker, cfg.trainer.progress)]
+    if cfg.trainer.ema:
+        # Lightning's EMA: evaluated at every validation, kept in checkpoints (so a resume goes on
+        # averaging), on the model's device, and copied into the model when training ends.
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.trainer.ema_decay))
+    return callbacks
+
+
+def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Path | None, run_dir: Path,
+                  callbacks: list[pl.Callback]):
+    """Fit `model` with the recipe (from `resume` when given), then test it: the trainer, the
+    last validation accuracy and the test metrics."""
+    from nas.training.proxy import Classifier, quiet_lightning
+
+    t = cfg.trainer
+    module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                        weight_decay=t.weight_decay, schedule=t.schedule,
+                        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing,
+                        channels_last=t.channels_last)
+    if t.compile:
+        module.model = torch.compile(module.model)  # training only: the export is `model` itself
+    with quiet_lightning():
+        trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+                             num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+                             sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
+                             enable_progress_bar=t.progress, enable_model_summary=False,
+                             deterministic=t.deterministic, num_sanity_val_steps=0,
+                             default_root_dir=str(run_dir))
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
+        test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    return trainer, val_acc, test
+
+
+def _export_trained(model: torch.nn.Module, genotype: Genotype, resolution: int, dm: Any,
+                    result: dict[str, Any], run_dir: Path) -> None:
+    """The trained model written as `nas.export` writes it, into `run_dir/exported` (CPU float32
+    files, whatever device and precision trained it); a failed export check is recorded in
+    `result` and warned about, and the training is kept."""
+    from nas.model.files import write_model_files
+
+    info = {**result, "num_classes": dm.num_classes, "in_channels": dm.in_channels, "weights": "trained"}
+    export_g = genotype if resolution == genotype.resolution else _at_resolution(genotype, resolution)
+    try:
+        plain = copy.deepcopy(model).to("cpu", torch.float32).eval()
+        write_model_files(plain, export_g, run_dir / "exported", dm.in_channels, info,
+                          onnx=_has_onnxruntime())
+        result["exported"] = str(run_dir / "exported")
+    except UserError as err:
+        result["export_error"] = str(err)
+        log.warning(f"the trained model was not exported: {err} (the training, result.json and "
+                    "checkpoints/ are kept)")
 
 
 def _load_init(model: torch.nn.Module, genotype: Genotype, folder: Path) -> None:
