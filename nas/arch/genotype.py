@@ -2,7 +2,7 @@
 
 Three lossless forms:
 - the dataclasses below (`Genotype`, `StemLayer`, `Stage`, `HeadLayer`);
-- a canonical string, parts joined by ":" (see `Genotype.__str__` and the README);
+- a canonical string, parts joined by ":" (see `Genotype.__str__` and docs/spaces-and-genotypes.md);
 - a plain dict / YAML document.
 
 `parse(str(g)) == g` and `Genotype.from_dict(g.to_dict()) == g` hold for every valid

@@ -284,7 +284,7 @@ class ProxyConfig(RecipeConfig):
     zero_cost_batch: int = 64  # images in the one mini-batch a zero-cost proxy sees
     devices: int = 1  # accelerators per trial (one GPU per worker; see workers_per_gpu)
     lr: float = 0.03  # peak learning rate of the proxy training
-    epochs: int = 2  # chosen by scripts/bench_proxy_fidelity.py (README, Measured: proxy fidelity)
+    epochs: int = 2  # chosen by scripts/bench_proxy_fidelity.py (docs/benchmarks.md, proxy fidelity)
     resolution: int = 32  # training resolution for a genotype at the space's reference resolution
     scale_resolution: bool = True  # genotypes at other resolutions train proportionally smaller/larger
     width_scale: float = 1.0  # multiply the genotype's width for the proxy (< 1 trains faster)
