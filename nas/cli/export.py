@@ -172,7 +172,7 @@ def proxy_resolution(genotype: Genotype, identity: dict[str, Any]) -> int | None
     return ProxyConfig(resolution=proxy["resolution"]).resolution_for(genotype.resolution, ref)
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> OneLineParser:
     ap = OneLineParser(prog="python -m nas.export", description=__doc__.splitlines()[0])
     ap.add_argument("source", help="search run directory, study.db file, or storage URL")
     ap.add_argument("--study", help="study name (needed when the storage holds several)")
@@ -186,70 +186,90 @@ def main(argv: list[str]) -> int:
                     help="ONNX Runtime threads when timing each exported model (default 1)")
     ap.add_argument("--no-latency", action="store_true",
                     help="do not time the exported ONNX models in ONNX Runtime")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    top_k = 1 if args.top_k is None else args.top_k
-    if top_k <= 0:
-        raise ExportError(f"--top-k {top_k} is not valid: must be >= 1")
+    return ap
+
+
+def _check(args: Any) -> None:
+    """Every option's value, before the study is opened."""
+    if args.top_k is not None and args.top_k <= 0:
+        raise ExportError(f"--top-k {args.top_k} is not valid: must be >= 1")
     if not OPSETS[0] <= args.opset <= OPSETS[1]:
         raise ExportError(f"--opset {args.opset} is not valid: must be in [{OPSETS[0]}, {OPSETS[1]}]")
     if args.latency_threads < 1:
         raise ExportError(f"--latency-threads {args.latency_threads} is not valid: must be >= 1")
     if args.out and Path(args.out).expanduser().exists() and not Path(args.out).expanduser().is_dir():
         raise ExportError(f"--out {args.out!r} is an existing file: give a folder")
+
+
+def _model(g: Genotype, number: int, shape: dict[str, int], inherit: Inheritance | None):
+    """The network to write: the supernet's inherited weights, or fresh ones seeded by the trial."""
+    if inherit is not None:
+        return inherit(g), (f"inherited from the supernet {inherit.path} (BN statistics re-estimated as "
+                            "the search scored it): fine-tune with finetune.yaml, or train from scratch "
+                            "with retrain.yaml")
+    import torch
+
+    from nas.model.builder import build_model
+
+    # Fresh weights seeded by the trial: exporting again writes the same files.
+    torch.manual_seed(int(g.content_hash[:8], 16) + int(number))
+    model = build_model(g, shape["num_classes"], shape["in_channels"])
+    return model, "initialized, not trained: train with retrain.yaml"
+
+
+def _export_one(rank: int, row: dict[str, Any], study, identity: dict[str, Any], shape: dict[str, int],
+                out: Path, args: Any, inherit: Inheritance | None) -> tuple[Path, Genotype]:
+    """One trial's folder: the model files, info.json, retrain.yaml (and finetune.yaml)."""
+    from nas.arch.cost import cost
+
+    g = parse(row["genotype"])
+    folder = out / f"{rank:02d}-trial{row['number']}-{g.content_hash}"
+    c = cost(g, shape["num_classes"], shape["in_channels"])
+    backend = str((identity.get("latency") or {}).get("backend", "torch"))
+    model, weights = _model(g, row["number"], shape, inherit)
+    info = {"rank": rank, "study": study.study_name, "trial": row["number"],
+            "genotype": str(g), "hash": g.content_hash, "proxy_accuracy": row["accuracy"],
+            "params": c.params, "macs": c.macs, "mflops": c.mflops, "params_m": c.params_m,
+            "latency_ms": row.get("latency_ms"),
+            "latency_backend": backend if row.get("latency_ms") is not None else None,
+            "resolution": g.resolution,
+            "num_classes": shape["num_classes"], "in_channels": shape["in_channels"], "weights": weights}
+    info = write_model_files(model, g, folder, shape["in_channels"], info, onnx=not args.no_onnx,
+                             opset=args.opset)
+    data = identity.get("data")
+    (folder / "retrain.yaml").write_text(retrain_config(g, data, proxy_resolution(g, identity)))
+    if inherit is not None:
+        (folder / "finetune.yaml").write_text(
+            retrain_config(g, data, inherit.resolution(g), init=folder.absolute()))
+    onnx = (f", ONNX max diff {info['onnx_max_rel_diff']:.1e} of the output scale"
+            if "onnx_max_rel_diff" in info else "")
+    print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "
+          f"{c.params_m:.3f} M params -> {folder}{onnx}")
+    return folder, g
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    _check(args)
     study, run_dir = _open(args.source, args.study)
-    chosen = select(study, top_k, args.pareto)
+    chosen = select(study, 1 if args.top_k is None else args.top_k, args.pareto)
     out = Path(args.out).expanduser() if args.out else (run_dir / "exported" if run_dir else Path("exported"))
     identity = study.user_attrs.get("identity") or {}
     shape = study.user_attrs.get("data_shape") or data_shape(identity.get("data") or {})
     if shape is None:
         raise ExportError(f"study {study.study_name} does not record its data's classes and channels, "
                           "and its data folder is gone: resume it once, then export")
-    from nas.arch.cost import cost
-    from nas.model.builder import build_model
-
-    backend = str((identity.get("latency") or {}).get("backend", "torch"))
     inherit = Inheritance.of(study, identity) if identity.get("supernet") else None
     print(f"exporting {len(chosen)} genotype(s) of study {study.study_name} to {out}")
     folders = []
     for rank, row in enumerate(chosen, start=1):
-        g = parse(row["genotype"])
-        folder = out / f"{rank:02d}-trial{row['number']}-{g.content_hash}"
-        c = cost(g, shape["num_classes"], shape["in_channels"])
-        info = {"rank": rank, "study": study.study_name, "trial": row["number"],
-                "genotype": str(g), "hash": g.content_hash, "proxy_accuracy": row["accuracy"],
-                "params": c.params, "macs": c.macs, "mflops": c.mflops, "params_m": c.params_m,
-                "latency_ms": row.get("latency_ms"),
-                "latency_backend": backend if row.get("latency_ms") is not None else None,
-                "resolution": g.resolution,
-                "num_classes": shape["num_classes"], "in_channels": shape["in_channels"],
-                "weights": "initialized, not trained: train with retrain.yaml"}
-        if inherit is not None:
-            model = inherit(g)
-            info["weights"] = (f"inherited from the supernet {inherit.path} (BN statistics re-estimated as "
-                               "the search scored it): fine-tune with finetune.yaml, or train from scratch "
-                               "with retrain.yaml")
-        else:
-            import torch
-
-            # Fresh weights seeded by the trial: exporting again writes the same files.
-            torch.manual_seed(int(g.content_hash[:8], 16) + int(row["number"]))
-            model = build_model(g, shape["num_classes"], shape["in_channels"])
-        info = write_model_files(model, g, folder, shape["in_channels"], info,
-                                 onnx=not args.no_onnx, opset=args.opset)
-        (folder / "retrain.yaml").write_text(
-            retrain_config(g, identity.get("data"), proxy_resolution(g, identity)))
-        if inherit is not None:
-            (folder / "finetune.yaml").write_text(
-                retrain_config(g, identity.get("data"), inherit.resolution(g), init=folder.absolute()))
-        onnx = (f", ONNX max diff {info['onnx_max_rel_diff']:.1e} of the output scale"
-                if "onnx_max_rel_diff" in info else "")
-        print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "
-              f"{c.params_m:.3f} M params -> {folder}{onnx}")
+        folder, g = _export_one(rank, row, study, identity, shape, out, args, inherit)
         folders.append((folder, g, row, shape["in_channels"]))
     if not args.no_onnx and not args.no_latency:
+        backend = str((identity.get("latency") or {}).get("backend", "torch"))
         print(latency_table(folders, args.latency_threads, backend))
     return 0
 

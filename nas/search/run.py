@@ -169,7 +169,6 @@ class RunLog:
 
 def _search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None, tracker,
             on_accept: Callable[[], None]) -> dict[str, Any]:
-    from nas.search import report
     from nas.search.evaluate import ProxyData, prepare
     from nas.search.interrupt import Interrupted, StopSignals
     from nas.search.loop import Searcher, check_budget_feasible, set_threads
@@ -177,34 +176,16 @@ def _search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None, tracker,
     if cfg.proxy.on_cpu():  # torch's thread count concerns CPU ops only
         set_threads(cfg.proxy.threads)
     space = apply_space_overrides(cfg)
-    name = cfg.study_name or cfg.default_study_name()
     data = ProxyData(cfg, space)  # reads and checks the data before any storage is touched
     latency = latency_predictor(cfg, space, data.num_classes, data.in_channels)
     rng = check_budget_feasible(space, cfg.budget, data.num_classes, data.in_channels, latency)
     cfg = prepare(cfg, space, shared_dir or run_dir)  # e.g. the supernet file, before the study
-    seed = cfg.seed + (cfg.worker or 0)
-    study, existed, url = open_search_study(cfg, shared_dir or run_dir, seed)
+    study, existed, url = open_search_study(cfg, shared_dir or run_dir, cfg.seed + (cfg.worker or 0))
     on_accept()
-    if cfg.proxy.kind == "supernet" and study.user_attrs.get("supernet") is None:
-        study.set_user_attr("supernet", {"path": cfg.proxy.supernet})  # for the export's weights
-    if study.user_attrs.get("data_shape") is None:  # also when another worker created the study
-        study.set_user_attr("data_shape", {"num_classes": data.num_classes,
-                                           "in_channels": data.in_channels})
+    _record_study_attrs(cfg, study, data)
     signals = StopSignals()
     searcher = Searcher(cfg, space, study, data, tracker, latency, signals)
-    log.info(
-        f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
-        f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
-        f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
-        + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
-        + f"; data {cfg.data.name} ({data.num_classes} classes); proxy "
-        + {"train": f"{cfg.proxy.epochs} epochs at {cfg.proxy.resolution}px",
-           "supernet": f"supernet {cfg.proxy.supernet} (inherited weights, no training)"}.get(
-               cfg.proxy.kind, f"{cfg.proxy.kind} score (zero-cost, no training) at {cfg.proxy.resolution}px")
-        + "; "
-        f"sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
-        + (f"latency {latency.source}; " if latency else "")
-        + f"run directory {run_dir}")
+    log.info(_banner(cfg, space, rng, data, latency, existed, url, run_dir))
     with signals:
         reference = searcher.train_reference() if cfg.reference else None
         if not signals.expired():
@@ -217,6 +198,39 @@ def _search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None, tracker,
         raise Interrupted(signals.reason, signals.requeue())
     if searcher.abort:
         log.info(f"stopped early: {searcher.abort}")
+    return _report(cfg, study, run_dir, reference, tracker, searcher.abort)
+
+
+def _record_study_attrs(cfg: SearchConfig, study, data) -> None:
+    """What an export needs later: the supernet file and the data's shape (also when another
+    worker created the study)."""
+    if cfg.proxy.kind == "supernet" and study.user_attrs.get("supernet") is None:
+        study.set_user_attr("supernet", {"path": cfg.proxy.supernet})  # for the export's weights
+    if study.user_attrs.get("data_shape") is None:
+        study.set_user_attr("data_shape", {"num_classes": data.num_classes,
+                                           "in_channels": data.in_channels})
+
+
+def _banner(cfg: SearchConfig, space, rng, data, latency, existed: bool, url: str, run_dir: Path) -> str:
+    """The search's first lines: the study, the space, the budget, the data and the evaluator."""
+    name = cfg.study_name or cfg.default_study_name()
+    px = cfg.proxy.resolution
+    proxy = {"train": f"{cfg.proxy.epochs} epochs at {px}px",
+             "supernet": f"supernet {cfg.proxy.supernet} (inherited weights, no training)"}.get(
+                 cfg.proxy.kind, f"{cfg.proxy.kind} score (zero-cost, no training) at {px}px")
+    return (f"study {name} ({'resumed' if existed else 'new'}) in {url}\n"
+            f"space {space.name}: {space.size():.3e} genotypes, {rng['macs'][0] / 1e6:.1f} to "
+            f"{rng['macs'][1] / 1e6:.1f} MFLOPs; budget "
+            + ", ".join(f"{k} <= {v}" for k, v in cfg.budget.items())
+            + f"; data {cfg.data.name} ({data.num_classes} classes); proxy {proxy}; "
+            f"sampler {cfg.sampler.name}, pruner {cfg.pruner.name}; "
+            + (f"latency {latency.source}; " if latency else "")
+            + f"run directory {run_dir}")
+
+
+def _report(cfg: SearchConfig, study, run_dir: Path, reference, tracker, abort: str | None) -> dict[str, Any]:
+    """The final tables, files, plots and W&B summary of a search that ran to its end."""
+    from nas.search import report
 
     best = report.ranked(study)
     n = report.counts(study)
@@ -234,14 +248,15 @@ def _search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None, tracker,
         log.info("no trial finished training")
     log.info(f"all trials: {csv_path} and {json_path}; plots: "
              + (", ".join(p.name for p in plots) or "none"))
-    summary = {"study": name, "best_accuracy": best[0]["accuracy"] if best else None,
+    summary = {"study": cfg.study_name or cfg.default_study_name(),
+               "best_accuracy": best[0]["accuracy"] if best else None,
                "best_mflops": best[0]["mflops"] if best else None,
                "best_genotype": best[0]["genotype"] if best else None,
                "reference_accuracy": reference.get("accuracy") if reference else None, **n}
     tracker.study_summary(report.rows(study), report.pareto_figure(study, reference, plot_cost),
                           summary)
-    if not best and (searcher.abort or n["failed"] or n["rejected"]):
-        raise SearchError(searcher.abort or (
+    if not best and (abort or n["failed"] or n["rejected"]):
+        raise SearchError(abort or (
             f"no trial finished training: {n['rejected']} proposals over the budget, {n['failed']} "
             f"failed (reasons in {json_path})"))
     return summary

@@ -295,22 +295,17 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     from nas.training.train import claim_run_dir
 
     ident = data_identity(data)
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "threads", "accelerator",
-                                                                 "devices", "strategy", "channels_last")}
+    recipe = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in (
+        "progress", "threads", "accelerator", "devices", "strategy", "channels_last")}))
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
     claim_run_dir(run_dir, json.loads(json.dumps(identity)))
     if on_accept is not None:
         on_accept()
-    if path.is_file():
-        try:
-            _, meta = load_supernet(path, space, ident)
-        except SupernetError:
-            meta = None
-        if meta is not None and meta.recipe == json.loads(json.dumps(recipe)):
-            log.info(f"{path} already holds this supernet ({meta.describe()}); delete it to train again")
-            return meta
+    finished = _finished_before(path, space, ident, recipe)
+    if finished is not None:
+        return finished
     ref = space.reference.resolution
     top = cfg.resolution_for(max(space.resolution), ref)
     dm = datamodule_for(data, top, cfg.batch_size)
@@ -320,14 +315,7 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, verbose=False)
     net = SuperNet(space, dm.num_classes, dm.in_channels)
-    module = SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref),
-                            random_subnets=cfg.random_subnets, distill=cfg.distill,
-                            largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
-                            optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                            warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     n_params = sum(p.numel() for p in net.parameters())
     log.info(f"supernet of {space.name}: {n_params / 1e6:.2f} M shared parameters, {cfg.epochs} epochs on "
              f"{data.name} (largest subnet at {top} px, {2 + cfg.random_subnets} subnets per step); run "
@@ -338,32 +326,68 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     tracker = Tracker(mode, wandb.project, wandb.entity, f"supernet-{space.name}", run_dir)
     tracker.start_run(f"supernet-{space.name}-{data.name}", "supernet",
                       {**identity, "params_m": n_params / 1e6})
+    try:
+        trainer = _fit(_module(net, cfg, ref), dm, cfg, run_dir, tracker)
+    finally:
+        tracker.close()
+    meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,
+                        recipe=recipe, num_classes=dm.num_classes, in_channels=dm.in_channels,
+                        epochs=trainer.current_epoch)
+    if trainer.is_global_zero:
+        _save(path, net, meta, trainer)
+    return meta
+
+
+def _finished_before(path: Path, space: SearchSpace, ident: dict[str, Any],
+                     recipe: dict[str, Any]) -> SupernetFile | None:
+    """What `path` records when it already holds this supernet, trained with this recipe."""
+    if not path.is_file():
+        return None
+    try:
+        _, meta = load_supernet(path, space, ident)
+    except SupernetError:
+        return None
+    if meta.recipe != recipe:
+        return None
+    log.info(f"{path} already holds this supernet ({meta.describe()}); delete it to train again")
+    return meta
+
+
+def _module(net: SuperNet, cfg: Any, ref: int) -> SupernetModule:
+    return SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref),
+                          random_subnets=cfg.random_subnets, distill=cfg.distill,
+                          largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
+                          optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                          warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing)
+
+
+def _fit(module: SupernetModule, dm: Any, cfg: Any, run_dir: Path, tracker: Any) -> pl.Trainer:
+    """Lightning's fit, resumed from the run directory's last checkpoint when there is one."""
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
     strategy = "ddp_find_unused_parameters_true" if cfg.strategy == "ddp" else cfg.strategy
     callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
                                               auto_insert_metric_name=False, save_last=True,
                                               every_n_epochs=1, save_top_k=1),
                  _EpochLine(tracker, cfg.progress, cfg.epochs)]
-    try:
-        with quiet_lightning():
-            trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-                                 strategy=strategy, precision=cfg.precision, logger=False,
-                                 callbacks=callbacks, enable_progress_bar=cfg.progress,
-                                 enable_model_summary=False, deterministic=cfg.deterministic,
-                                 num_sanity_val_steps=0, default_root_dir=str(run_dir),
-                                 use_distributed_sampler=True)
-            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-    finally:
-        tracker.close()
-    meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,
-                        recipe=json.loads(json.dumps(recipe)), num_classes=dm.num_classes,
-                        in_channels=dm.in_channels, epochs=trainer.current_epoch)
-    if trainer.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_supernet(path, net.to("cpu"), meta)
-        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        log.info(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
-                 f"smallest {m.get('val_acc_smallest', float('nan')):.4f}")
-    return meta
+    with quiet_lightning():
+        trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                             strategy=strategy, precision=cfg.precision, logger=False,
+                             callbacks=callbacks, enable_progress_bar=cfg.progress,
+                             enable_model_summary=False, deterministic=cfg.deterministic,
+                             num_sanity_val_steps=0, default_root_dir=str(run_dir),
+                             use_distributed_sampler=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    return trainer
+
+
+def _save(path: Path, net: SuperNet, meta: SupernetFile, trainer: pl.Trainer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_supernet(path, net.to("cpu"), meta)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    log.info(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
+             f"smallest {m.get('val_acc_smallest', float('nan')):.4f}")
 
 
 def pick_subnets(space: SearchSpace, n: int, seed: int, max_mflops: float | None = None,
