@@ -159,8 +159,11 @@ def explain_override(message: str, keys: Iterable[str], groups: Iterable[str]) -
                     "overridden: +budget.mflops, +budget.params_m, +budget.latency_ms)")
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
-        return (f"unknown config key {key!r}: {hint}(keys that are not in the config, like "
-                f"+space=, +budget.*= and +worker=, take a leading +; groups: {', '.join(groups)})")
+        added = [g for g in ("space", "budget", "worker", "genotype") if g in groups or g in keys
+                 or any(k.startswith(f"{g}.") for k in keys)]
+        plus = ", ".join(f"+{g}{'.*' if g == 'budget' else ''}=" for g in added)
+        return (f"unknown config key {key!r}: {hint}(--help lists the keys"
+                + (f"; keys with no default, {plus}, take a leading +" if plus else "") + ")")
     no_value = re.search(r"Error parsing override '([^']*)'\s+missing EQUAL", message)
     if no_value:
         return f"argument {no_value.group(1)!r} is not key=value (--help lists the keys)"
