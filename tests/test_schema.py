@@ -55,7 +55,7 @@ def test_refusals_name_the_key_and_what_is_valid(argv, words):
 
 
 @pytest.mark.parametrize("argv", [["nas.cost"], ["nas.latency"], ["nas.search"], ["nas.train"],
-                                  ["nas.supernet", "train"]])
+                                  ["nas.supernet", "train"], ["nas.supernet"]])
 def test_help_lists_every_key_with_its_default(argv):
     r = subprocess.run([sys.executable, "-m", *argv, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

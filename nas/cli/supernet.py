@@ -61,6 +61,11 @@ def main() -> None:
     if inherited in COMMANDS and (not argv or argv[0] not in COMMANDS):
         # A process that Lightning's DDP started again from sys.argv, which lost the command.
         argv = [inherited, *argv]
+    if argv and argv[0] in ("-h", "--help"):
+        from nas.cli.common import command_help
+
+        print(command_help("nas.supernet"))
+        sys.exit(0)
     if not argv or argv[0] not in COMMANDS:
         given = f" {argv[0]!r}" if argv else ""
         print(f"error: unknown command{given}; valid: {', '.join(COMMANDS)} (python -m nas.supernet "
