@@ -59,3 +59,16 @@ def test_bad_input_is_one_line_with_exit_code_2(args, words):
     assert words in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_slurm_multirun_without_the_cluster_extra_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from nas.cli import search
+    from nas.cli.common import UsageError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if "submitit" in name else real(name, *a))
+    with pytest.raises(UsageError, match=r"needs hydra-submitit-launcher.*pip install 'nas\[cluster\]'"):
+        search.precheck(["hydra/launcher=slurm", "+space=mnv2", "+budget.mflops=300"])

@@ -89,6 +89,8 @@ def precheck(argv: list[str]) -> SearchConfig:
         else:
             value = o.get_value_element_as_str()
         if key.startswith("hydra"):
+            if key == "hydra/launcher" and value.startswith("slurm"):
+                _require_submitit(value)
             if key == "hydra.run.dir":
                 run_dir = value
             continue
@@ -115,6 +117,14 @@ def precheck(argv: list[str]) -> SearchConfig:
 
         datamodule_for(cfg_obj.data, cfg_obj.proxy.resolution, cfg_obj.proxy.batch_size).check()
     return cfg_obj
+
+
+def _require_submitit(launcher: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise UsageError(f"hydra/launcher={launcher} needs hydra-submitit-launcher, which is not installed: "
+                         "pip install 'nas[cluster]' (or hydra/launcher=local for workers on this machine)")
 
 
 def composition_error(err: Exception, keys: Callable[[], list[str]], groups: tuple[str, ...]) -> UserError:
