@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from nas.model.optim import param_groups
 
-__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer", "make_trainer",
-           "quiet_lightning", "train_proxy"]
+__all__ = ["SRUN_ADVICE", "Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer",
+           "make_trainer", "quiet_lightning", "train_proxy"]
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
 # Advice of Lightning's that does not fit these runs: the data modules choose their own number
@@ -35,6 +35,10 @@ LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lig
 # the logging interval, and torch's LeafSpec deprecation comes from Lightning's own code.
 LIGHTNING_ADVICE = (r".*does not have many workers.*", r".*smaller than the logging interval.*",
                     r".*LeafSpec.*")
+# Lightning's SLURM probe warns on any machine with `srun` installed, inside an allocation or
+# not. Its advice (start each process with srun) is for jobs over several machines; a run on
+# one machine starts its own processes, so it is ignored there.
+SRUN_ADVICE = r".*The `srun` command is available.*"
 
 
 @contextmanager
@@ -267,7 +271,7 @@ def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: in
     module = Classifier(model, channels_last=channels_last, **recipe)
     # Lightning's fit still probes for SLURM (to resume its own requeue checkpoints) and
     # warns on any machine with `srun` installed; a proxy trial never resumes that way.
-    with quiet_lightning(r".*The `srun` command is available.*"):
+    with quiet_lightning(SRUN_ADVICE):
         trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
         start = time.perf_counter()
         try:
