@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from nas.model.optim import param_groups
 
-__all__ = ["SRUN_ADVICE", "Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer",
-           "make_trainer", "quiet_lightning", "train_proxy"]
+__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer", "make_trainer",
+           "quiet_lightning", "train_proxy"]
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
 # Advice of Lightning's that does not fit these runs: the data modules choose their own number
@@ -37,20 +37,20 @@ LIGHTNING_ADVICE = (r".*does not have many workers.*", r".*smaller than the logg
                     r".*LeafSpec.*")
 # Lightning's SLURM probe warns on any machine with `srun` installed, inside an allocation or
 # not. Its advice (start each process with srun) is for jobs over several machines; a run on
-# one machine starts its own processes, so it is ignored there.
+# one machine starts its own processes, so it is ignored unless the run is multi-node.
 SRUN_ADVICE = r".*The `srun` command is available.*"
 
 
 @contextmanager
-def quiet_lightning(*advice: str) -> Iterator[None]:
+def quiet_lightning(multi_node: bool = False) -> Iterator[None]:
     """Inside, Lightning logs errors only (no device banner, no "max_epochs reached") and its
-    `LIGHTNING_ADVICE` warnings, and those matching the patterns in `advice`, are ignored; the
+    `LIGHTNING_ADVICE` warnings are ignored, as is `SRUN_ADVICE` unless `multi_node`; the
     levels and warning filters from before come back on exit. Around a Trainer's construction
     and its fit and test."""
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
-        for pattern in (*LIGHTNING_ADVICE, *advice):
+        for pattern in (*LIGHTNING_ADVICE, *([] if multi_node else [SRUN_ADVICE])):
             warnings.filterwarnings("ignore", message=pattern)
         for logger in loggers:
             logger.setLevel(logging.ERROR)
@@ -269,9 +269,7 @@ def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: in
     pl.seed_everything(seed, workers=False, verbose=False)
     reporter = EpochReporter(report, on_epoch, stop)
     module = Classifier(model, channels_last=channels_last, **recipe)
-    # Lightning's fit still probes for SLURM (to resume its own requeue checkpoints) and
-    # warns on any machine with `srun` installed; a proxy trial never resumes that way.
-    with quiet_lightning(SRUN_ADVICE):
+    with quiet_lightning():
         trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
         start = time.perf_counter()
         try:

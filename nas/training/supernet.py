@@ -29,7 +29,7 @@ from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.errors import UserError
 from nas.model.supernet import SuperNet, space_fingerprint
-from nas.training.proxy import SRUN_ADVICE, make_optimizer, quiet_lightning
+from nas.training.proxy import make_optimizer, quiet_lightning
 
 __all__ = [
     "FORMAT",
@@ -371,7 +371,7 @@ def _fit(module: SupernetModule, dm: Any, cfg: Any, run_dir: Path, tracker: Any)
                                               auto_insert_metric_name=False, save_last=True,
                                               every_n_epochs=1, save_top_k=1),
                  _EpochLine(tracker, cfg.progress, cfg.epochs)]
-    with quiet_lightning(SRUN_ADVICE):  # one machine: no num_nodes key
+    with quiet_lightning():
         trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                              strategy=strategy, precision=cfg.precision, logger=False,
                              callbacks=callbacks, enable_progress_bar=cfg.progress,

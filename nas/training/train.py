@@ -242,7 +242,7 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                   callbacks: list[pl.Callback]):
     """Fit `model` with the recipe (from `resume` when given), then test it: the trainer, the
     last validation accuracy and the test metrics."""
-    from nas.training.proxy import SRUN_ADVICE, Classifier, quiet_lightning
+    from nas.training.proxy import Classifier, quiet_lightning
 
     t = cfg.trainer
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
@@ -251,7 +251,7 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                         channels_last=t.channels_last)
     if t.compile:
         module.model = torch.compile(module.model)  # training only: the export is `model` itself
-    with quiet_lightning(*([SRUN_ADVICE] if t.num_nodes == 1 else [])):
+    with quiet_lightning(multi_node=t.num_nodes > 1):
         trainer = pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
                              num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
                              sync_batchnorm=t.sync_batchnorm, logger=False, callbacks=callbacks,
