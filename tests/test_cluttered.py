@@ -34,14 +34,14 @@ def test_two_constructions_with_one_seed_are_bit_identical_and_another_seed_diff
 
 
 def test_images_hold_one_labelled_digit_in_clutter_at_the_canvas_size():
-    made = fresh(replace(SMALL, canvas=40))
-    images, labels = made["train"]
+    busy = replace(SMALL, canvas=40, clutter=4, fragment=6, min_size=14.0, max_size=22.0, noise=0.1)
+    images, labels = fresh(busy)["train"]
     assert images.shape == (300, 1, 40, 40) and images.dtype == torch.uint8
     assert set(labels.tolist()) == set(range(10))
-    # Clutter and noise fill the field: far more lit pixels than one 8x8 digit drawn alone.
-    clean = fresh(replace(SMALL, canvas=40, clutter=0, noise=0.0))["train"][0]
-    assert (images > 64).float().mean() > 1.5 * (clean > 64).float().mean()
-    assert torch.equal(fresh(replace(SMALL, canvas=40, clutter=0, noise=0.0))["train"][1], labels)
+    # Clutter and noise fill the field: far more lit pixels than one digit drawn alone.
+    clean = fresh(replace(busy, clutter=0, noise=0.0))["train"]
+    assert (images > 64).float().mean() > 1.5 * (clean[0] > 64).float().mean()
+    assert torch.equal(clean[1], labels)
 
 
 def test_splits_are_made_from_disjoint_base_digits():
