@@ -75,6 +75,15 @@ def test_a_split_draws_only_from_its_own_base_digits():
         assert None not in found and found <= set(parts[name].tolist())
 
 
+def test_the_generator_and_the_config_schema_have_the_same_defaults():
+    # The schema (nas/common, no torch) and the generator each hold the defaults; they must agree,
+    # or `data=cluttered_digits` and a ClutterSettings() would make different images.
+    from nas.common.config import CLUTTERED_ONLY, DataConfig
+
+    assert {k: getattr(DataConfig, k) for k in CLUTTERED_ONLY} == \
+        {k: getattr(ClutterSettings, k) for k in CLUTTERED_ONLY}
+
+
 def test_the_data_module_resizes_and_reports_its_shape():
     from nas.common.config import DataConfig
 

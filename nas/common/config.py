@@ -140,12 +140,12 @@ class DataConfig:
     # digit at a random size, rotation and place, `clutter` fragments of other digits, and noise.
     # Train/val/test are made from disjoint base digits (split by val_fraction/test_fraction, seed).
     canvas: int = 32  # field size in pixels (the native resolution)
-    clutter: int = 4  # fragments of other digits per image
-    fragment: int = 6  # side of each fragment in pixels
-    min_size: float = 14.0  # smallest digit size in pixels
-    max_size: float = 22.0  # largest digit size in pixels
-    rotation: float = 20.0  # largest rotation of the digit, degrees either way
-    noise: float = 0.1  # standard deviation of the Gaussian pixel noise (pixel values in [0, 1])
+    clutter: int = 2  # fragments of other digits per image
+    fragment: int = 4  # side of each fragment in pixels
+    min_size: float = 18.0  # smallest digit size in pixels
+    max_size: float = 26.0  # largest digit size in pixels
+    rotation: float = 10.0  # largest rotation of the digit, degrees either way
+    noise: float = 0.05  # standard deviation of the Gaussian pixel noise (pixel values in [0, 1])
     n_train: int = 20000  # training images generated
     n_val: int = 5000  # validation images generated
     n_test: int = 5000  # test images generated

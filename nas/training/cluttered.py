@@ -36,12 +36,12 @@ class ClutterSettings:
     """What makes one cluttered-digits dataset (every knob is a `data.*` key)."""
 
     canvas: int = 32
-    clutter: int = 4
-    fragment: int = 6
-    min_size: float = 14.0
-    max_size: float = 22.0
-    rotation: float = 20.0
-    noise: float = 0.1
+    clutter: int = 2
+    fragment: int = 4
+    min_size: float = 18.0
+    max_size: float = 26.0
+    rotation: float = 10.0
+    noise: float = 0.05
     n_train: int = 20000
     n_val: int = 5000
     n_test: int = 5000
