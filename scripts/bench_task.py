@@ -15,8 +15,8 @@ The reference recipe: 12 epochs at 32 px with the proxy's optimizer settings at 
 learning rate of 0.01 (at the proxy's 0.03 about one training in two of some genotypes stayed
 at chance for epochs on cluttered_digits, which made the seed noise), and (for
 cluttered_digits) 5,000 training and 2,000 validation images (`RECIPE`; a `--set` of the same
-key replaces it). 20 genotypes x 2 seeds take about 100 minutes of 2 cores on cluttered_digits
-and 20 more on digits (docs/benchmarks.md).
+key replaces it). 20 genotypes x 2 seeds took 88 minutes of 2 cores on cluttered_digits and
+24 more on digits (docs/benchmarks.md).
 
 Finished trainings are kept in `task.partial.jsonl` (rerunning resumes). Trainings run in
 --jobs processes of one thread each; accuracies are validation accuracies.
