@@ -2,15 +2,22 @@
 
     python scripts/bench_proxy_fidelity.py                          # mnv2 under 300 MFLOPs, M=16
     python scripts/bench_proxy_fidelity.py --mflops 100 --long-epochs 20 --m 12 --jobs 1
+    python scripts/bench_proxy_fidelity.py --reference docs/bench/task.json --dataset cluttered_digits
 
 Draws M random genotypes of a space under an MFLOPs budget, trains each with a long
-schedule (`--long-epochs` at the proxy's full resolution) and with each cheap proxy setting
-below, and scores each with the zero-cost proxies (synflow, grad_norm, naswot). Prints, per
-proxy, Kendall's tau (with a bootstrap 90% interval over the genotypes) and Spearman's rho of
-its ranking against the long run's, and its seconds per genotype. The row "4 ep, 32 px,
-other seed" retrains the same networks with other seeds: its tau is how far seed noise
-alone moves a ranking. Writes `fidelity.json` and a scatter plot `fidelity.html` (each
-training proxy's accuracy vs the long run's) into --out.
+schedule (`--long-epochs` at the proxy's full resolution) with two seeds, whose mean accuracy
+is the reference ranking, and with each cheap proxy setting below, and scores each with the
+zero-cost proxies (synflow, grad_norm, naswot). Prints, per proxy, Kendall's tau (with a
+bootstrap 90% interval over the genotypes) and Spearman's rho of its ranking against the
+reference, and its seconds per genotype. The rows "... other seed" retrain the same networks
+with other seeds: their tau is how far seed noise alone moves a proxy's ranking; the line
+"reference, seed 0 vs seed 1" is the same for the long runs.
+
+`--reference task.json` takes the genotypes, the reference accuracies (the two seeds of the
+reference recipe) and the data settings from a `scripts/bench_task.py` result instead of
+training them again; `--dataset` picks which of its datasets (the proxies then run on it,
+with the same data settings). Writes `fidelity.json` and a scatter plot `fidelity.html`
+(each training proxy's accuracy vs the reference) into --out.
 
 Finished trainings are kept in `fidelity.partial.jsonl`: rerunning the same command after
 an interruption resumes. Trainings run in --jobs processes of one thread each (default 2,
@@ -39,6 +46,8 @@ SETTINGS = {
     "4 ep, 32 px": (["proxy.epochs=4", "proxy.resolution=32"], 0),
     "4 ep, 32 px, other seed": (["proxy.epochs=4", "proxy.resolution=32"], 1000),
     "2 ep, 32 px": (["proxy.epochs=2", "proxy.resolution=32"], 0),
+    "2 ep, 32 px, other seed": (["proxy.epochs=2", "proxy.resolution=32"], 1000),
+    "2 ep, 32 px, lr 0.01": (["proxy.epochs=2", "proxy.resolution=32", "proxy.lr=0.01"], 0),
     "1 ep, 32 px": (["proxy.epochs=1", "proxy.resolution=32"], 0),
     "4 ep, 16 px": (["proxy.epochs=4", "proxy.resolution=16"], 0),
     "2 ep, 16 px": (["proxy.epochs=2", "proxy.resolution=16"], 0),
@@ -47,6 +56,8 @@ SETTINGS = {
     "4 ep, 32 px, width x0.5": (["proxy.epochs=4", "proxy.resolution=32", "proxy.width_scale=0.5"], 0),
 }
 ZERO_COST = ("synflow", "grad_norm", "naswot")
+
+LONG_SEED, LONG_OFFSET = "long, other seed", 5000  # the reference's second seed (folded into "long")
 
 _COMMON: list = []  # per process: space, mflops, out folder, --set overrides (see _worker_init)
 _SEARCHERS: dict[tuple, object] = {}  # per process: setting overrides -> Searcher (data loaded once)
@@ -86,6 +97,32 @@ def measure(job: dict) -> tuple[str, int, float, float]:
     else:
         value = s.train(g, seed=job["seed"]).accuracy
     return job["name"], job["index"], float(value), time.perf_counter() - start
+
+
+def load_reference(args) -> dict:
+    """Genotypes, two-seed accuracies and data settings of a bench_task.py result; sets the
+    arguments they fix (space, budget, epochs, seed) and adds its data overrides to --set."""
+    path = Path(args.reference)
+    try:
+        task = json.loads(path.read_text())
+        datasets = list(task["results"])
+        dataset = args.dataset or datasets[0]
+        if dataset not in task["results"]:
+            print(f"error: --dataset {dataset!r} is not in {path}; it holds {', '.join(datasets)}",
+                  file=sys.stderr)
+            sys.exit(2)
+        r, targs = task["results"][dataset], task["args"]
+        overrides = [s for s in task["overrides"] if s.startswith("data.")] if dataset != "digits" else []
+        ref = {"file": path.name, "dataset": dataset, "overrides": overrides,
+               "genotypes": [g for _, g in task["genotypes"]], "seeds": [r["seed0"], r["seed1"]],
+               "values": r["means"], "seconds": [r["seconds_per_training"]] * len(r["means"])}
+        args.space, args.mflops, args.long_epochs = targs["space"], targs["mflops"], targs["epochs"]
+        args.seed = targs["seed"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: --reference {path} is not a bench_task.py task.json ({exc})", file=sys.stderr)
+        sys.exit(2)
+    args.set = [f"data={dataset}", *overrides, *args.set]
+    return ref
 
 
 def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: int = 0):
@@ -132,6 +169,11 @@ def main() -> None:
                     help="a search override for every run, e.g. --set space.width=[0.5]")
     ap.add_argument("--plot-only", action="store_true",
                     help="redraw fidelity.html from the fidelity.json in --out, run nothing")
+    ap.add_argument("--reference", metavar="TASK_JSON",
+                    help="a bench_task.py result: its genotypes, two-seed accuracies and data settings "
+                         "are the reference (--space, --mflops, --m, --long-epochs and --seed come from it)")
+    ap.add_argument("--dataset", default=None,
+                    help="with --reference: which of its datasets (default: its first)")
     args = ap.parse_args()
     if args.plot_only:
         source = Path(args.out) / "fidelity.json"
@@ -150,24 +192,33 @@ def main() -> None:
     from scipy.stats import kendalltau, spearmanr
 
     from nas.arch.cost import cost
+    from nas.arch.genotype import parse
 
+    reference = load_reference(args) if args.reference else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = (args.space, args.mflops, out, args.set)
     _worker_init(*common)
     base = searcher([])
-    rng = random.Random(args.seed)
-    genotypes = []
-    while len(genotypes) < args.m:
-        g = base.space.sample(rng)
-        if cost(g, base.num_classes, base.in_channels).mflops <= args.mflops:
-            genotypes.append(g)
+    if reference:
+        genotypes = [parse(g) for g in reference["genotypes"]]
+        args.m = len(genotypes)
+    else:
+        rng = random.Random(args.seed)
+        genotypes = []
+        while len(genotypes) < args.m:
+            g = base.space.sample(rng)
+            if cost(g, base.num_classes, base.in_channels).mflops <= args.mflops:
+                genotypes.append(g)
     default = f"{base.cfg.proxy.epochs} ep, {base.cfg.proxy.resolution} px"
-    print(f"{args.m} random {args.space} genotypes under {args.mflops} MFLOPs; long run "
-          f"{args.long_epochs} epochs at 32 px; {base.cfg.data.name} data; {args.jobs} processes",
-          flush=True)
+    source = (f"reference: {args.reference} ({reference['dataset']}, 2 seeds)" if reference else
+              "reference: 2 seeds")
+    print(f"{args.m} {args.space} genotypes under {args.mflops} MFLOPs; long run "
+          f"{args.long_epochs} epochs at 32 px, {source}; {base.cfg.data.name} data; "
+          f"{args.jobs} processes", flush=True)
 
-    runs = {"long": ([f"proxy.epochs={args.long_epochs}", "proxy.resolution=32"], 0, None)}
+    long = [f"proxy.epochs={args.long_epochs}", "proxy.resolution=32"]
+    runs = {} if reference else {"long": (long, 0, None), LONG_SEED: (long, LONG_OFFSET, None)}
     for name, (overrides, offset) in SETTINGS.items():
         if not args.only or name in args.only:
             runs[name] = (overrides, offset, None)
@@ -213,7 +264,19 @@ def main() -> None:
                 print(f"  {name}: {per:.2f} s per genotype ({done}/{len(jobs)} jobs, "
                       f"{time.perf_counter() - started:.0f} s)", flush=True)
 
+    if reference:
+        results["long"] = {"values": reference["values"], "seconds": reference["seconds"],
+                           "seeds": reference["seeds"]}
+    else:
+        other = results.pop(LONG_SEED)
+        seeds = [results["long"]["values"], other["values"]]
+        results["long"] = {"values": [(a + b) / 2 for a, b in zip(*seeds, strict=True)],
+                           "seconds": [(a + b) / 2 for a, b in zip(results["long"]["seconds"],
+                                                                   other["seconds"], strict=True)],
+                           "seeds": seeds}
     truth = results["long"]["values"]
+    seed_tau = float(kendalltau(*results["long"]["seeds"]).statistic)
+    seed_interval = bootstrap_tau(*results["long"]["seeds"], seed=args.seed)
     rows = []
     for name, r in results.items():
         if name == "long":
@@ -224,8 +287,10 @@ def main() -> None:
         per = sum(r["seconds"]) / len(r["seconds"])
         rows.append({"proxy": name, "tau": tau, "tau_90": [low, high], "rho": rho, "seconds": per})
     long_s = sum(results["long"]["seconds"]) / args.m
-    print(f"\nranking vs the long run ({args.long_epochs} epochs, {long_s:.1f} s per genotype); "
-          f"current default: {default}")
+    print(f"\nranking vs the long run ({args.long_epochs} epochs, mean of 2 seeds, {long_s:.1f} s per "
+          f"genotype and seed); current default: {default}")
+    print(f"{'reference, seed 0 vs 1':<26}{seed_tau:>7.3f}"
+          f"{f'[{seed_interval[0]:.2f}, {seed_interval[1]:.2f}]':>18}")
     print(f"{'proxy':<26}{'tau':>7}{'tau 90% interval':>18}{'rho':>7}{'s/genotype':>12}{'tau per s':>11}")
     for r in rows:
         low, high = r["tau_90"]
@@ -234,6 +299,10 @@ def main() -> None:
     print(f"wall time {time.perf_counter() - started:.0f} s")
     payload = {"space": args.space, "mflops": args.mflops, "m": args.m,
                "long_epochs": args.long_epochs, "default": default, "jobs": args.jobs,
+               "data": base.cfg.data.name, "set": args.set,
+               "reference": ({k: reference[k] for k in ("file", "dataset", "overrides")}
+                             if reference else None),
+               "reference_seed_tau": seed_tau, "reference_seed_tau_90": list(seed_interval),
                "wall_seconds": time.perf_counter() - started,
                "genotypes": [str(g) for g in genotypes], "results": results, "table": rows}
     (out / "fidelity.json").write_text(json.dumps(payload, indent=2))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -92,24 +91,9 @@ def genotypes(space_name: str, mflops: float, m: int, seed: int) -> list[tuple[s
     return picked
 
 
-def kendall(a: list[float], b: list[float]) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
-
-
-def bootstrap(a: list[float], b: list[float], n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    import random
-
-    rng = random.Random(seed)
-    taus = sorted(t for t in (kendall(*zip(*[(a[i], b[i]) for i in [rng.randrange(len(a)) for _ in a]],
-                                           strict=True)) for _ in range(n)) if not math.isnan(t))
-    if not taus:
-        return float("nan"), float("nan")
-    return taus[int(0.05 * (len(taus) - 1))], taus[int(0.95 * (len(taus) - 1))]
-
-
 def summarize(labels: list[str], acc: dict[tuple[int, int], float]) -> dict:
+    from nas.common.stats import bootstrap, kendall
+
     n = len(labels)
     s0, s1 = [acc[(i, 0)] for i in range(n)], [acc[(i, 1)] for i in range(n)]
     means = [(x + y) / 2 for x, y in zip(s0, s1, strict=True)]

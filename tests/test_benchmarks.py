@@ -53,13 +53,92 @@ def test_proxy_fidelity_script_smoke(tmp_path):
     assert all(row["seconds"] > 0 for row in data["table"])
     assert all(0 <= v <= 1 for v in data["results"]["long"]["values"])
     check_fidelity_table(data)  # NaN where a proxy ties every genotype
+    check_two_seed_reference(data)
     assert (tmp_path / "fidelity.html").is_file()
 
 
-def test_the_published_fidelity_table_is_computed_from_its_own_values():
-    data = json.loads((ROOT / "docs" / "bench" / "fidelity.json").read_text())
+def check_two_seed_reference(data: dict) -> None:
+    """The reference ranking is the mean of two long runs; their own tau is reported beside it."""
+    long = data["results"]["long"]
+    first, second = long["seeds"]
+    assert long["values"] == pytest.approx([(a + b) / 2 for a, b in zip(first, second, strict=True)])
+    assert first != second  # two trainings, not one counted twice
+    assert same(data["reference_seed_tau"], tau_b(first, second))
+
+
+@pytest.mark.parametrize("name", ["fidelity.json", "fidelity_cluttered.json"])
+def test_the_published_fidelity_table_is_computed_from_its_own_values(name):
+    data = json.loads((ROOT / "docs" / "bench" / name).read_text())
     assert len(data["table"]) == len(data["results"]) - 1  # every proxy against the long run
     check_fidelity_table(data)
+    if "seeds" in data["results"]["long"]:  # runs before the two-seed reference have one
+        check_two_seed_reference(data)
+
+
+def check_task_summary(task: dict) -> None:
+    """Spread, seed noise, ratio, tau and the width gap recomputed from the accuracies."""
+    labels = [label for label, _ in task["genotypes"]]
+    for r in task["results"].values():
+        s0, s1 = r["seed0"], r["seed1"]
+        assert len(s0) == len(s1) == len(labels)
+        means = [(a + b) / 2 for a, b in zip(s0, s1, strict=True)]
+        assert r["means"] == pytest.approx(means)
+        spread = math.sqrt(sum((m - sum(means) / len(means)) ** 2 for m in means) / len(means))
+        noise = sum(abs(a - b) for a, b in zip(s0, s1, strict=True)) / len(s0)
+        assert r["spread_std"] == pytest.approx(spread)
+        assert r["spread_range"] == pytest.approx(max(means) - min(means))
+        assert r["seed_noise"] == pytest.approx(noise)
+        assert r["ratio"] == pytest.approx(spread / noise)
+        assert same(r["tau_seeds"], tau_b(s0, s1))
+        assert all(map(same, r["tau_interval"], bootstrap(s0, s1, seed=0)))
+        gap = means[labels.index("reference x1.0")] - means[labels.index("reference x0.35")]
+        assert r["reference_gap_points"] == pytest.approx(100 * gap)
+
+
+@pytest.mark.parametrize("name", ["task.json", "task_6_epochs.json", "task_large_digits.json"])
+def test_the_published_task_figures_are_computed_from_their_own_accuracies(name):
+    check_task_summary(json.loads((ROOT / "docs" / "bench" / name).read_text()))
+
+
+def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
+    """bench_task writes the figures of its own trainings; bench_proxy_fidelity --reference
+    ranks proxies against those trainings without training them again."""
+    task_dir, fid_dir = tmp_path / "task", tmp_path / "fidelity"
+    r = subprocess.run([sys.executable, "scripts/bench_task.py", "--space", "mnv1", "--mflops", "28",
+                        "--m", "2", "--epochs", "1", "--resolution", "16", "--datasets", "digits",
+                        "--set", "proxy.subset=0.2", "--set", "space.width=[0.25]", "--out", str(task_dir)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "spread / seed noise" in r.stdout and "Kendall tau, seed 0 vs seed 1" in r.stdout
+    task = json.loads((task_dir / "task.json").read_text())
+    assert [label for label, _ in task["genotypes"]] == [
+        "random 0", "random 1", "reference x0.35", "reference x0.5", "reference x0.75", "reference x1.0"]
+    check_task_summary(task)
+
+    r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--reference",
+                        str(task_dir / "task.json"), "--only", "1 ep, 16 px", "--only", "synflow",
+                        "--set", "proxy.subset=0.2", "--out", str(fid_dir)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "reference, seed 0 vs 1" in r.stdout
+    data = json.loads((fid_dir / "fidelity.json").read_text())
+    digits = task["results"]["digits"]
+    assert data["genotypes"] == [g for _, g in task["genotypes"]]
+    assert data["results"]["long"]["seeds"] == [digits["seed0"], digits["seed1"]]
+    assert data["long_epochs"] == 1 and data["data"] == "digits"
+    assert [row["proxy"] for row in data["table"]] == ["1 ep, 16 px", "synflow"]
+    check_fidelity_table(data)
+    assert same(data["reference_seed_tau"], tau_b(digits["seed0"], digits["seed1"]))
+
+    bad = [(["--reference", str(tmp_path / "none.json")], "is not a bench_task.py task.json"),
+           (["--reference", str(task_dir / "task.json"), "--dataset", "cifar10"],
+            "'cifar10' is not in")]
+    for extra, message in bad:
+        r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", *extra, "--out",
+                            str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
 def test_proxy_fidelity_script_rejects_unknown_setting(tmp_path):
