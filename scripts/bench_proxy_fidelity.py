@@ -1,12 +1,13 @@
 """Proxy fidelity: do cheap proxies rank genotypes like a long training run does?
 
     python scripts/bench_proxy_fidelity.py                          # mnv2 under 300 MFLOPs, M=16
-    python scripts/bench_proxy_fidelity.py --mflops 100 --long-epochs 20 --m 12 --jobs 1
+    python scripts/bench_proxy_fidelity.py --set data=cluttered_digits --m 12 --jobs 1
     python scripts/bench_proxy_fidelity.py --reference docs/bench/task.json --dataset cluttered_digits
 
-Draws M random genotypes of a space under an MFLOPs budget, trains each with a long
-schedule (`--long-epochs` at the proxy's full resolution) with two seeds, whose mean accuracy
-is the reference ranking, and with each cheap proxy setting below, and scores each with the
+Draws M random genotypes of a space under an MFLOPs budget, trains each with the benchmarks'
+reference recipe (`--long-epochs` at 32 px and the rest of `bench_task.py`'s RECIPE: peak rate
+0.01, and on cluttered_digits 5,000/2,000 images, for every run) with two seeds, whose mean
+accuracy is the reference ranking, and with each cheap proxy setting below, and scores each with the
 zero-cost proxies (synflow, grad_norm, naswot). Prints, per proxy, Kendall's tau (with a
 bootstrap 90% interval over the genotypes) and Spearman's rho of its ranking against the
 reference, and its seconds per genotype. The rows "... other seed" retrain the same networks
@@ -39,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 # name -> (proxy overrides on top of conf/proxy/default.yaml, seed offset). Every setting
 # names its epochs and resolution, so the rows mean the same whatever the defaults are.
@@ -157,8 +159,9 @@ def main() -> None:
     ap.add_argument("--space", default="mnv2")
     ap.add_argument("--mflops", type=float, default=300)
     ap.add_argument("--m", type=int, default=16, help="genotypes")
-    ap.add_argument("--long-epochs", type=int, default=40,
-                    help="epochs of the reference run (10x the 4-epoch proxy), at 32 px")
+    ap.add_argument("--long-epochs", type=int, default=12,
+                    help="epochs of the reference runs, at 32 px (with the rest of bench_task.py's "
+                         "reference recipe)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="training processes, one thread each")
@@ -189,12 +192,18 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(2)
 
+    from bench_task import recipe_for
     from scipy.stats import kendalltau, spearmanr
 
     from nas.arch.cost import cost
     from nas.arch.genotype import parse
 
     reference = load_reference(args) if args.reference else None
+    recipe = []
+    if not reference:  # the long runs train with bench_task's reference recipe, on the same data
+        named = [s.split("=", 1)[1] for s in args.set if s.startswith("data=")]
+        recipe = recipe_for(named[-1] if named else "digits", args.set)
+        args.set = [*args.set, *(r for r in recipe if r.startswith("data."))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = (args.space, args.mflops, out, args.set)
@@ -217,7 +226,8 @@ def main() -> None:
           f"{args.long_epochs} epochs at 32 px, {source}; {base.cfg.data.name} data; "
           f"{args.jobs} processes", flush=True)
 
-    long = [f"proxy.epochs={args.long_epochs}", "proxy.resolution=32"]
+    long = [f"proxy.epochs={args.long_epochs}", "proxy.resolution=32",
+            *(r for r in recipe if not r.startswith("data."))]
     runs = {} if reference else {"long": (long, 0, None), LONG_SEED: (long, LONG_OFFSET, None)}
     for name, (overrides, offset) in SETTINGS.items():
         if not args.only or name in args.only:

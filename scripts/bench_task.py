@@ -45,6 +45,14 @@ RECIPE = ("proxy.lr=0.01", "data.n_train=5000", "data.n_val=2000",  # data.*: cl
 _SEARCHERS: dict[tuple, object] = {}
 
 
+def recipe_for(dataset: str, sets: list[str]) -> list[str]:
+    """The reference recipe's overrides on `dataset`, less the keys `sets` gives itself (its
+    data.* keys apply to cluttered_digits only). bench_proxy_fidelity trains its long runs so."""
+    given = {s.split("=", 1)[0] for s in sets}
+    return [r for r in RECIPE if r.split("=", 1)[0] not in given
+            and (dataset == "cluttered_digits" or not r.startswith("data."))]
+
+
 def _searcher(space: str, mflops: float, out: str, overrides: tuple[str, ...]):
     key = (space, mflops, overrides)
     if key not in _SEARCHERS:
@@ -138,7 +146,8 @@ def main() -> None:
     given = {s.split("=", 1)[0] for s in args.set}
     sets = [s for s in RECIPE if s.split("=", 1)[0] not in given] + args.set
     for dataset in datasets:
-        extra = [s for s in sets if dataset == "cluttered_digits" or not s.startswith("data.")]
+        extra = [*recipe_for(dataset, args.set),
+                 *(s for s in args.set if dataset == "cluttered_digits" or not s.startswith("data."))]
         overrides = [f"data={dataset}", f"proxy.epochs={args.epochs}", f"proxy.resolution={args.resolution}",
                      "pruner=none", *extra]
         for i, (_, g) in enumerate(picked):

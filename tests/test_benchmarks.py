@@ -54,6 +54,12 @@ def test_proxy_fidelity_script_smoke(tmp_path):
     assert all(0 <= v <= 1 for v in data["results"]["long"]["values"])
     check_fidelity_table(data)  # NaN where a proxy ties every genotype
     check_two_seed_reference(data)
+    runs = [json.loads(json.loads(line)["key"]) for line in
+            (tmp_path / "fidelity.partial.jsonl").read_text().splitlines()]
+    long = [r for r in runs if r[0].startswith("long")]
+    assert len(long) == 8 and {r[3] for r in long} == {0, 1, 2, 3, 5000, 5001, 5002, 5003}  # two seeds
+    assert all("proxy.lr=0.01" in r[4] for r in long)  # bench_task's reference recipe
+    assert not any("proxy.lr=0.01" in r[4] for r in runs if not r[0].startswith("long"))
     assert (tmp_path / "fidelity.html").is_file()
 
 
