@@ -72,7 +72,7 @@ def check_two_seed_reference(data: dict) -> None:
     assert same(data["reference_seed_tau"], tau_b(first, second))
 
 
-@pytest.mark.parametrize("name", ["fidelity.json", "fidelity_cluttered.json"])
+@pytest.mark.parametrize("name", ["fidelity.json", "fidelity_cluttered.json", "fidelity_digits.json"])
 def test_the_published_fidelity_table_is_computed_from_its_own_values(name):
     data = json.loads((ROOT / "docs" / "bench" / name).read_text())
     assert len(data["table"]) == len(data["results"]) - 1  # every proxy against the long run
