@@ -104,6 +104,8 @@ def measure(job: dict) -> tuple[str, int, float, float]:
 def load_reference(args) -> dict:
     """Genotypes, two-seed accuracies and data settings of a bench_task.py result; sets the
     arguments they fix (space, budget, epochs, seed) and adds its data overrides to --set."""
+    from bench_task import applies
+
     path = Path(args.reference)
     try:
         task = json.loads(path.read_text())
@@ -114,7 +116,7 @@ def load_reference(args) -> dict:
                   file=sys.stderr)
             sys.exit(2)
         r, targs = task["results"][dataset], task["args"]
-        overrides = [s for s in task["overrides"] if s.startswith("data.")] if dataset != "digits" else []
+        overrides = [s for s in task["overrides"] if s.startswith("data.") and applies(s, dataset)]
         ref = {"file": path.name, "dataset": dataset, "overrides": overrides,
                "genotypes": [g for _, g in task["genotypes"]], "seeds": [r["seed0"], r["seed1"]],
                "values": r["means"], "seconds": [r["seconds_per_training"]] * len(r["means"])}

@@ -45,12 +45,17 @@ RECIPE = ("proxy.lr=0.01", "data.n_train=5000", "data.n_val=2000",  # data.*: cl
 _SEARCHERS: dict[tuple, object] = {}
 
 
+def applies(setting: str, dataset: str) -> bool:
+    """Whether an override of the recipe or of --set is used on `dataset`: data.* keys are the
+    generator's, for cluttered_digits only."""
+    return dataset == "cluttered_digits" or not setting.startswith("data.")
+
+
 def recipe_for(dataset: str, sets: list[str]) -> list[str]:
-    """The reference recipe's overrides on `dataset`, less the keys `sets` gives itself (its
-    data.* keys apply to cluttered_digits only). bench_proxy_fidelity trains its long runs so."""
+    """The reference recipe's overrides on `dataset`, less the keys `sets` gives itself.
+    bench_proxy_fidelity trains its long runs so."""
     given = {s.split("=", 1)[0] for s in sets}
-    return [r for r in RECIPE if r.split("=", 1)[0] not in given
-            and (dataset == "cluttered_digits" or not r.startswith("data."))]
+    return [r for r in RECIPE if r.split("=", 1)[0] not in given and applies(r, dataset)]
 
 
 def _searcher(space: str, mflops: float, out: str, overrides: tuple[str, ...]):
@@ -143,11 +148,9 @@ def main() -> None:
             row = json.loads(line)
             done[(row["dataset"], row["index"], row["seed"])] = row
     jobs = []
-    given = {s.split("=", 1)[0] for s in args.set}
-    sets = [s for s in RECIPE if s.split("=", 1)[0] not in given] + args.set
+    sets = [*recipe_for("cluttered_digits", args.set), *args.set]  # every override; the record
     for dataset in datasets:
-        extra = [*recipe_for(dataset, args.set),
-                 *(s for s in args.set if dataset == "cluttered_digits" or not s.startswith("data."))]
+        extra = [s for s in sets if applies(s, dataset)]
         overrides = [f"data={dataset}", f"proxy.epochs={args.epochs}", f"proxy.resolution={args.resolution}",
                      "pruner=none", *extra]
         for i, (_, g) in enumerate(picked):
