@@ -14,6 +14,16 @@ the supernet and of the proxy against the stand-alone accuracy, with 90% bootstr
 and the seconds per candidate of each. `--search-trials N` then runs a supernet search of N
 candidates (`nas.search ... proxy=supernet`) and reports its seconds per candidate.
 
+With `--reference task.json` (a `bench_task.py` result) no genotype is trained stand-alone:
+its genotypes and the mean of its two seeds' reference-recipe accuracies are the truth, and its
+data settings are the supernet's. `--fidelity` (a `bench_proxy_fidelity.py` result on the same
+genotypes) gives the default 2-epoch proxy's accuracies; `--proxy-timed K` of its trials are
+timed here, in the same process as the supernet's candidates (the cost ratio). Every genotype is
+scored on the whole validation split and on fixed subsets of it (`--val-images`), each timed.
+`--supernet FILE` scores an existing supernet (its training's wall time and peak memory are
+read from `--supernet-record`, a JSON of wall_s, peak_rss_mb, epochs).
+
+The supernet trains subnets within --mflops (`supernet.mflops`) unless --set gives another.
 Finished trainings are kept in `standalone.jsonl` and the supernet in `supernet.pt` under --out
 (rerunning resumes); the report is `supernet_bench.json`. Accuracies are validation accuracies.
 """
@@ -30,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,12 +61,25 @@ def parse_args() -> argparse.Namespace:
                    help="a helper: train stand-alone genotypes of --out beside its main process, then stop")
     p.add_argument("--supernet-elsewhere", action="store_true",
                    help="do not train the supernet here: wait for supernet_train.json in --out")
+    p.add_argument("--reference", help="a bench_task.py task.json: its genotypes and two-seed accuracies "
+                                       "are the stand-alone truth, its data settings the supernet's")
+    p.add_argument("--dataset", default="cluttered_digits", help="which of --reference's datasets")
+    p.add_argument("--fidelity", help="with --reference: a bench_proxy_fidelity.py result on the same "
+                                      "genotypes (the default proxy's accuracies)")
+    p.add_argument("--proxy-setting", help="with --fidelity: which of its proxies (default: its default one)")
+    p.add_argument("--proxy-timed", type=int, default=3, help="with --reference: proxy trials timed here")
+    p.add_argument("--val-images", default="0,1000,500,250",
+                   help="with --reference: validation images a candidate is scored on (0: all), each tried")
+    p.add_argument("--supernet", help="with --reference: score this supernet file instead of training one")
+    p.add_argument("--supernet-record", help="with --supernet: its training's wall_s, peak_rss_mb, epochs")
     return p.parse_args()
 
 
 def start_supernet(args: argparse.Namespace, overrides: list[str], path: Path,
                    out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "nas.supernet", "train", *overrides,
+    within = [] if any(o.startswith("supernet.mflops=") for o in overrides) else [
+        f"supernet.mflops={args.mflops:g}"]
+    cmd = [sys.executable, "-m", "nas.supernet", "train", *overrides, *within,
            f"supernet.epochs={args.supernet_epochs}", "supernet.threads=1", "supernet.progress=false",
            f"out={path}", f"hydra.run.dir={out / 'supernet'}", "wandb.mode=disabled"]
     log = open(out / "supernet.log", "a")  # noqa: SIM115 - the child writes it until it ends
@@ -163,10 +187,181 @@ def search(args, overrides: list[str], path: Path, out: Path) -> dict:
             "best": {k: best[k] for k in ("accuracy", "mflops", "params_m", "genotype")}}
 
 
+def refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_reference(args: argparse.Namespace) -> tuple[list[str], list[dict], dict]:
+    """Data overrides and rows (label, genotype, stand-alone two-seed mean and seeds) of a
+    bench_task.py result (sets --space and --mflops from it), and what its truth was; with
+    --fidelity, each row's default-proxy accuracy and seconds."""
+    from bench_task import applies
+
+    path = Path(args.reference)
+    try:
+        task = json.loads(path.read_text())
+        if args.dataset not in task["results"]:
+            refuse(f"--dataset {args.dataset!r} is not in {path}; it holds {', '.join(task['results'])}")
+        r = task["results"][args.dataset]
+        # The data it was measured on (its genotypes come from the space as registered).
+        overrides = [o for o in task["overrides"] if o.startswith("data.") and applies(o, args.dataset)]
+        rows = [{"label": label, "genotype": g, "standalone": mean, "standalone_seeds": [a, b]}
+                for (label, g), mean, a, b in zip(task["genotypes"], r["means"], r["seed0"], r["seed1"],
+                                                  strict=True)]
+        args.space, args.mflops = task["args"]["space"], float(task["args"]["mflops"])
+        truth = {"file": path.name, "dataset": args.dataset, "epochs": task["args"]["epochs"],
+                 "seconds_per_training": r["seconds_per_training"], "tau_seeds": r["tau_seeds"],
+                 "tau_seeds_interval": r["tau_interval"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        refuse(f"--reference {path} is not a bench_task.py task.json ({type(exc).__name__}: {exc})")
+    if args.fidelity:
+        path = Path(args.fidelity)
+        try:
+            fid = json.loads(path.read_text())
+            if fid["genotypes"] != [row["genotype"] for row in rows] or fid["data"] != args.dataset:
+                refuse(f"--fidelity {path} measured other genotypes or data than --reference "
+                       f"{args.reference}")
+            setting = args.proxy_setting or fid["default"]
+            if setting not in fid["results"]:
+                refuse(f"--proxy-setting {setting!r} is not in {path}; it holds {', '.join(fid['results'])}")
+            default = fid["results"][setting]
+            for row, value, seconds in zip(rows, default["values"], default["seconds"], strict=True):
+                row["proxy"], row["proxy_s"] = value, seconds
+            truth["proxy"] = {"file": path.name, "setting": setting}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            refuse(f"--fidelity {path} is not a bench_proxy_fidelity.py result ({type(exc).__name__}: {exc})")
+    return [f"data={args.dataset}", *overrides], rows, truth
+
+
+def score_at(net, meta, space, rows: list[dict], dm, n_images: int) -> str:
+    """Every row scored by the supernet on `n_images` fixed validation images (0: all), timed
+    per candidate; returns the key it is stored under."""
+    from nas.arch.genotype import parse
+    from nas.training.supernet import score_subnet
+
+    key = "supernet" if n_images == 0 else f"supernet_{n_images}"
+    bn_images, val = meta.bn_images(dm), meta.val_images(dm, n_images)
+    for row in rows:
+        g = parse(row["genotype"])
+        t0 = time.perf_counter()
+        row[key] = score_subnet(net, g, meta.resolution(g, space), bn_images, val)
+        row[f"{key}_s"] = time.perf_counter() - t0
+    return key
+
+
+def time_proxy(overrides: list[str], rows: list[dict], k: int, mflops: float, space: str,
+               out: Path) -> list[float]:
+    """Seconds of `k` of the rows' default 2-epoch proxy trials, run here as a search runs them."""
+    from bench_task import _searcher
+
+    from nas.arch.genotype import parse
+
+    searcher = _searcher(space, mflops, str(out / "proxy"), tuple(overrides))
+    seconds = []
+    for row in rows[:k]:
+        t0 = time.perf_counter()
+        searcher.train(parse(row["genotype"]), seed=0)
+        seconds.append(time.perf_counter() - t0)
+        print(f"  proxy trial {len(seconds)}/{k}: {seconds[-1]:.1f} s", flush=True)
+    return seconds
+
+
+def reference_main(args: argparse.Namespace) -> None:
+    """--reference: the supernet against a bench_task.py truth (see the module's docstring)."""
+    import statistics
+
+    from nas.cli.supernet import precheck
+    from nas.common.config import ConfigError
+    from nas.search.run import apply_space_overrides
+    from nas.training.data import datamodule_for
+    from nas.training.supernet import SupernetError, agreement, data_identity, load_supernet
+
+    data, rows, truth = load_reference(args)
+    try:
+        sizes = sorted({int(v) for v in args.val_images.split(",")}, key=lambda v: (v != 0, -v))
+    except ValueError:
+        refuse(f"--val-images {args.val_images!r} is not a comma-separated list of image counts (0: all)")
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    # --set proxy.* is the timed proxy trials' (a search's key), supernet.* the supernet's.
+    overrides = [f"+space={args.space}", *data, *(o for o in args.set if not o.startswith("proxy."))]
+    proxy_overrides = [*data, *(o for o in args.set if not o.startswith("supernet."))]
+    try:
+        cfg = precheck([*overrides, f"supernet.epochs={args.supernet_epochs}"])
+    except ConfigError as err:
+        refuse(str(err))
+    space = apply_space_overrides(cfg)
+    if args.supernet:
+        path = Path(args.supernet).absolute()
+        try:
+            trained = json.loads(Path(args.supernet_record).read_text()) if args.supernet_record else {}
+        except (OSError, ValueError) as exc:
+            refuse(f"--supernet-record {args.supernet_record} is not a JSON record ({exc})")
+    else:
+        path, record = out / "supernet.pt", out / "supernet_train.json"
+        if not record.exists():
+            child, t0 = start_supernet(args, overrides, path, out), time.perf_counter()
+            _, status, usage = os.wait4(child.pid, 0)
+            if status != 0:
+                sys.exit(f"the supernet training failed (status {status}); see {out / 'supernet.log'}")
+            record.write_text(json.dumps({"wall_s": time.perf_counter() - t0, "epochs": args.supernet_epochs,
+                                          "peak_rss_mb": usage.ru_maxrss / 1024}))
+        trained = json.loads(record.read_text())
+    try:
+        net, meta = load_supernet(path, space, data_identity(cfg.data))
+    except SupernetError as err:
+        refuse(str(err))
+    net.eval()
+    from nas.arch.genotype import parse
+
+    outside = [row["label"] for row in rows if not space.contains(parse(row["genotype"]))]
+    if outside:  # e.g. MobileNetV2 x0.35: a width the space does not offer
+        print(f"not in the supernet's space, left out: {', '.join(outside)}", flush=True)
+        rows = [row for row in rows if row["label"] not in outside]
+    dm = datamodule_for(cfg.data, meta.top_resolution(space), meta.recipe["batch_size"])
+    dm.setup()
+    keys = [score_at(net, meta, space, rows, dm, n) for n in sizes]
+    proxy_s = time_proxy(proxy_overrides, rows, args.proxy_timed, args.mflops, args.space, out)
+    report = {"space": args.space, "data": args.dataset, "mflops": args.mflops, "n": len(rows),
+              "reference": truth, "supernet_file": str(path), "supernet_recipe": meta.recipe,
+              "supernet_epochs": meta.epochs, "supernet_training": trained, "rows": rows,
+              "proxy_timed_s": proxy_s, "left_out": outside}
+    print(f"\n{args.space} within {args.mflops:g} MFLOPs on {args.dataset}: {len(rows)} genotypes of "
+          f"{truth['file']} ({truth['epochs']}-epoch stand-alone, mean of 2 seeds; the seeds agree at tau "
+          f"{truth['tau_seeds']:.3f}); supernet {meta.epochs} epochs"
+          + (f" in {trained['wall_s'] / 60:.1f} min, peak {trained['peak_rss_mb']:.0f} MB"
+             if trained else ""))
+    print("agreement with the stand-alone accuracy (90% bootstrap intervals):")
+    proxy_trial = statistics.fmean(proxy_s) if proxy_s else None
+    report["per_candidate"] = {}
+    for key in [*keys, *(["proxy"] if "proxy" in rows[0] else [])]:
+        report[key] = a = agreement(rows, key, seed=0)
+        seconds = statistics.fmean(r[f"{key}_s"] for r in rows)
+        label = (f"proxy {truth['proxy']['setting']} ({truth['proxy']['file']})" if key == "proxy" else
+                 "supernet, all val images" if key == "supernet" else
+                 f"supernet, {key.split('_')[1]} val images")
+        ratio = proxy_trial / seconds if proxy_trial and key != "proxy" else None
+        report["per_candidate"][key] = {"seconds": seconds, "ratio": ratio}
+        tau, rho = a["tau_interval"], a["rho_interval"]
+        print(f"  {label:44} tau {a['kendall_tau']:+.3f} [{tau[0]:+.2f}, {tau[1]:+.2f}]  rho "
+              f"{a['spearman_rho']:+.3f} [{rho[0]:+.2f}, {rho[1]:+.2f}]  {seconds:6.2f} s per candidate"
+              + (f"  {ratio:6.0f}x cheaper than a proxy trial" if ratio else ""))
+    if proxy_trial:
+        print(f"  ({len(proxy_s)} default proxy trials timed here: {proxy_trial:.1f} s each)")
+    (out / "supernet_bench.json").write_text(json.dumps(report, indent=2))
+    print(f"written to {out / 'supernet_bench.json'}")
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     import torch
+
+    if args.reference:
+        torch.set_num_threads(1)
+        reference_main(args)
+        return
 
     from nas.cli.supernet import precheck
     from nas.common.config import ConfigError

@@ -111,14 +111,15 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
     ranks proxies against those trainings without training them again."""
     task_dir, fid_dir = tmp_path / "task", tmp_path / "fidelity"
     r = subprocess.run([sys.executable, "scripts/bench_task.py", "--space", "mnv1", "--mflops", "28",
-                        "--m", "2", "--epochs", "1", "--resolution", "16", "--datasets", "digits",
+                        "--m", "4", "--epochs", "1", "--resolution", "16", "--datasets", "digits",
                         "--set", "proxy.subset=0.2", "--set", "space.width=[0.25]", "--out", str(task_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "spread / seed noise" in r.stdout and "Kendall tau, seed 0 vs seed 1" in r.stdout
     task = json.loads((task_dir / "task.json").read_text())
     assert [label for label, _ in task["genotypes"]] == [
-        "random 0", "random 1", "reference x0.35", "reference x0.5", "reference x0.75", "reference x1.0"]
+        "random 0", "random 1", "random 2", "random 3",
+        "reference x0.35", "reference x0.5", "reference x0.75", "reference x1.0"]
     check_task_summary(task)
 
     r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--reference",
@@ -135,6 +136,36 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
     assert [row["proxy"] for row in data["table"]] == ["1 ep, 16 px", "synflow"]
     check_fidelity_table(data)
     assert same(data["reference_seed_tau"], tau_b(digits["seed0"], digits["seed1"]))
+
+    # bench_supernet --reference: a supernet trained on the task's data, scored against its
+    # two-seed trainings and the fidelity run's proxy, on the whole split and a subset of it.
+    sn_dir = tmp_path / "supernet"
+    r = subprocess.run([sys.executable, "scripts/bench_supernet.py", "--reference",
+                        str(task_dir / "task.json"),
+                        "--dataset", "digits", "--fidelity", str(fid_dir / "fidelity.json"),
+                        "--proxy-setting", "1 ep, 16 px",
+                        "--supernet-epochs", "1", "--proxy-timed", "1", "--val-images", "0,50",
+                        "--set", "supernet.resolution=16", "--set", "supernet.random_subnets=1",
+                        "--set", "proxy.subset=0.2", "--out", str(sn_dir)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((sn_dir / "supernet_bench.json").read_text())
+    rows = report["rows"]
+    assert report["left_out"] == ["reference x0.35"]  # a width mnv1 does not offer
+
+    def inside(values: list) -> list:
+        return [v for i, v in enumerate(values) if i != 4]
+
+    assert [row["genotype"] for row in rows] == inside(data["genotypes"])
+    assert [row["standalone"] for row in rows] == inside(digits["means"])
+    assert [row["proxy"] for row in rows] == inside(data["results"]["1 ep, 16 px"]["values"])
+    assert all(abs(row["supernet_50"] * 50 - round(row["supernet_50"] * 50)) < 1e-9 for row in rows)
+    assert report["supernet_recipe"]["mflops"] == 28  # trained within the task's budget
+    for key in ("supernet", "supernet_50"):
+        assert same(report[key]["kendall_tau"], tau_b([row[key] for row in rows], inside(digits["means"])))
+        assert report["per_candidate"][key]["ratio"] == pytest.approx(
+            report["proxy_timed_s"][0] / report["per_candidate"][key]["seconds"])
+    assert "x cheaper than a proxy trial" in r.stdout
 
     bad = [(["--reference", str(tmp_path / "none.json")], "is not a bench_task.py task.json"),
            (["--reference", str(task_dir / "task.json"), "--dataset", "cifar10"],

@@ -158,6 +158,75 @@ def test_subnets_of_a_step_are_reproducible():
     assert first[0] == str(space.extreme(True)) and first[1] == str(space.extreme(False))
 
 
+def test_a_budget_trains_only_subnets_within_it_under_a_teacher_of_its_size():
+    """supernet.mflops: every subnet of every step is within the budget, the largest (the
+    teacher) too, and it has more MACs than any subnet drawn; no budget, or one the space's
+    largest fits, keeps the space's largest."""
+    from nas.arch.cost import cost
+    from nas.model.supernet import SuperNet
+    from nas.training.supernet import SupernetModule, teacher_within
+    from search_spaces import get_space
+
+    space = get_space("mnv2")
+    largest = space.extreme(True)
+    assert cost(largest, 10, 1).mflops > 1000
+    module = SupernetModule(SuperNet(space, 10, 1), lambda g: 16, max_mflops=150, random_subnets=3, seed=1)
+    teacher = module.largest
+    assert 140 < cost(teacher, 10, 1).mflops <= 150 and space.contains(teacher)
+    drawn = []
+    for step in range(40):
+        module.trainer = None
+        subnets = _subnets_at(module, step)
+        assert subnets[0] == teacher and subnets[1] == space.extreme(False)
+        drawn += subnets[2:]
+    assert all(cost(g, 10, 1).mflops <= 150 for g in drawn)
+    assert max(cost(g, 10, 1).macs for g in drawn) <= cost(teacher, 10, 1).macs
+    assert len({str(g) for g in drawn}) == len(drawn)  # random draws, not one subnet again
+    # the teacher keeps the largest one's activations where the budget and the shapes allow
+    assert {st.act for st in teacher.stages} == {largest.stages[0].act}
+    assert teacher_within(space, None, 10, 1) == largest
+    assert teacher_within(space, 1e6, 10, 1) == largest
+
+
+def _subnets_at(module, step: int):
+    """`module.subnets()` as at global step `step` of the sandwich phase."""
+    from unittest.mock import PropertyMock, patch
+
+    from nas.training.supernet import SupernetModule
+
+    with patch.object(SupernetModule, "global_step", new_callable=PropertyMock, return_value=step), \
+            patch.object(SupernetModule, "current_epoch", new_callable=PropertyMock, return_value=0):
+        return module.subnets()
+
+
+def test_a_search_training_its_supernet_trains_it_for_its_budget(tmp_path):
+    """proxy=supernet with no file yet: the supernet is trained for the search's budget (its
+    file says so); a search with a larger budget is warned that it reaches untrained subnets;
+    proxy.val_images scores every candidate on that many fixed validation images."""
+    import torch
+
+    run = cli("nas.search", *SMALL[:2], "+budget.mflops=20", "proxy=supernet", "supernet.epochs=1",
+              *[a for a in SMALL[2:] if a.startswith("supernet.")], "n_trials=3", "reference=false",
+              "proxy.val_images=40", "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "training one first (subnets within 20 MFLOPs)" in run.stdout
+    path = next(tmp_path.glob("outputs/*/supernet.pt"))
+    meta = torch.load(path, map_location="cpu", weights_only=False)["meta"]
+    assert meta["recipe"]["mflops"] == 20
+    db = next(tmp_path.glob("outputs/*/study.db"))
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(abs(t.value * 40 - round(t.value * 40)) < 1e-9 for t in done)
+    wider = cli("nas.search", *SMALL[:2], "+budget.mflops=28", "proxy=supernet", f"proxy.supernet={path}",
+                "n_trials=1", "reference=false", "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+    assert wider.returncode == 0, wider.stderr
+    assert "trained only subnets within 20 MFLOPs" in wider.stdout + wider.stderr
+    refused = cli("nas.search", *SMALL[:2], "+budget.mflops=28", "proxy.val_images=40", cwd=tmp_path)
+    assert refused.returncode == 2 and "proxy.val_images=40" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_validate_reports_each_evaluators_agreement_with_stand_alone_training(trained):
     """With the proxy as long as the stand-alone training, both train the same networks from
     the same seeds: the proxy's accuracies equal the stand-alone ones, so its tau is exactly 1."""
@@ -187,3 +256,22 @@ def test_it_trains_under_ddp_on_two_cpu_processes(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("epoch 1/1") == 1
     assert (tmp_path / "outputs" / "supernet" / "mnv1-digits" / "supernet.pt").is_file()
+
+
+def test_new_keys_at_their_defaults_keep_earlier_identities():
+    """proxy.val_images=0 and supernet.mflops=null leave a study's identity and a supernet's
+    recorded recipe as they were before the keys existed (earlier studies and files resume)."""
+    from nas.cli.search import precheck
+    from nas.search.study import study_identity
+
+    plain = study_identity(precheck(["+space=mnv1", "+budget.mflops=28"]), ["maximize"])
+    assert "val_images" not in plain["proxy"]
+    subset = study_identity(precheck(["+space=mnv1", "+budget.mflops=28", "proxy=supernet",
+                                      "proxy.val_images=40"]), ["maximize"])
+    assert subset["proxy"]["val_images"] == 40
+
+
+def test_an_earlier_supernet_file_records_no_budget(trained):
+    import torch
+
+    assert "mflops" not in torch.load(trained, map_location="cpu", weights_only=False)["meta"]["recipe"]

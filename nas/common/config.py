@@ -278,6 +278,7 @@ class ProxyConfig(RecipeConfig):
 
     kind: str = "train"  # train | supernet (inherited weights) | synflow | grad_norm | naswot (zero-cost)
     supernet: str | None = None  # proxy=supernet: the supernet file (python -m nas.supernet train makes one)
+    val_images: int = 0  # proxy=supernet: score candidates on this many fixed validation images (0: all)
     prefilter: str | None = None  # a zero-cost proxy that skips candidates before training
     prefilter_keep: float = 0.25  # train only candidates scoring in this top fraction of those so far
     prefilter_warmup: int = 8  # candidates scored before the filter starts skipping any
@@ -308,6 +309,7 @@ class SupernetConfig(RecipeConfig):
     lr: float = 0.05  # peak learning rate
     resolution: int = 32  # a subnet's px at the space's reference resolution (as proxy.resolution)
     random_subnets: int = 2  # random subnets per step beside the largest and the smallest (sandwich rule)
+    mflops: float | None = None  # train only subnets within this budget (MFLOPs, as budget.mflops); null: all
     distill: bool = True  # in-place distillation: the other subnets learn the largest one's outputs
     largest_epochs: int = 0  # a first phase in the same run: epochs training the largest subnet alone
     bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
@@ -543,6 +545,9 @@ class SearchConfig:
         elif p.supernet is not None:
             raise ConfigError(f"proxy.supernet={p.supernet!r} is a setting of proxy=supernet only (add "
                               "proxy=supernet, or leave it out)")
+        elif p.val_images:
+            raise ConfigError(f"proxy.val_images={p.val_images} is a setting of proxy=supernet only (a "
+                              "trained proxy validates on the whole split): leave it out")
         if p.prefilter is not None:
             _choice("proxy.prefilter", p.prefilter, ZERO_COST)
             if p.kind in ZERO_COST:
@@ -740,7 +745,7 @@ LIMITS = {
     "resolution": Limit(8, MAX_RESOLUTION), "width": Limit(0, MAX_WIDTH, low_open=True),
     "width_scale": Limit(0, MAX_WIDTH, low_open=True), "subset": Limit(0, 1, low_open=True),
     "bn_recalibration": Limit(0, 10_000), "bn_batches": Limit(1, 10_000),
-    "random_subnets": Limit(0, 64), "zero_cost_batch": Limit(2, 65_536),
+    "random_subnets": Limit(0, 64), "val_images": Limit(0, _BIG), "zero_cost_batch": Limit(2, 65_536),
     "prefilter_keep": Limit(0, 1, low_open=True), "prefilter_warmup": Limit(0, _BIG),
     "n_trials": Limit(1, _BIG), "max_proposals": Limit(1, _BIG), "top_k": Limit(1, _BIG),
     "n": Limit(3, 100_000), "calibration": Limit(3, 100_000), "num_classes": Limit(1, 1_000_000),

@@ -164,17 +164,18 @@ class SupernetScore(Evaluator):
             net, meta = load_supernet(self.cfg.proxy.supernet, self.data.space, data_identity(self.cfg.data))
             device = torch_device(self.cfg.proxy.accelerator, self.cfg.proxy.devices)
             dm = self.data.at(meta.top_resolution(self.data.space))
-            self._loaded = (net.to(device).eval(), meta, dm, meta.bn_images(dm), device)
+            val = meta.val_images(dm, self.cfg.proxy.val_images)
+            self._loaded = (net.to(device).eval(), meta, val, meta.bn_images(dm), device)
         return self._loaded
 
     def __call__(self, g, seed=None, report=None, on_epoch=None, stop=None) -> Evaluation:
         from nas.training.supernet import score_subnet
 
         start = time.perf_counter()
-        net, meta, dm, batches, device = self._load()
+        net, meta, val, batches, device = self._load()
         if stop is not None:
             stop()
-        acc = score_subnet(net, g, meta.resolution(g, self.data.space), batches, dm.val_dataloader(), device)
+        acc = score_subnet(net, g, meta.resolution(g, self.data.space), batches, val, device)
         return Evaluation(acc, seconds=time.perf_counter() - start)
 
 
@@ -199,9 +200,18 @@ def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path) -> SearchCo
                                 "cannot each train one: train it first (python -m nas.supernet train "
                                 f"+space={space.name} with the same data= settings), then pass "
                                 "proxy.supernet=<its supernet.pt>")
-        log.info(f"proxy=supernet: no supernet at {path}; training one first")
-        train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, shared_dir / "supernet")
-    load_supernet(path, space, data_identity(cfg.data))  # another space's or data's: refused now
+        sn = cfg.supernet
+        if sn.mflops is None and "mflops" in cfg.budget:  # train the part of the space searched
+            sn = replace(sn, mflops=float(cfg.budget["mflops"]))
+        log.info(f"proxy=supernet: no supernet at {path}; training one first"
+                 + (f" (subnets within {sn.mflops:g} MFLOPs)" if sn.mflops is not None else ""))
+        train_supernet(space, cfg.data, sn, cfg.wandb, path, shared_dir / "supernet")
+    _, meta = load_supernet(path, space, data_identity(cfg.data))  # another space's or data's: refused now
+    trained_within, searched = meta.recipe.get("mflops"), cfg.budget.get("mflops")
+    if trained_within is not None and (searched is None or float(searched) > trained_within):
+        log.warning(f"warning: {path} trained only subnets within {trained_within:g} MFLOPs; this search's "
+                    f"budget ({'none on MFLOPs' if searched is None else f'{float(searched):g} MFLOPs'}) "
+                    "reaches subnets it never trained")
     return replace(cfg, proxy=replace(cfg.proxy, supernet=str(path)))
 
 

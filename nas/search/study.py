@@ -86,7 +86,8 @@ def study_identity(cfg: SearchConfig, directions: list[str]) -> dict[str, Any]:
         # Every key of the data and proxy schemas that changes what a trial measures (a new knob
         # joins by default; the supernet path is its file's digest below).
         "data": result_settings(cfg.data, () if cfg.data.name == "cluttered_digits" else CLUTTERED_ONLY),
-        "proxy": result_settings(p, ("supernet",)),
+        # (val_images at its default 0 is left out, as in studies from before it existed)
+        "proxy": result_settings(p, ("supernet",) + (() if p.val_images else ("val_images",))),
         # A supernet study's values are its supernet's: another file is another study.
         **({"supernet": file_digest(p.supernet)} if p.kind == "supernet" else {}),
         # Milliseconds on ONNX Runtime are not milliseconds in PyTorch eager: a latency study

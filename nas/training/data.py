@@ -176,6 +176,15 @@ class ImageDataModule(pl.LightningDataModule):
         ds = self._dataset("train", train=False)
         return ds.__getitems__(list(range(min(n, len(ds)))))
 
+    def val_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` validation images drawn at random once (the same `n` give the same images; all of
+        them when the split holds fewer), normalized: a fixed subset to score candidates on."""
+        import random
+
+        ds = self._dataset("val", train=False)
+        picked = sorted(random.Random(0).sample(range(len(ds)), min(n, len(ds))))
+        return ds.__getitems__(picked)
+
 
 class DigitsDataModule(ImageDataModule):
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 images, 10 classes."""

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nas.arch.genes import GenotypeError
 from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.errors import UserError
@@ -42,8 +43,10 @@ __all__ = [
     "recalibrate_bn",
     "reference_trainings",
     "resize",
+    "sample_within",
     "score_subnet",
     "standalone_recipe",
+    "teacher_within",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,15 @@ class SupernetFile:
         bs = self.recipe["batch_size"]
         return list(datamodule.sample_batch(self.recipe["bn_batches"] * bs)[0].split(bs))
 
+    def val_images(self, datamodule: Any, n: int) -> Iterable:
+        """What a subnet is scored on: `n` fixed validation images (in batches), or, for `n` 0,
+        the whole validation split."""
+        if n <= 0:
+            return datamodule.val_dataloader()
+        x, y = datamodule.val_sample(n)
+        bs = self.recipe["batch_size"]
+        return list(zip(x.split(bs), y.split(bs), strict=True))
+
 
 def data_identity(data: Any) -> dict[str, Any]:
     """The settings that make a dataset (a supernet trained on one is refused for another)."""
@@ -171,11 +183,60 @@ def load_supernet(path: str | Path, space: SearchSpace,
     return net, meta
 
 
+def sample_within(space: SearchSpace, rng: random.Random, max_mflops: float | None,
+                  num_classes: int, in_channels: int, tries: int = 10_000) -> Genotype:
+    """A random genotype of `space` within `max_mflops` (at its own resolution; any when None)."""
+    from nas.arch.cost import cost
+
+    for _ in range(tries):
+        g = space.sample(rng)
+        if max_mflops is None or cost(g, num_classes, in_channels).mflops <= max_mflops:
+            return g
+    raise ValueError(f"no genotype of {space.name} within {max_mflops:g} MFLOPs in {tries} draws")
+
+
+def teacher_within(space: SearchSpace, max_mflops: float | None, num_classes: int, in_channels: int,
+                   draws: int = 2_000) -> Genotype:
+    """The sandwich rule's largest subnet: the space's largest when it fits `max_mflops`, else
+    the one with the most MACs of `draws` random genotypes within it (fixed draws), each given
+    the largest one's activations, placements and shortcuts where those keep it in the space
+    and the budget (a teacher of the budget's size, trained like the largest)."""
+    from nas.arch.cost import cost
+
+    largest = space.extreme(True)
+    if max_mflops is None or cost(largest, num_classes, in_channels).mflops <= max_mflops:
+        return largest
+    rng, best, best_macs = random.Random(0), None, -1
+    for _ in range(draws):
+        g = sample_within(space, rng, max_mflops, num_classes, in_channels)
+        for i, big in enumerate(largest.stages):
+            if g.stages[i].block != big.block:
+                continue
+            for style in (dict(act=big.act, place=big.place, residual=big.residual),
+                          dict(act=big.act, place=big.place)):
+                stages = list(g.stages)
+                stages[i] = replace(stages[i], **style)
+                try:
+                    styled = replace(g, stages=tuple(stages))
+                except GenotypeError:  # e.g. a shortcut this stage's shapes do not allow
+                    continue
+                if space.contains(styled) and cost(styled, num_classes, in_channels).mflops <= max_mflops:
+                    g = styled
+                    break
+        macs = cost(g, num_classes, in_channels).macs
+        if macs > best_macs:
+            best, best_macs = g, macs
+    return best
+
+
 class SupernetModule(pl.LightningModule):
-    """The sandwich rule with in-place distillation, over one `SuperNet`."""
+    """The sandwich rule with in-place distillation, over one `SuperNet`; with `max_mflops`,
+    every subnet it trains is within that budget (AttentiveNAS's budget-aware sampling: the
+    weights are spent on the subnets a search within it will score)."""
 
     def __init__(self, supernet: SuperNet, resolution_for: Callable[[Genotype], int], *,
-                 random_subnets: int = 2, distill: bool = True, largest_epochs: int = 0,
+                 max_mflops: float | None = None, random_subnets: int = 2, distill: bool = True,
+                 largest_epochs: int = 0,
                  seed: int = 0, bn_batches: int = 10, optimizer: str = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.1):
@@ -186,8 +247,9 @@ class SupernetModule(pl.LightningModule):
         self.recipe = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                            schedule=schedule, warmup_epochs=warmup_epochs)
         self.label_smoothing = label_smoothing
-        space = supernet.space
-        self.largest, self.smallest = space.extreme(True), space.extreme(False)
+        space, self.max_mflops = supernet.space, max_mflops
+        self.largest = teacher_within(space, max_mflops, supernet.num_classes, supernet.in_channels)
+        self.smallest = space.extreme(False)
         self._scored: dict[str, nn.Module] = {}
 
     def subnets(self) -> list[Genotype]:
@@ -196,7 +258,9 @@ class SupernetModule(pl.LightningModule):
         if self.current_epoch < self.largest_epochs:
             return [self.largest]
         rng = random.Random(self.seed * 1_000_003 + self.global_step)
-        others = [self.supernet.space.sample(rng) for _ in range(self.random_subnets)]
+        net = self.supernet
+        others = [sample_within(net.space, rng, self.max_mflops, net.num_classes, net.in_channels)
+                  for _ in range(self.random_subnets)]
         return [self.largest, self.smallest, *others]
 
     def training_step(self, batch, batch_idx):
@@ -297,6 +361,8 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     ident = data_identity(data)
     recipe = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in (
         "progress", "threads", "accelerator", "devices", "strategy", "channels_last")}))
+    if recipe.get("mflops") is None:  # the whole space: recorded as before the key existed
+        recipe.pop("mflops", None)
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
@@ -354,7 +420,7 @@ def _finished_before(path: Path, space: SearchSpace, ident: dict[str, Any],
 
 
 def _module(net: SuperNet, cfg: Any, ref: int) -> SupernetModule:
-    return SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref),
+    return SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref), max_mflops=cfg.mflops,
                           random_subnets=cfg.random_subnets, distill=cfg.distill,
                           largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
                           optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
