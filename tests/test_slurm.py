@@ -141,11 +141,12 @@ def test_time_limit_and_scheduler_requeue_resume_the_study(slurm_cluster, tmp_pa
     # it); task 1 is requeued by the scheduler first (`scontrol requeue`: SIGTERM), as a
     # preemption would, then meets its own limit. The study still completes.
     url = f"sqlite:///{tmp_path / 'multirun' / 'cluster' / 'study.db'}"
-    # A trial of 20 epochs takes 20-60 s and an allocation trains 1-3 of them after its start-up
-    # (fewer where the rest of the suite shares the cores), so 6 trials outlast the first
-    # allocation of both tasks. Each allocation costs ~2 min whatever it trains: 8 trials took
-    # 8.5 min here and ran past 10 min in CI; 16 ran out of requeues on a loaded machine.
-    p = submit(slurm_cluster, tmp_path, "n_trials=6", "proxy.epochs=20", "hydra.launcher.timeout_min=2",
+    # A trial of 30 epochs takes 10-40 s on an idle machine (at 20 epochs both tasks finished
+    # their 6 trials in 66 s, before the warning at 60 s) and several times that where the
+    # rest of the suite shares the cores, so 6 trials outlast the first allocation of both.
+    # Each allocation costs ~2 min whatever it trains: 8 trials (20 epochs) took 8.5 min here
+    # and ran past 10 min in CI; 16 ran out of requeues on a loaded machine.
+    p = submit(slurm_cluster, tmp_path, "n_trials=6", "proxy.epochs=30", "hydra.launcher.timeout_min=2",
                "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=8")
     wait_for("a trial of task 1", lambda: running_trial_of(url, tmp_path, 1), 240, tmp_path / "submit.log")
     jid = job_id((tmp_path / "submit.log").read_text())
