@@ -21,7 +21,11 @@ genotypes) gives the default 2-epoch proxy's accuracies; `--proxy-timed K` of it
 timed here, in the same process as the supernet's candidates (the cost ratio). Every genotype is
 scored on the whole validation split and on fixed subsets of it (`--val-images`), each timed.
 `--supernet FILE` scores an existing supernet (its training's wall time and peak memory are
-read from `--supernet-record`, a JSON of wall_s, peak_rss_mb, epochs).
+read from `--supernet-record`, a JSON of wall_s, peak_rss_mb, epochs). `--probe N` also scores,
+on N fixed validation images, the supernet's teacher (its largest subnet within the budget)
+and every genotype one gene away from it (a stage's n, k, t, act, place or shortcut; the width,
+stem, head, resolution), and prints the accuracies per gene: which genes' choices inherit
+working weights.
 
 The supernet trains subnets within --mflops (`supernet.mflops`) unless --set gives another.
 Finished trainings are kept in `standalone.jsonl` and the supernet in `supernet.pt` under --out
@@ -72,6 +76,8 @@ def parse_args() -> argparse.Namespace:
                    help="with --reference: validation images a candidate is scored on (0: all), each tried")
     p.add_argument("--supernet", help="with --reference: score this supernet file instead of training one")
     p.add_argument("--supernet-record", help="with --supernet: its training's wall_s, peak_rss_mb, epochs")
+    p.add_argument("--probe", type=int, default=0, metavar="N",
+                   help="with --reference: score the teacher's one-gene neighbours on N val images")
     return p.parse_args()
 
 
@@ -250,6 +256,80 @@ def score_at(net, meta, space, rows: list[dict], dm, n_images: int) -> str:
     return key
 
 
+def neighbours(space, g, max_mflops: float | None, num_classes: int,
+               in_channels: int) -> list[tuple[str, object]]:
+    """(gene, genotype) for every genotype of `space` within `max_mflops` one gene away from `g`:
+    one stage's gene or one global gene at another of its choices."""
+    from dataclasses import replace
+
+    from nas.arch.cost import cost
+    from nas.arch.genes import GenotypeError
+
+    seen = {str(g)}
+
+    def fits(other) -> bool:
+        # a choice a stage normalizes away (the placement of an expansion t=1 drops) is no neighbour
+        if str(other) in seen or not space.contains(other):
+            return False
+        seen.add(str(other))
+        return max_mflops is None or cost(other, num_classes, in_channels).mflops <= max_mflops
+
+    found = []
+    for i, choices in enumerate(space.stages):
+        for gene in ("n", "k", "t", "act", "place", "residual"):
+            for value in getattr(choices, gene, ()):
+                if value == getattr(g.stages[i], gene):
+                    continue
+                stages = list(g.stages)
+                try:
+                    stages[i] = replace(stages[i], **{gene: value})
+                    other = replace(g, stages=tuple(stages))
+                except (GenotypeError, ValueError):
+                    continue
+                if fits(other):
+                    found.append((gene, other))
+    for gene in ("width", "resolution", "stem", "head"):
+        for value in getattr(space, gene):
+            if value != getattr(g, gene):
+                try:
+                    other = replace(g, **{gene: value})
+                except (GenotypeError, ValueError):
+                    continue
+                if fits(other):
+                    found.append((gene, other))
+    return found
+
+
+def probe(net, meta, space, dm, n_images: int) -> dict:
+    """The teacher, the smallest subnet and the teacher's one-gene neighbours scored on
+    `n_images` validation images: per gene, the min / mean / max accuracy of its neighbours."""
+    import statistics
+
+    from nas.training.supernet import score_subnet, teacher_within
+
+    budget = meta.recipe.get("mflops")
+    teacher = teacher_within(space, budget, meta.num_classes, meta.in_channels)
+    bn_images, val = meta.bn_images(dm), meta.val_images(dm, n_images)
+
+    def acc(g) -> float:
+        return score_subnet(net, g, meta.resolution(g, space), bn_images, val)
+
+    result = {"images": n_images, "teacher": str(teacher), "teacher_acc": acc(teacher),
+              "smallest_acc": acc(space.extreme(False)), "genes": {}}
+    by_gene: dict[str, list[float]] = {}
+    for gene, g in neighbours(space, teacher, budget, meta.num_classes, meta.in_channels):
+        by_gene.setdefault(gene, []).append(acc(g))
+    within = f" within {budget:g} MFLOPs" if budget else ""
+    print(f"\nthe teacher and its one-gene neighbours{within} ({n_images} val images): teacher "
+          f"{result['teacher_acc']:.3f}, smallest subnet {result['smallest_acc']:.3f}")
+    for gene, accs in by_gene.items():
+        result["genes"][gene] = {"n": len(accs), "min": min(accs), "mean": statistics.fmean(accs),
+                                 "max": max(accs)}
+        print(f"  {gene:10} {len(accs):3d} neighbours: min {min(accs):.3f}  mean {statistics.fmean(accs):.3f}"
+              f"  max {max(accs):.3f}", flush=True)
+    return result
+
+
 def time_proxy(overrides: list[str], rows: list[dict], k: int, mflops: float, space: str,
                out: Path) -> list[float]:
     """Seconds of `k` of the rows' default 2-epoch proxy trials, run here as a search runs them."""
@@ -327,6 +407,8 @@ def reference_main(args: argparse.Namespace) -> None:
               "reference": truth, "supernet_file": str(path), "supernet_recipe": meta.recipe,
               "supernet_epochs": meta.epochs, "supernet_training": trained, "rows": rows,
               "proxy_timed_s": proxy_s, "left_out": outside}
+    if args.probe > 0:
+        report["probe"] = probe(net, meta, space, dm, args.probe)
     print(f"\n{args.space} within {args.mflops:g} MFLOPs on {args.dataset}: {len(rows)} genotypes of "
           f"{truth['file']} ({truth['epochs']}-epoch stand-alone, mean of 2 seeds; the seeds agree at tau "
           f"{truth['tau_seeds']:.3f}); supernet {meta.epochs} epochs"

@@ -41,6 +41,8 @@ def bad_values(key: str, kind: object) -> list[str]:
     leaf = key.rsplit(".", 1)[-1]
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     base = args[0] if isinstance(kind, types.UnionType) and len(args) == 1 else kind
+    if typing.get_origin(base) is list and typing.get_args(base) == (str,):  # names; none is valid
+        return ["[abc]", "[nan]", "[-1e13]"]
     if typing.get_origin(base) is list:
         return ["[nan]", "[abc]", "[-1e13]", "[]"]
     if typing.get_origin(base) is dict:

@@ -145,6 +145,7 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
                         "--dataset", "digits", "--fidelity", str(fid_dir / "fidelity.json"),
                         "--proxy-setting", "1 ep, 16 px",
                         "--supernet-epochs", "1", "--proxy-timed", "1", "--val-images", "0,50",
+                        "--probe", "50",
                         "--set", "supernet.resolution=16", "--set", "supernet.random_subnets=1",
                         "--set", "proxy.subset=0.2", "--out", str(sn_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -166,6 +167,11 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
         assert report["per_candidate"][key]["ratio"] == pytest.approx(
             report["proxy_timed_s"][0] / report["per_candidate"][key]["seconds"])
     assert "x cheaper than a proxy trial" in r.stdout
+    probe = report["probe"]  # the teacher's one-gene neighbours, on 50 validation images
+    assert probe["images"] == 50 and probe["genes"] and "one-gene neighbours" in r.stdout
+    for v in [probe["teacher_acc"], *(x for g in probe["genes"].values() for x in (g["min"], g["max"]))]:
+        assert abs(v * 50 - round(v * 50)) < 1e-9
+    assert all(g["min"] <= g["mean"] <= g["max"] for g in probe["genes"].values())
 
     bad = [(["--reference", str(tmp_path / "none.json")], "is not a bench_task.py task.json"),
            (["--reference", str(task_dir / "task.json"), "--dataset", "cifar10"],
@@ -216,3 +222,26 @@ def test_proxy_fidelity_plot_only_redraws_from_the_json(tmp_path):
     for row in data["table"]:  # every training proxy is a trace named with its tau; zero-cost not
         shown = f"{row['proxy']} (tau {row['tau']:.2f})" in html
         assert shown == (row["proxy"] not in ("synflow", "grad_norm", "naswot")), row["proxy"]
+
+
+def test_the_probe_walks_every_one_gene_neighbour_within_the_budget():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_supernet import neighbours
+
+    from nas.arch.cost import cost
+    from nas.training.supernet import teacher_within
+    from search_spaces import get_space
+
+    space = get_space("mnv2")
+    teacher = teacher_within(space, 300, 10, 3)
+    found = neighbours(space, teacher, 300, 10, 3)
+    assert {gene for gene, _ in found} >= {"n", "k", "t", "residual", "place", "act"}
+    for gene, g in found:
+        assert space.contains(g) and cost(g, 10, 3).mflops <= 300
+        differ = [(i, f) for i, (a, b) in enumerate(zip(g.stages, teacher.stages, strict=True))
+                  for f in ("n", "k", "t", "act", "place", "residual") if getattr(a, f) != getattr(b, f)]
+        differ += [(None, f) for f in ("width", "resolution", "stem", "head")
+                   if getattr(g, f) != getattr(teacher, f)]
+        # t=1 drops the expansion, and its activation with it: the one gene that moves another
+        assert [f for _, f in differ] in ([gene], ["t", "place"] if gene == "t" else [gene]), (gene, differ)
+    assert len({str(g) for _, g in found}) == len(found)

@@ -113,6 +113,39 @@ def test_an_unshared_gene_gets_a_tensor_per_choice():
     assert all("@order=" in k for k in keys)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_genes_named_unshared_get_a_copy_per_choice_and_slice_exactly(name):
+    """`unshared` (supernet.unshared): a stage's genes named there read their own copy of its
+    tensors per choice (weightless ones too), the others still share; the sliced forward still
+    equals the extracted network."""
+    space = get_space(name)
+    torch.manual_seed(0)
+    net = SuperNet(space, 10, 1, unshared=("residual", "place", "t"))
+    with torch.no_grad():
+        for key, tensor in [*net.weights.items(), *net.stats._buffers.items()]:
+            if net.kind(key) == "bn_running_var":
+                tensor.uniform_(0.5, 2.0)
+            elif net.kind(key) != "bn_num_batches_tracked":
+                tensor.normal_(0.0, 0.3)
+    net.eval()
+    rng = random.Random(4)
+    for g in [space.extreme(True), space.extreme(False)] + [space.sample(rng) for _ in range(5)]:
+        x = torch.randn(2, 1, 24, 24)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, g), net.extract(g).eval()(x), rtol=1e-4, atol=1e-5, msg=str(g))
+    shared = bank_layout(space, 10, 1)
+    assert len(net.layout) > len(shared)
+    offered = [gene for gene in ("residual", "place", "t") if len(getattr(space.stages[1], gene, ())) > 1]
+    keys = [k for k in net.layout if k.startswith("stages-1-")]
+    assert offered and all(all(f"{gene}=" in k for gene in offered) for k in keys)
+    # the kernel size is still shared: two subnets differing only in it read one tensor
+    g = space.extreme(False)
+    first = g.stages[1]
+    big_k = replace(g, stages=(g.stages[0], replace(first, k=max(space.stages[1].k)), *g.stages[2:]))
+    assert {k for _, k, _ in net._skeleton(g)[1]} <= set(net.layout)
+    assert [k for _, k, _ in net._skeleton(g)[1]] == [k for _, k, _ in net._skeleton(big_k)[1]]
+
+
 @pytest.mark.parametrize("name", ["mnv1", "xception"])
 def test_layout_covers_every_stage_option_of_the_space(name):
     """The bank's shapes equal the largest over *every* option of every stage after every

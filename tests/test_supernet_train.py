@@ -126,7 +126,8 @@ def test_a_supernet_of_another_space_or_data_is_refused_in_one_line(trained, tmp
 def test_bad_supernet_settings_are_refused_in_one_line(tmp_path):
     for args, words in ((["supernet.largest_epochs=5", "supernet.epochs=5"], "supernet.largest_epochs=5"),
                         (["supernet.lr=-1"], "supernet.lr=-1"),
-                        (["supernet.random_subnets=-1"], "supernet.random_subnets")):
+                        (["supernet.random_subnets=-1"], "supernet.random_subnets"),
+                        (["supernet.unshared=[shortcut]"], "supernet.unshared=['shortcut']")):
         run = cli("nas.supernet", "train", "+space=mnv1", *args, cwd=tmp_path)
         assert run.returncode == 2, run.stderr
         assert words in run.stderr and len(run.stderr.strip().splitlines()) == 1
@@ -274,4 +275,31 @@ def test_new_keys_at_their_defaults_keep_earlier_identities():
 def test_an_earlier_supernet_file_records_no_budget(trained):
     import torch
 
-    assert "mflops" not in torch.load(trained, map_location="cpu", weights_only=False)["meta"]["recipe"]
+    recipe = torch.load(trained, map_location="cpu", weights_only=False)["meta"]["recipe"]
+    assert "mflops" not in recipe and "unshared" not in recipe  # its keys at their defaults: as before
+
+
+def test_a_supernet_with_unshared_genes_is_trained_loaded_and_searched(tmp_path):
+    """supernet.unshared=[residual,place]: the file records it, loads with a copy of each stage's
+    tensors per choice, and a search scores candidates with it."""
+    import torch
+
+    from nas.training.supernet import load_supernet
+    from search_spaces import get_space
+
+    run = cli("nas.supernet", "train", *SMALL, "supernet.epochs=1", "supernet.unshared=[residual,place]",
+              cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    path = tmp_path / "outputs" / "supernet" / "mnv1-digits" / "supernet.pt"
+    assert torch.load(path, map_location="cpu", weights_only=False)["meta"]["recipe"]["unshared"] == [
+        "residual", "place"]
+    from dataclasses import replace
+
+    net, _ = load_supernet(path, replace(get_space("mnv1"), width=(0.25,)))
+    assert any("@residual=" in k and ",place=" in k for k in net.layout)
+    search = cli("nas.search", *SMALL[:2], "+budget.mflops=28", "proxy=supernet", f"proxy.supernet={path}",
+                 "n_trials=2", "reference=false", "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    db = next(tmp_path.glob("outputs/*/study.db"))
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2

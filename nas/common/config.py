@@ -312,6 +312,7 @@ class SupernetConfig(RecipeConfig):
     mflops: float | None = None  # train only subnets within this budget (MFLOPs, as budget.mflops); null: all
     distill: bool = True  # in-place distillation: the other subnets learn the largest one's outputs
     largest_epochs: int = 0  # a first phase in the same run: epochs training the largest subnet alone
+    unshared: list[str] = field(default_factory=list)  # genes with own weights per choice, e.g. [residual,t]
     bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
     devices: Any = 1  # Lightning's: accelerators (or CPU processes) per node, e.g. 2 with strategy=ddp
     strategy: str = "auto"  # auto | ddp (unused subnet weights are allowed for) | ...
@@ -325,6 +326,13 @@ class SupernetConfig(RecipeConfig):
                               f"{prefix}.epochs={self.epochs} (the sandwich phase needs an epoch)")
         _choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
+        from nas.arch.blocktypes import stage_genes
+
+        genes = tuple(g for g in stage_genes() if g not in ("block", "s"))
+        for gene in self.unshared:
+            if gene not in genes:
+                raise ConfigError(f"{prefix}.unshared={list(self.unshared)} is not valid: {gene!r} is no "
+                                  f"stage gene; valid: {', '.join(genes)}")
         self.validate_device(prefix)
 
     def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:

@@ -8,7 +8,9 @@ the largest width, every stem and head. A genotype's subnet uses the leading par
 tensor (its first input and output channels) and the centre `k`x`k` of every kernel; its
 activations, their placement and its shortcuts are the genotype's own (they hold no
 weights). A gene whose choices cannot share weights (`BlockType.unshared_genes`, e.g.
-Xception's dw/pw `order`) keeps one tensor per choice.
+Xception's dw/pw `order`) keeps one tensor per choice, and so does every gene named in
+`unshared` (a training choice, `supernet.unshared`: e.g. a shortcut or an activation
+placement whose choices would otherwise share one set of tensors).
 
 `SuperNet(g_input)` runs a subnet on the shared tensors themselves (gradients reach them);
 `extract(g)` returns the plain `build_model(g)` network with copies of them, so export,
@@ -60,11 +62,13 @@ def space_fingerprint(space: SearchSpace) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _variant(space: SearchSpace, i: int, stage: Stage) -> str:
-    """Which copy of stage `i`'s tensors `stage` uses: one per choice of an unshared gene, and
-    one per block type where the stage offers several."""
+def _variant(space: SearchSpace, i: int, stage: Stage, unshared: tuple[str, ...] = ()) -> str:
+    """Which copy of stage `i`'s tensors `stage` uses: one per choice of an unshared gene (the
+    block type's own and `unshared`, where the stage offers several choices), and one per
+    block type where the stage offers several."""
     genes = ["block"] if len(space.stages[i].block) > 1 else []
     genes += BLOCK_TYPES[stage.block].unshared_genes
+    genes += [g for g in unshared if g not in genes and len(getattr(space.stages[i], g, ())) > 1]
     return ",".join(f"{gene}={getattr(stage, gene)}" for gene in genes)
 
 
@@ -89,16 +93,18 @@ def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor, str]]:
             yield prefix + pname, tensor, kind
 
 
-def _largest_options(options: frozenset[Stage]) -> list[Stage]:
+def _largest_options(options: frozenset[Stage], unshared: tuple[str, ...] = ()) -> list[Stage]:
     """Of a stage's options, those whose tensors are largest: per choice of the genes that
-    change which tensors exist or their layout (block, residual, m, order, ...), the one at the
-    largest n, k and t (every tensor only grows with these)."""
+    change which tensors exist or their layout (block, residual, m, order, ...) or keep their
+    own copy (`unshared`), the one at the largest n, k and t (every tensor only grows with
+    these)."""
+    growing = [g for g in _GROWING_GENES if g not in unshared]
     best: dict[tuple, Stage] = {}
     for option in options:
         signature = tuple(getattr(option, f.name) for f in fields(option)
-                          if f.name not in (*_WEIGHTLESS_GENES, *_GROWING_GENES))
-        size = tuple(getattr(option, gene) for gene in _GROWING_GENES)
-        if signature not in best or size > tuple(getattr(best[signature], g) for g in _GROWING_GENES):
+                          if f.name in unshared or f.name not in (*_WEIGHTLESS_GENES, *_GROWING_GENES))
+        size = tuple(getattr(option, gene) for gene in growing)
+        if signature not in best or size > tuple(getattr(best[signature], g) for g in growing):
             best[signature] = option
     return list(best.values())
 
@@ -106,7 +112,8 @@ def _largest_options(options: frozenset[Stage]) -> list[Stage]:
 Layout = dict[str, tuple[tuple[int, ...], str]]  # bank key -> (shape, kind)
 
 
-def bank_layout(space: SearchSpace, num_classes: int, in_channels: int) -> Layout:
+def bank_layout(space: SearchSpace, num_classes: int, in_channels: int,
+                unshared: tuple[str, ...] = ()) -> Layout:
     """Bank key -> (largest shape over the space, kind). Walks, per width, every stem and head
     and each stage's largest options for every channel count it can receive, on the meta
     device."""
@@ -134,10 +141,10 @@ def bank_layout(space: SearchSpace, num_classes: int, in_channels: int) -> Layou
                 offer("stem.", nn.Sequential(*stem_layers(stem, width, in_channels)))
             for i in range(len(space.stages)):
                 for cin in sorted(cins):
-                    for option in _largest_options(space.stage_options(i, cin, width)):
+                    for option in _largest_options(space.stage_options(i, cin, width), unshared):
                         for spec in stage_blocks(i, option, cin, 1, width):
                             offer(f"stages.{i}.{spec.repeat}.", block_module(spec),
-                                  _variant(space, i, option))
+                                  _variant(space, i, option, unshared))
                 cins = {scale_channels(c, width) for c in space.stages[i].c}
             for head in space.head:
                 for cin in sorted(cins):
@@ -178,12 +185,15 @@ def _part(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class SuperNet(nn.Module):
-    """Every genotype of `space` as a subnet of one set of shared tensors."""
+    """Every genotype of `space` as a subnet of one set of shared tensors (one copy per choice
+    of each gene in `unshared`)."""
 
-    def __init__(self, space: SearchSpace, num_classes: int, in_channels: int):
+    def __init__(self, space: SearchSpace, num_classes: int, in_channels: int,
+                 unshared: tuple[str, ...] | list[str] = ()):
         super().__init__()
         self.space, self.num_classes, self.in_channels = space, num_classes, in_channels
-        self.layout = bank_layout(space, num_classes, in_channels)
+        self.unshared = tuple(unshared)
+        self.layout = bank_layout(space, num_classes, in_channels, self.unshared)
         self.weights = nn.ParameterDict()
         self.stats = nn.Module()  # BN running statistics, shared like the weights
         for key, (shape, kind) in self.layout.items():
@@ -207,7 +217,7 @@ class SuperNet(nn.Module):
             raise ValueError(f"genotype {text} is not in the supernet's space {self.space.name!r}")
         with torch.device("meta"):
             net = build_model(g, self.num_classes, self.in_channels)
-        variants = [_variant(self.space, i, st) for i, st in enumerate(g.stages)]
+        variants = [_variant(self.space, i, st, self.unshared) for i, st in enumerate(g.stages)]
         plan = []
         for name, tensor, _ in _tensors(net):
             parts = name.split(".")

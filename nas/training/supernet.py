@@ -178,8 +178,12 @@ def load_supernet(path: str | Path, space: SearchSpace,
         stored = ", ".join(f"data.{k}={meta.data.get(k)!r}" for k in differ)
         raise SupernetError(f"{str(path)!r} was trained on other data ({stored}); use the same data= "
                             "settings or train a supernet on these")
-    net = SuperNet(space, meta.num_classes, meta.in_channels)
-    net.load_state_dict(payload["state_dict"])
+    net = SuperNet(space, meta.num_classes, meta.in_channels, meta.recipe.get("unshared", ()))
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise SupernetError(f"{str(path)!r} does not hold the tensors its recipe names (truncated or "
+                            "altered); train it again") from None
     return net, meta
 
 
@@ -363,6 +367,8 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         "progress", "threads", "accelerator", "devices", "strategy", "channels_last")}))
     if recipe.get("mflops") is None:  # the whole space: recorded as before the key existed
         recipe.pop("mflops", None)
+    if not recipe.get("unshared"):  # every gene shared (the block types' own aside): as before
+        recipe.pop("unshared", None)
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
@@ -380,12 +386,13 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     if cfg.threads > 0 and cfg.on_cpu():
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, verbose=False)
-    net = SuperNet(space, dm.num_classes, dm.in_channels)
+    net = SuperNet(space, dm.num_classes, dm.in_channels, cfg.unshared)
     last = run_dir / "checkpoints" / "last.ckpt"
     n_params = sum(p.numel() for p in net.parameters())
     log.info(f"supernet of {space.name}: {n_params / 1e6:.2f} M shared parameters, {cfg.epochs} epochs on "
              f"{data.name} (largest subnet at {top} px, {2 + cfg.random_subnets} subnets per step); run "
-             f"directory {run_dir}" + (f"; resuming from {last}" if last.is_file() else ""))
+             f"directory {run_dir}" + (f"; resuming from {last}" if last.is_file() else "")
+             + (f"; own weights per choice of {', '.join(cfg.unshared)}" if cfg.unshared else ""))
     from pytorch_lightning.utilities import rank_zero_only
 
     mode = wandb.mode if rank_zero_only.rank == 0 else "disabled"
