@@ -262,8 +262,8 @@ def neighbours(space, g, max_mflops: float | None, num_classes: int,
     one stage's gene or one global gene at another of its choices."""
     from dataclasses import replace
 
-    from nas.arch.cost import cost
     from nas.arch.genes import GenotypeError
+    from nas.training.supernet import within
 
     seen = {str(g)}
 
@@ -272,7 +272,7 @@ def neighbours(space, g, max_mflops: float | None, num_classes: int,
         if str(other) in seen or not space.contains(other):
             return False
         seen.add(str(other))
-        return max_mflops is None or cost(other, num_classes, in_channels).mflops <= max_mflops
+        return within(other, max_mflops, num_classes, in_channels)
 
     found = []
     for i, choices in enumerate(space.stages):

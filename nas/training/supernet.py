@@ -47,6 +47,7 @@ __all__ = [
     "score_subnet",
     "standalone_recipe",
     "teacher_within",
+    "within",
 ]
 
 log = logging.getLogger(__name__)
@@ -187,14 +188,19 @@ def load_supernet(path: str | Path, space: SearchSpace,
     return net, meta
 
 
+def within(g: Genotype, max_mflops: float | None, num_classes: int, in_channels: int) -> bool:
+    """Whether `g` (at its own resolution) costs at most `max_mflops`; any does when None."""
+    from nas.arch.cost import cost
+
+    return max_mflops is None or cost(g, num_classes, in_channels).mflops <= max_mflops
+
+
 def sample_within(space: SearchSpace, rng: random.Random, max_mflops: float | None,
                   num_classes: int, in_channels: int, tries: int = 10_000) -> Genotype:
     """A random genotype of `space` within `max_mflops` (at its own resolution; any when None)."""
-    from nas.arch.cost import cost
-
     for _ in range(tries):
         g = space.sample(rng)
-        if max_mflops is None or cost(g, num_classes, in_channels).mflops <= max_mflops:
+        if within(g, max_mflops, num_classes, in_channels):
             return g
     raise ValueError(f"no genotype of {space.name} within {max_mflops:g} MFLOPs in {tries} draws")
 
@@ -208,7 +214,7 @@ def teacher_within(space: SearchSpace, max_mflops: float | None, num_classes: in
     from nas.arch.cost import cost
 
     largest = space.extreme(True)
-    if max_mflops is None or cost(largest, num_classes, in_channels).mflops <= max_mflops:
+    if within(largest, max_mflops, num_classes, in_channels):
         return largest
     rng, best, best_macs = random.Random(0), None, -1
     for _ in range(draws):
@@ -224,7 +230,7 @@ def teacher_within(space: SearchSpace, max_mflops: float | None, num_classes: in
                     styled = replace(g, stages=tuple(stages))
                 except GenotypeError:  # e.g. a shortcut this stage's shapes do not allow
                     continue
-                if space.contains(styled) and cost(styled, num_classes, in_channels).mflops <= max_mflops:
+                if space.contains(styled) and within(styled, max_mflops, num_classes, in_channels):
                     g = styled
                     break
         macs = cost(g, num_classes, in_channels).macs
@@ -467,14 +473,13 @@ def pick_subnets(space: SearchSpace, n: int, seed: int, max_mflops: float | None
                  num_classes: int = 10, in_channels: int = 3) -> list[Genotype]:
     """`n` distinct random genotypes of `space` drawn with `seed`, each within `max_mflops`
     (at its own resolution, for `num_classes` and `in_channels`) when given."""
-    from nas.arch.cost import cost
     from nas.common.config import ConfigError
 
     rng = random.Random(seed)
     picked: dict[str, Genotype] = {}
     for _ in range(200 * n):
         g = space.sample(rng)
-        if max_mflops is None or cost(g, num_classes, in_channels).mflops <= max_mflops:
+        if within(g, max_mflops, num_classes, in_channels):
             picked.setdefault(str(g), g)
         if len(picked) == n:
             return list(picked.values())
