@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,10 @@ def trained(tmp_path_factory) -> Path:
     assert second.returncode == 0, second.stderr
     assert "resuming from" in second.stdout
     assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout
+    # every epoch also scores supernet.val_random (4) fixed random subnets
+    line = next(x for x in second.stdout.splitlines() if x.startswith("epoch 2/2"))
+    mean, low, high = re.search(r", 4 random ([0-9.]+) \(([0-9.]+)-([0-9.]+)\)", line).groups()
+    assert 0.0 <= float(low) <= float(mean) <= float(high) <= 1.0
     return run_dir / "supernet.pt"
 
 
@@ -50,8 +55,10 @@ def test_the_file_records_what_it_was_trained_on(trained):
 
 
 def test_rerunning_a_finished_training_trains_nothing(trained):
+    """Also with another supernet.val_random: what is watched is not part of the recipe."""
     before = trained.stat().st_mtime_ns
-    again = cli("nas.supernet", "train", *SMALL, "supernet.epochs=2", cwd=trained.parents[3])
+    again = cli("nas.supernet", "train", *SMALL, "supernet.epochs=2", "supernet.val_random=0",
+                cwd=trained.parents[3])
     assert again.returncode == 0, again.stderr
     assert "already holds this supernet" in again.stdout
     assert trained.stat().st_mtime_ns == before
@@ -157,6 +164,30 @@ def test_subnets_of_a_step_are_reproducible():
     again = [str(g) for g in module.subnets()]
     assert first == again and len(first) == 4
     assert first[0] == str(space.extreme(True)) and first[1] == str(space.extreme(False))
+
+
+def test_watched_subnets_are_fixed_within_the_budget_and_change_no_training_draw():
+    """supernet.val_random: the same subnets every epoch (and for the same seed), each within
+    the budget; the subnets the steps train are those drawn without any watched."""
+    from nas.arch.cost import cost
+    from nas.model.supernet import SuperNet
+    from nas.training.supernet import SupernetModule, watched_line
+    from search_spaces import get_space
+
+    space = get_space("mnv2")
+    net = SuperNet(space, 10, 1)
+    watching = SupernetModule(net, lambda g: 16, max_mflops=150, seed=3, val_random=5)
+    again = SupernetModule(net, lambda g: 16, max_mflops=150, seed=3, val_random=5)
+    plain = SupernetModule(net, lambda g: 16, max_mflops=150, seed=3)
+    assert len(watching.watched) == 5 and plain.watched == []
+    assert [str(g) for g in watching.watched] == [str(g) for g in again.watched]
+    assert len({str(g) for g in watching.watched}) == 5
+    assert all(cost(g, 10, 1).mflops <= 150 for g in watching.watched)
+    for step in (0, 7):
+        assert _subnets_at(watching, step) == _subnets_at(plain, step)
+    metrics = {"val_acc_random_0": 0.25, "val_acc_random_1": 0.5, "val_acc_random_2": 0.75}
+    assert watched_line(metrics, 3) == ", 3 random 0.5000 (0.2500-0.7500)"
+    assert watched_line(metrics, 0) == ""
 
 
 def test_a_budget_trains_only_subnets_within_it_under_a_teacher_of_its_size():

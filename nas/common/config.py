@@ -314,6 +314,7 @@ class SupernetConfig(RecipeConfig):
     largest_epochs: int = 0  # a first phase in the same run: epochs training the largest subnet alone
     unshared: list[str] = field(default_factory=list)  # genes with own weights per choice, e.g. [residual,t]
     bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
+    val_random: int = 4  # fixed random subnets (within mflops) validated each epoch beside the two extremes
     devices: Any = 1  # Lightning's: accelerators (or CPU processes) per node, e.g. 2 with strategy=ddp
     strategy: str = "auto"  # auto | ddp (unused subnet weights are allowed for) | ...
     seed: int = 0  # initial weights and the subnets drawn each step
@@ -753,7 +754,7 @@ LIMITS = {
     "resolution": Limit(8, MAX_RESOLUTION), "width": Limit(0, MAX_WIDTH, low_open=True),
     "width_scale": Limit(0, MAX_WIDTH, low_open=True), "subset": Limit(0, 1, low_open=True),
     "bn_recalibration": Limit(0, 10_000), "bn_batches": Limit(1, 10_000),
-    "random_subnets": Limit(0, 64), "val_images": Limit(0, _BIG), "zero_cost_batch": Limit(2, 65_536),
+    "random_subnets": Limit(0, 64), "val_random": Limit(0, 64), "val_images": Limit(0, _BIG), "zero_cost_batch": Limit(2, 65_536),
     "prefilter_keep": Limit(0, 1, low_open=True), "prefilter_warmup": Limit(0, _BIG),
     "n_trials": Limit(1, _BIG), "max_proposals": Limit(1, _BIG), "top_k": Limit(1, _BIG),
     "n": Limit(3, 100_000), "calibration": Limit(3, 100_000), "num_classes": Limit(1, 1_000_000),

@@ -249,7 +249,7 @@ class SupernetModule(pl.LightningModule):
                  largest_epochs: int = 0,
                  seed: int = 0, bn_batches: int = 10, optimizer: str = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
-                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1):
+                 warmup_epochs: float = 0.0, label_smoothing: float = 0.1, val_random: int = 0):
         super().__init__()
         self.supernet, self.resolution_for = supernet, resolution_for
         self.random_subnets, self.distill, self.largest_epochs = random_subnets, distill, largest_epochs
@@ -260,6 +260,11 @@ class SupernetModule(pl.LightningModule):
         space, self.max_mflops = supernet.space, max_mflops
         self.largest = teacher_within(space, max_mflops, supernet.num_classes, supernet.in_channels)
         self.smallest = space.extreme(False)
+        # Fixed random subnets scored every epoch beside the two the sandwich rule trains on
+        # every step: what a search scores is neither, and may inherit nothing that works.
+        rng = random.Random(7_919 + seed)
+        self.watched = [sample_within(space, rng, max_mflops, supernet.num_classes, supernet.in_channels)
+                        for _ in range(val_random)]
         self._scored: dict[str, nn.Module] = {}
 
     def subnets(self) -> list[Genotype]:
@@ -275,26 +280,38 @@ class SupernetModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        total, teacher = 0.0, None
+        total, teacher, losses = 0.0, None, []
         subnets = self.subnets()
         for g in subnets:
             logits = self.supernet(resize(x, self.resolution_for(g)), g)
             if teacher is None or not self.distill:
                 loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
                 if teacher is None:
-                    self.log("train_loss_largest", loss, on_step=False, on_epoch=True, batch_size=len(y),
-                             sync_dist=True)
                     teacher = logits.detach()
             else:
                 loss = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher, 1), reduction="batchmean")
+            losses.append(loss.detach())
             total = total + loss
+        # Each role's own loss (the smallest and the random ones: their distillation loss):
+        # a random subnets' loss that stays high says the shared weights serve only the two
+        # extremes.
+        roles = [("largest", losses[:1]), ("smallest", losses[1:2]), ("random", losses[2:])]
+        for role, part in roles:
+            if part:
+                self.log(f"train_loss_{role}", torch.stack(part).mean(), on_step=False, on_epoch=True,
+                         batch_size=len(y), sync_dist=True)
         # The mean over the subnets: the shared weights get one network's step size, whatever
         # the number of subnets (their sum diverged at the proxy's learning rate).
         total = total / len(subnets)
         self.log("train_loss", total, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return total
 
-    # ----- validation: the largest and the smallest subnet, scored as a search scores them ----
+    # ----- validation: the largest, the smallest and the watched random subnets, each scored
+    # as a search scores a candidate ----
+    def _validated(self) -> list[tuple[str, Genotype]]:
+        return [("largest", self.largest), ("smallest", self.smallest),
+                *((f"random_{i}", g) for i, g in enumerate(self.watched))]
+
     def on_validation_epoch_start(self) -> None:
         loader = self.trainer.datamodule.train_dataloader()
         batches = []
@@ -303,18 +320,24 @@ class SupernetModule(pl.LightningModule):
                 break
             batches.append(x.to(self.device))
         self._scored = {}
-        for name, g in (("largest", self.largest), ("smallest", self.smallest)):
+        for name, g in self._validated():
             model = self.supernet.extract(g).to(self.device)
             recalibrate_bn(model, (resize(x, self.resolution_for(g)) for x in batches))
             self._scored[name] = model
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        for name, g in (("largest", self.largest), ("smallest", self.smallest)):
+        watched = []
+        for name, g in self._validated():
             with torch.no_grad():
                 logits = self._scored[name](resize(x, self.resolution_for(g)))
             acc = (logits.argmax(1) == y).float().mean()
             self.log(f"val_acc_{name}", acc, on_epoch=True, batch_size=len(y), sync_dist=True)
+            if name.startswith("random_"):
+                watched.append(acc)
+        if watched:  # per batch the mean over the subnets, so the epoch's is the mean of theirs
+            self.log("val_acc_random", torch.stack(watched).mean(), on_epoch=True, batch_size=len(y),
+                     sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._scored = {}
@@ -354,8 +377,17 @@ class _EpochLine(pl.Callback):
         phase = " (largest only)" if trainer.current_epoch < module.largest_epochs else ""
         nan = float("nan")
         log.info(f"epoch {trainer.current_epoch + 1}/{self.epochs}{phase}: val acc largest "
-                 f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}, "
-                 f"train loss {m.get('train_loss', nan):.3f} ({row['seconds']:.0f} s)")
+                 f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}"
+                 f"{watched_line(m, len(module.watched))}, train loss {m.get('train_loss', nan):.3f} "
+                 f"({row['seconds']:.0f} s)")
+
+
+def watched_line(metrics: dict[str, float], n: int) -> str:
+    """', N random subnets: mean (min-max)' of the watched random subnets' accuracies."""
+    accs = [metrics[f"val_acc_random_{i}"] for i in range(n) if f"val_acc_random_{i}" in metrics]
+    if not accs:
+        return ""
+    return f", {len(accs)} random {sum(accs) / len(accs):.4f} ({min(accs):.4f}-{max(accs):.4f})"
 
 
 def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Path, run_dir: Path,
@@ -370,7 +402,7 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
 
     ident = data_identity(data)
     recipe = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in (
-        "progress", "threads", "accelerator", "devices", "strategy", "channels_last")}))
+        "progress", "threads", "accelerator", "devices", "strategy", "channels_last", "val_random")}))
     if recipe.get("mflops") is None:  # the whole space: recorded as before the key existed
         recipe.pop("mflops", None)
     if not recipe.get("unshared"):  # every gene shared (the block types' own aside): as before
@@ -438,7 +470,8 @@ def _module(net: SuperNet, cfg: Any, ref: int) -> SupernetModule:
                           largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
                           optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                          warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing)
+                          warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
+                          val_random=cfg.val_random)
 
 
 def _fit(module: SupernetModule, dm: Any, cfg: Any, run_dir: Path, tracker: Any) -> pl.Trainer:
@@ -466,7 +499,8 @@ def _save(path: Path, net: SuperNet, meta: SupernetFile, trainer: pl.Trainer) ->
     save_supernet(path, net.to("cpu"), meta)
     m = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info(f"supernet written to {path}: val acc largest {m.get('val_acc_largest', float('nan')):.4f}, "
-             f"smallest {m.get('val_acc_smallest', float('nan')):.4f}")
+             f"smallest {m.get('val_acc_smallest', float('nan')):.4f}"
+             f"{watched_line(m, len(trainer.lightning_module.watched))}")
 
 
 def pick_subnets(space: SearchSpace, n: int, seed: int, max_mflops: float | None = None,
