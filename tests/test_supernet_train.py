@@ -52,6 +52,27 @@ def test_the_file_records_what_it_was_trained_on(trained):
     assert meta["space"] == "mnv1" and meta["epochs"] == 2
     assert meta["data"]["name"] == "digits" and meta["num_classes"] == 10 and meta["in_channels"] == 1
     assert meta["recipe"]["resolution"] == 16
+    # the last epoch's validation: the extremes and the watched random subnets, their mean
+    v = meta["validation"]
+    watched = [v[f"val_acc_random_{i}"] for i in range(4)]
+    assert {"val_acc_largest", "val_acc_smallest"} <= set(v) and all(0 <= a <= 1 for a in v.values())
+    assert abs(v["val_acc_random"] - sum(watched) / 4) < 1e-6
+
+
+def test_a_supernet_whose_random_subnets_inherit_little_is_flagged():
+    """The warning a training and a search print: the watched random subnets kept less than
+    half of the largest one's accuracy above chance; not for files that did not watch any."""
+    from nas.training.supernet import SupernetFile
+
+    def meta(**validation):
+        return SupernetFile("mnv2", "x", {}, {}, num_classes=10, in_channels=1, epochs=3,
+                            validation=validation)
+
+    low = meta(val_acc_largest=0.9, val_acc_smallest=0.6, val_acc_random=0.15).trust_warning()
+    assert low.startswith("warning:") and "15.0%" in low and "90.0%" in low and "chance 10.0%" in low
+    assert meta(val_acc_largest=0.9, val_acc_random=0.5).trust_warning() is None
+    assert meta(val_acc_largest=0.9).trust_warning() is None  # nothing watched
+    assert SupernetFile("mnv2", "x", {}, {}, 10, 1, 3).validation == {}  # files before the key
 
 
 def test_rerunning_a_finished_training_trains_nothing(trained):

@@ -43,6 +43,8 @@ def run(cfg: SupernetRunConfig, run_dir: Path, on_accept: Callable[[], None] | N
         return validate_supernet(space, cfg.data, cfg.supernet, cfg.validate, path, run_dir,
                                  on_accept=on_accept)
     meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir, on_accept=on_accept)
+    if meta.trust_warning():
+        print(meta.trust_warning(), file=sys.stderr)
     return {"path": str(path), "epochs": meta.epochs}
 
 

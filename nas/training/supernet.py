@@ -16,7 +16,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +109,27 @@ class SupernetFile:
     num_classes: int
     in_channels: int
     epochs: int
+    # The last epoch's validation accuracies (val_acc_largest, _smallest, _random and each
+    # watched random subnet's); empty in files written before they were recorded.
+    validation: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"space {self.space}, data {self.data.get('name')}, {self.epochs} epochs"
+
+    def trust_warning(self) -> str | None:
+        """A warning when the watched random subnets kept less than half of the largest one's
+        accuracy above chance: the weights then serve the subnets trained on every step, and
+        what a search scores is neither (None when they did, or were not watched)."""
+        v, chance = self.validation, 1.0 / self.num_classes
+        if "val_acc_random" not in v or "val_acc_largest" not in v:
+            return None
+        largest, random_ = v["val_acc_largest"], v["val_acc_random"]
+        if random_ - chance >= 0.5 * (largest - chance):
+            return None
+        return (f"warning: this supernet's random subnets score {100 * random_:.1f}% on average against "
+                f"{100 * largest:.1f}% for its largest (chance {100 * chance:.1f}%): the candidates a search "
+                "scores inherit little that works, so its ranking may be noise; measure it with python -m "
+                "nas.supernet validate, or train it longer")
 
     def resolution(self, g: Genotype, space: SearchSpace) -> int:
         """The resolution subnet `g` was trained at, and is scored at."""
@@ -443,7 +461,9 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         tracker.close()
     meta = SupernetFile(space=space.name, space_fingerprint=space_fingerprint(space), data=ident,
                         recipe=recipe, num_classes=dm.num_classes, in_channels=dm.in_channels,
-                        epochs=trainer.current_epoch)
+                        epochs=trainer.current_epoch,
+                        validation={k: float(v) for k, v in trainer.callback_metrics.items()
+                                    if k.startswith("val_acc_")})
     if trainer.is_global_zero:
         _save(path, net, meta, trainer)
     return meta
