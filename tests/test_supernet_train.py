@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -57,6 +58,38 @@ def test_the_file_records_what_it_was_trained_on(trained):
     watched = [v[f"val_acc_random_{i}"] for i in range(4)]
     assert {"val_acc_largest", "val_acc_smallest"} <= set(v) and all(0 <= a <= 1 for a in v.values())
     assert abs(v["val_acc_random"] - sum(watched) / 4) < 1e-6
+
+
+def test_watching_more_subnets_trains_the_same_weights(tmp_path):
+    """supernet.val_random is monitoring only: two short Lightning trainings that watch 0 and 3
+    random subnets end with the same tensors (mnv2: its dropout draws from the random state
+    that extracting the watched networks would draw from too)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from nas.common.config import DataConfig
+    from nas.model.supernet import SuperNet
+    from nas.training.data import datamodule_for
+    from nas.training.supernet import SupernetModule
+    from search_spaces import get_space
+
+    space = replace(get_space("mnv2"), width=(0.5,))
+    states, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    for watched in (0, 3):
+        pl.seed_everything(0, verbose=False)
+        module = SupernetModule(SuperNet(space, 10, 1), lambda g: 8, random_subnets=1,
+                                bn_batches=1, val_random=watched)
+        trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0,
+                             default_root_dir=str(tmp_path))
+        trainer.fit(module, datamodule=datamodule_for(DataConfig(name="digits"), 8, 16))
+        states.append({k: v.detach().clone() for k, v in module.supernet.state_dict().items()})
+        assert ("val_acc_random" in trainer.callback_metrics) == (watched > 0)
+    torch.set_num_threads(threads)
+    a, b = states
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_supernet_whose_random_subnets_inherit_little_is_flagged():

@@ -331,17 +331,21 @@ class SupernetModule(pl.LightningModule):
                 *((f"random_{i}", g) for i, g in enumerate(self.watched))]
 
     def on_validation_epoch_start(self) -> None:
-        loader = self.trainer.datamodule.train_dataloader()
-        batches = []
-        for i, (x, _) in enumerate(loader):
-            if i >= self.bn_batches:
-                break
-            batches.append(x.to(self.device))
-        self._scored = {}
-        for name, g in self._validated():
-            model = self.supernet.extract(g).to(self.device)
-            recalibrate_bn(model, (resize(x, self.resolution_for(g)) for x in batches))
-            self._scored[name] = model
+        # On a fork of the random state: what is validated (a loader's shuffle, the extracted
+        # networks' initial weights) draws nothing the training steps would draw.
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            loader = self.trainer.datamodule.train_dataloader()
+            batches = []
+            for i, (x, _) in enumerate(loader):
+                if i >= self.bn_batches:
+                    break
+                batches.append(x.to(self.device))
+            self._scored = {}
+            for name, g in self._validated():
+                model = self.supernet.extract(g).to(self.device)
+                recalibrate_bn(model, (resize(x, self.resolution_for(g)) for x in batches))
+                self._scored[name] = model
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
