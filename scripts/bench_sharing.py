@@ -51,7 +51,7 @@ def narrowed(name: str, full, teacher):
                       for sc, st in zip(full.stages, teacher.stages, strict=True))
         return replace(full, stages=fixed, stem=(teacher.stem,), head=(teacher.head,),
                        resolution=(teacher.resolution,))
-    raise SystemExit(f"--spaces: {name!r} is not valid; valid: {', '.join(SPACES)}")
+    raise ValueError(f"no narrowing {name!r}; valid: {', '.join(SPACES)}")
 
 
 def measure(name: str, cfg, full, args, out: Path) -> dict:
@@ -112,7 +112,7 @@ def main() -> None:
     names = args.spaces.split(",")
     for name in names:
         if name not in SPACES:
-            sys.exit(f"error: --spaces: {name!r} is not valid; valid: {', '.join(SPACES)}")
+            ap.error(f"--spaces: {name!r} is not valid; valid: {', '.join(SPACES)}")  # exit 2
     cfg = precheck(["+space=mnv2", *DATA, f"supernet.mflops={args.mflops}", f"supernet.epochs={args.epochs}",
                     "supernet.threads=1", "supernet.progress=false", "wandb.mode=disabled", *args.set])
     full = apply_space_overrides(cfg)

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,28 @@ def test_the_probe_walks_every_one_gene_neighbour_within_the_budget():
         # t=1 drops the expansion, and its activation with it: the one gene that moves another
         assert [f for _, f in differ] in ([gene], ["t", "place"] if gene == "t" else [gene]), (gene, differ)
     assert len({str(g) for _, g in found}) == len(found)
+
+
+def test_the_sharing_narrowings_keep_what_they_say():
+    """bench_sharing's spaces: `width` has the width as its one elastic gene, at the full
+    space's teacher; `tame` has no t=1, every shortcut and one placement; both within the full
+    space. A bad --spaces exits 2."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_sharing import narrowed
+
+    from nas.training.supernet import teacher_within
+    from search_spaces import get_space
+
+    full = get_space("mnv2")
+    teacher = teacher_within(full, 300, 10, 1)
+    width = narrowed("width", full, teacher)
+    for sc in width.stages:
+        assert all(len(getattr(sc, gene)) == 1 for gene in ("c", "n", "k", "t", "act", "place", "residual"))
+    assert len(width.stem) == len(width.head) == len(width.resolution) == 1 and width.width == full.width
+    assert all(width.contains(replace(teacher, width=w)) for w in full.width)
+    tame = narrowed("tame", full, teacher)
+    assert all(sc.t == (3, 6) and sc.residual == (True,) and sc.place == ("ed",) for sc in tame.stages)
+    assert narrowed("full", full, teacher) is full
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_sharing.py"), "--spaces", "full,wide"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'wide' is not valid; valid: full, tame, width" in bad.stderr
