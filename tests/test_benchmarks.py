@@ -269,6 +269,7 @@ def test_the_sharing_narrowings_keep_what_they_say():
     tame = narrowed("tame", full, teacher)
     assert all(sc.t == (3, 6) and sc.residual == (True,) and sc.place == ("ed",) for sc in tame.stages)
     assert narrowed("full", full, teacher) is full
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_sharing.py"), "--spaces", "full,wide"],
-                         capture_output=True, text=True, timeout=120)
+    script = str(ROOT / "scripts" / "bench_sharing.py")
+    bad = subprocess.run([sys.executable, script, "--spaces", "full,wide"], capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "'wide' is not valid; valid: full, tame, width" in bad.stderr
