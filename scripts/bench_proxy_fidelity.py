@@ -17,7 +17,9 @@ with other seeds: their tau is how far seed noise alone moves a proxy's ranking;
 `--reference task.json` takes the genotypes, the reference accuracies (the two seeds of the
 reference recipe) and the data settings from a `scripts/bench_task.py` result instead of
 training them again; `--dataset` picks which of its datasets (the proxies then run on it,
-with the same data settings). Writes `fidelity.json` and a scatter plot `fidelity.html`
+with the same data settings). `--rescore fidelity.json` with `--reference` runs nothing: it
+ranks that earlier run's proxies (the same genotypes, on the same data, checked) against the
+reference given. Writes `fidelity.json` and a scatter plot `fidelity.html`
 (each training proxy's accuracy vs the reference) into --out.
 
 Finished trainings are kept in `fidelity.partial.jsonl`: rerunning the same command after
@@ -65,17 +67,23 @@ _COMMON: list = []  # per process: space, mflops, out folder, --set overrides (s
 _SEARCHERS: dict[tuple, object] = {}  # per process: setting overrides -> Searcher (data loaded once)
 
 
+def searcher_config(space: str, mflops: float, overrides: list[str]):
+    """The search configuration every run of this benchmark composes, with `overrides`."""
+    from nas.cli.search import precheck
+
+    return precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled", "reference=false",
+                     *overrides])
+
+
 def searcher(overrides: list[str]):
     if tuple(overrides) not in _SEARCHERS:
-        from nas.cli.search import precheck
         from nas.common.tracking import Tracker
         from nas.search.evaluate import ProxyData
         from nas.search.loop import Searcher
         from nas.search.run import apply_space_overrides
 
         space, mflops, out, extra = _COMMON
-        cfg = precheck([f"+space={space}", f"+budget.mflops={mflops}", "wandb.mode=disabled",
-                        "reference=false", f"hydra.run.dir={out}", *extra, *overrides])
+        cfg = searcher_config(space, mflops, [f"hydra.run.dir={out}", *extra, *overrides])
         tracker = Tracker("disabled", "nas", None, "fidelity", out)
         space = apply_space_overrides(cfg)
         _SEARCHERS[tuple(overrides)] = Searcher(cfg, space, None, ProxyData(cfg, space), tracker)
@@ -129,6 +137,35 @@ def load_reference(args) -> dict:
     return ref
 
 
+def rescored(args, reference: dict) -> dict:
+    """The proxies' results of the fidelity.json `args.rescore` (all but its reference), after
+    checking that it ran on the reference's genotypes and on the same data settings (as the
+    search composes them, so a default given explicitly is the same setting)."""
+    from dataclasses import asdict
+
+    path = Path(args.rescore)
+    try:
+        earlier = json.loads(path.read_text())
+        genotypes, results, sets = earlier["genotypes"], earlier["results"], earlier["set"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: --rescore {path} is not a bench_proxy_fidelity.py fidelity.json ({exc})",
+              file=sys.stderr)
+        sys.exit(2)
+    if genotypes != reference["genotypes"]:
+        print(f"error: --rescore {path} ranked other genotypes than --reference {args.reference}",
+              file=sys.stderr)
+        sys.exit(2)
+    then = asdict(searcher_config(args.space, args.mflops, sets).data)
+    now = asdict(searcher_config(args.space, args.mflops, args.set).data)
+    differ = sorted(k for k in now if then.get(k) != now[k])
+    if differ:
+        print(f"error: --rescore {path} ran on other data than --reference {args.reference}: "
+              + ", ".join(f"data.{k}={then.get(k)!r} there, {now[k]!r} here" for k in differ),
+              file=sys.stderr)
+        sys.exit(2)
+    return {name: r for name, r in results.items() if name != "long"}
+
+
 def bootstrap_tau(values: list[float], truth: list[float], n: int = 1000, seed: int = 0):
     """5th and 95th percentiles of Kendall's tau over genotype resamples."""
     from nas.common.stats import bootstrap
@@ -179,7 +216,14 @@ def main() -> None:
                          "are the reference (--space, --mflops, --m, --long-epochs and --seed come from it)")
     ap.add_argument("--dataset", default=None,
                     help="with --reference: which of its datasets (default: its first)")
+    ap.add_argument("--rescore", metavar="FIDELITY_JSON",
+                    help="with --reference: rank the proxies of an earlier fidelity.json (the same "
+                         "genotypes, on the same data) against this reference instead of running them")
     args = ap.parse_args()
+    if args.rescore and not args.reference:
+        print("error: --rescore needs --reference (the reference to rank its proxies against)",
+              file=sys.stderr)
+        sys.exit(2)
     if args.plot_only:
         source = Path(args.out) / "fidelity.json"
         if not source.is_file():
@@ -201,6 +245,7 @@ def main() -> None:
     from nas.arch.genotype import parse
 
     reference = load_reference(args) if args.reference else None
+    earlier = rescored(args, reference) if args.rescore else None  # refused before anything is written
     recipe = []
     if not reference:  # the long runs train with bench_task's reference recipe, on the same data
         named = [s.split("=", 1)[1] for s in args.set if s.startswith("data=")]
@@ -237,10 +282,13 @@ def main() -> None:
     for name in ZERO_COST:
         if not args.only or name in args.only:
             runs[name] = ([], 0, name)
-    jobs = [{"name": name, "index": i, "genotype": g, "overrides": overrides, "zero_cost": zc,
-             "seed": args.seed + offset + i}
-            for name, (overrides, offset, zc) in runs.items() for i, g in enumerate(genotypes)]
-    results = {name: {"values": [None] * args.m, "seconds": [None] * args.m} for name in runs}
+    if earlier is not None:  # nothing to run: the earlier file's proxies, every one of them
+        runs = {name: None for name in earlier}
+    jobs = [] if earlier is not None else [
+        {"name": name, "index": i, "genotype": g, "overrides": overrides, "zero_cost": zc,
+         "seed": args.seed + offset + i}
+        for name, (overrides, offset, zc) in runs.items() for i, g in enumerate(genotypes)]
+    results = earlier or {name: {"values": [None] * args.m, "seconds": [None] * args.m} for name in runs}
     # Every finished job is appended to a journal in --out; a rerun with the same arguments
     # skips what it holds, so an interrupted hour is not lost.
     journal = out / "fidelity.partial.jsonl"
@@ -314,6 +362,7 @@ def main() -> None:
                "data": base.cfg.data.name, "set": args.set,
                "reference": ({k: reference[k] for k in ("file", "dataset", "overrides")}
                              if reference else None),
+               "rescored_from": Path(args.rescore).name if args.rescore else None,
                "reference_seed_tau": seed_tau, "reference_seed_tau_90": list(seed_interval),
                "wall_seconds": time.perf_counter() - started,
                "genotypes": [str(g) for g in genotypes], "results": results, "table": rows}

@@ -139,6 +139,19 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
     check_fidelity_table(data)
     assert same(data["reference_seed_tau"], tau_b(digits["seed0"], digits["seed1"]))
 
+    # --rescore: the same proxies ranked again against a reference, nothing run
+    r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", "--reference",
+                        str(task_dir / "task.json"), "--rescore", str(fid_dir / "fidelity.json"),
+                        "--out", str(tmp_path / "rescored")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((tmp_path / "rescored" / "fidelity.json").read_text())
+    assert again["table"] == data["table"] and again["rescored_from"] == "fidelity.json"
+    assert not (tmp_path / "rescored" / "fidelity.partial.jsonl").read_text()  # nothing trained
+    other = json.loads((task_dir / "task.json").read_text())
+    other["genotypes"] = other["genotypes"][::-1]
+    (tmp_path / "other_task.json").write_text(json.dumps(other))
+
     # bench_supernet --reference: a supernet trained on the task's data, scored against its
     # two-seed trainings and the fidelity run's proxy, on the whole split and a subset of it.
     sn_dir = tmp_path / "supernet"
@@ -177,7 +190,12 @@ def test_task_script_smoke_and_a_fidelity_run_on_its_reference(tmp_path):
 
     bad = [(["--reference", str(tmp_path / "none.json")], "is not a bench_task.py task.json"),
            (["--reference", str(task_dir / "task.json"), "--dataset", "cifar10"],
-            "'cifar10' is not in")]
+            "'cifar10' is not in"),
+           (["--rescore", str(fid_dir / "fidelity.json")], "--rescore needs --reference"),
+           (["--reference", str(tmp_path / "other_task.json"), "--rescore", str(fid_dir / "fidelity.json")],
+            "ranked other genotypes than --reference"),
+           (["--reference", str(task_dir / "task.json"), "--rescore", str(tmp_path / "none.json")],
+            "is not a bench_proxy_fidelity.py fidelity.json")]
     for extra, message in bad:
         r = subprocess.run([sys.executable, "scripts/bench_proxy_fidelity.py", *extra, "--out",
                             str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=120)
