@@ -44,7 +44,9 @@ def run(cfg: SupernetRunConfig, run_dir: Path, on_accept: Callable[[], None] | N
                                  on_accept=on_accept)
     meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir, on_accept=on_accept)
     if meta.trust_warning():
-        print(meta.trust_warning(), file=sys.stderr)
+        import logging
+
+        logging.getLogger(__name__).warning(meta.trust_warning())
     return {"path": str(path), "epochs": meta.epochs}
 
 

@@ -209,7 +209,7 @@ def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path) -> SearchCo
     _, meta = load_supernet(path, space, data_identity(cfg.data))  # another space's or data's: refused now
     trained_within, searched = meta.recipe.get("mflops"), cfg.budget.get("mflops")
     if trained_within is not None and (searched is None or float(searched) > trained_within):
-        log.warning(f"warning: {path} trained only subnets within {trained_within:g} MFLOPs; this search's "
+        log.warning(f"{path} trained only subnets within {trained_within:g} MFLOPs; this search's "
                     f"budget ({'none on MFLOPs' if searched is None else f'{float(searched):g} MFLOPs'}) "
                     "reaches subnets it never trained")
     if meta.trust_warning():

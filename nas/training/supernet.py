@@ -117,16 +117,17 @@ class SupernetFile:
         return f"space {self.space}, data {self.data.get('name')}, {self.epochs} epochs"
 
     def trust_warning(self) -> str | None:
-        """A warning when the watched random subnets kept less than half of the largest one's
-        accuracy above chance: the weights then serve the subnets trained on every step, and
-        what a search scores is neither (None when they did, or were not watched)."""
+        """A warning (one line, to log at WARNING) when the watched random subnets kept less
+        than half of the largest one's accuracy above chance: the weights then serve the
+        subnets trained on every step, and what a search scores is neither (None when they
+        did, or were not watched)."""
         v, chance = self.validation, 1.0 / self.num_classes
         if "val_acc_random" not in v or "val_acc_largest" not in v:
             return None
         largest, random_ = v["val_acc_largest"], v["val_acc_random"]
         if random_ - chance >= 0.5 * (largest - chance):
             return None
-        return (f"warning: this supernet's random subnets score {100 * random_:.1f}% on average against "
+        return (f"this supernet's random subnets score {100 * random_:.1f}% on average against "
                 f"{100 * largest:.1f}% for its largest (chance {100 * chance:.1f}%): the candidates a search "
                 "scores inherit little that works, so its ranking may be noise; measure it with python -m "
                 "nas.supernet validate, or train it longer")
