@@ -4,6 +4,7 @@ Hydra app; the command line is validated before Hydra runs anything. The trainin
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from nas.cli.common import CONF_DIR, checked_main
 from nas.common.config import SupernetRunConfig, register_schemas
 
 __all__ = ["COMMANDS", "main", "precheck"]
+
+log = logging.getLogger(__name__)
 
 register_schemas()  # conf/supernet.yaml extends supernet_schema
 COMMANDS = ("train", "validate")
@@ -43,10 +46,8 @@ def run(cfg: SupernetRunConfig, run_dir: Path, on_accept: Callable[[], None] | N
         return validate_supernet(space, cfg.data, cfg.supernet, cfg.validate, path, run_dir,
                                  on_accept=on_accept)
     meta = train_supernet(space, cfg.data, cfg.supernet, cfg.wandb, path, run_dir, on_accept=on_accept)
-    if meta.trust_warning():
-        import logging
-
-        logging.getLogger(__name__).warning(meta.trust_warning())
+    if warning := meta.trust_warning():
+        log.warning(warning)
     return {"path": str(path), "epochs": meta.epochs}
 
 

@@ -212,8 +212,8 @@ def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path) -> SearchCo
         log.warning(f"{path} trained only subnets within {trained_within:g} MFLOPs; this search's "
                     f"budget ({'none on MFLOPs' if searched is None else f'{float(searched):g} MFLOPs'}) "
                     "reaches subnets it never trained")
-    if meta.trust_warning():
-        log.warning(meta.trust_warning())
+    if warning := meta.trust_warning():
+        log.warning(warning)
     return replace(cfg, proxy=replace(cfg.proxy, supernet=str(path)))
 
 
