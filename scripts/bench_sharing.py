@@ -46,11 +46,8 @@ def narrowed(name: str, full, teacher):
         return replace(full, stages=tuple(replace(sc, t=(3, 6), residual=(True,), place=("ed",))
                                           for sc in full.stages))
     if name == "width":
-        fixed = tuple(replace(sc, c=(st.c,), n=(st.n,), k=(st.k,), t=(st.t,), act=(st.act,),
-                              place=(st.place,), residual=(st.residual,))
-                      for sc, st in zip(full.stages, teacher.stages, strict=True))
-        return replace(full, stages=fixed, stem=(teacher.stem,), head=(teacher.head,),
-                       resolution=(teacher.resolution,))
+        return full.fixed_at(teacher, ("c", "n", "k", "t", "act", "place", "residual", "stem", "head",
+                                       "resolution"))
     raise ValueError(f"no narrowing {name!r}; valid: {', '.join(SPACES)}")
 
 

@@ -191,7 +191,10 @@ def test_bad_supernet_settings_are_refused_in_one_line(tmp_path):
     for args, words in ((["supernet.largest_epochs=5", "supernet.epochs=5"], "supernet.largest_epochs=5"),
                         (["supernet.lr=-1"], "supernet.lr=-1"),
                         (["supernet.random_subnets=-1"], "supernet.random_subnets"),
-                        (["supernet.unshared=[shortcut]"], "supernet.unshared=['shortcut']")):
+                        (["supernet.unshared=[shortcut]"], "supernet.unshared=['shortcut']"),
+                        (["supernet.progressive=[k,kernel]"], "'kernel' is no gene"),
+                        (["supernet.progressive=[k,n+k]"], "'k' is named twice"),
+                        (["supernet.progressive=[k,n,t]", "supernet.epochs=3"], "need at least 4 epochs")):
         run = cli("nas.supernet", "train", "+space=mnv1", *args, cwd=tmp_path)
         assert run.returncode == 2, run.stderr
         assert words in run.stderr and len(run.stderr.strip().splitlines()) == 1
@@ -277,15 +280,74 @@ def test_a_budget_trains_only_subnets_within_it_under_a_teacher_of_its_size():
     assert teacher_within(space, 1e6, 10, 1) == largest
 
 
-def _subnets_at(module, step: int):
-    """`module.subnets()` as at global step `step` of the sandwich phase."""
+def _subnets_at(module, step: int, epoch: int = 0):
+    """`module.subnets()` as at global step `step` of epoch `epoch`."""
     from unittest.mock import PropertyMock, patch
 
     from nas.training.supernet import SupernetModule
 
     with patch.object(SupernetModule, "global_step", new_callable=PropertyMock, return_value=step), \
-            patch.object(SupernetModule, "current_epoch", new_callable=PropertyMock, return_value=0):
+            patch.object(SupernetModule, "current_epoch", new_callable=PropertyMock, return_value=epoch):
         return module.subnets()
+
+
+def test_progressive_shrinking_releases_the_held_genes_one_phase_at_a_time():
+    """supernet.progressive=[k,n+t] over 7 epochs after one largest-only epoch: 3 phases of 2
+    epochs; the subnets of phase 1 have the teacher's k, n and t in every stage, those of phase
+    2 its n and t (their k varies), those of phase 3 vary in all; every one within the budget.
+    Without it the draws are those of before the key existed."""
+    from nas.arch.cost import cost
+    from nas.model.supernet import SuperNet
+    from nas.training.supernet import SupernetModule
+    from search_spaces import get_space
+
+    space = get_space("mnv2")
+    net = SuperNet(space, 10, 1)
+    module = SupernetModule(net, lambda g: 16, max_mflops=200, seed=1, largest_epochs=1, epochs=7,
+                            progressive=(("k",), ("n", "t")))
+    teacher = module.largest
+    assert [module.phase(e) for e in range(1, 7)] == [0, 0, 1, 1, 2, 2]
+    assert module.phase_label(0) == " (largest only)"
+    assert module.phase_label(1) == " (phase 1/3, held at the teacher's: k, n, t)"
+    assert module.phase_label(6) == " (phase 3/3, every gene elastic)"
+
+    def drawn(epoch: int) -> list:
+        return [g for step in range(12) for g in _subnets_at(module, step, epoch)[1:]]
+
+    def same(g, gene: str) -> bool:
+        return all(getattr(a, gene) == getattr(b, gene)
+                   for a, b in zip(g.stages, teacher.stages, strict=True))
+
+    assert _subnets_at(module, 0, 0) == [teacher]
+    phases = ((1, ("k", "n", "t"), ("c",)), (3, ("n", "t"), ("k", "c")), (5, (), ("k", "n", "t")))
+    for epoch, held, free in phases:
+        subnets = drawn(epoch)
+        assert all(cost(g, 10, 1).mflops <= 200 for g in subnets)
+        assert all(same(g, gene) for g in subnets for gene in held), (epoch, held)
+        assert all(not all(same(g, gene) for g in subnets) for gene in free), (epoch, free)
+        assert len({g.width for g in subnets}) > 1  # an unlisted gene: elastic in every phase
+    plain = SupernetModule(net, lambda g: 16, max_mflops=200, seed=1, largest_epochs=1, epochs=7)
+    last = SupernetModule(net, lambda g: 16, max_mflops=200, seed=1, largest_epochs=1, epochs=7,
+                          progressive=(("k",), ("n", "t")))
+    for step in (0, 5):  # the last phase draws from the whole space, as a run without phases
+        assert _subnets_at(last, step, 6) == _subnets_at(plain, step, 6)
+
+
+def test_fixing_genes_at_a_genotype_narrows_only_those():
+    from search_spaces import get_space
+
+    for name in ("mnv2", "xception", "mnv1"):
+        space = get_space(name)
+        g = space.sample(3)
+        every = space.fixed_at(g, ["width", "resolution", "stem", "head", "dropout", "block", "c", "n", "k",
+                                   "t", "act", "place", "residual", "m", "order", "grow", "lead_act"])
+        assert every.size() == 1 and every.sample(0) == g, name
+        narrowed = space.fixed_at(g, ["k"])
+        assert 1 < narrowed.size() < space.size()
+        assert all(a.k == b.k for i in range(20) for a, b in zip(narrowed.sample(i).stages, g.stages,
+                                                                   strict=True))
+    with pytest.raises(ValueError, match="no gene 'kernel'"):
+        get_space("mnv2").fixed_at(g, ["kernel"])
 
 
 def test_a_search_training_its_supernet_trains_it_for_its_budget(tmp_path):
@@ -364,7 +426,8 @@ def test_an_earlier_supernet_file_records_no_budget(trained):
     import torch
 
     recipe = torch.load(trained, map_location="cpu", weights_only=False)["meta"]["recipe"]
-    assert "mflops" not in recipe and "unshared" not in recipe  # its keys at their defaults: as before
+    # its keys at their defaults: as before they existed
+    assert "mflops" not in recipe and "unshared" not in recipe and "progressive" not in recipe
 
 
 def test_a_supernet_with_unshared_genes_is_trained_loaded_and_searched(tmp_path):

@@ -12,7 +12,7 @@ import itertools
 import operator
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any, TypeVar
 
 from nas.arch.blocktypes import BLOCK_TYPES, block_out_size, extra_genes, stage_genes
@@ -171,6 +171,25 @@ class SearchSpace:
                 return False
             cin = scale_channels(st.c, genotype.width)
         return True
+
+    def fixed_at(self, genotype: Genotype, genes: Sequence[str]) -> SearchSpace:
+        """This space with each gene named in `genes` fixed at `genotype`'s value: a global
+        gene (width, resolution, dropout, stem, head) once, a stage gene (`stage_genes()`) in
+        every stage whose block type has it. `genotype` must be one of the space's."""
+        stage_names = set(stage_genes())
+        changes: dict[str, Any] = {}
+        for gene in genes:
+            if gene in ("width", "resolution", "dropout", "stem", "head"):
+                changes[gene] = (getattr(genotype, gene),)
+            elif gene not in stage_names:
+                raise ValueError(f"no gene {gene!r}; valid: width, resolution, dropout, stem, head, "
+                                 + ", ".join(stage_names))
+        stages = []
+        for sc, st in zip(self.stages, genotype.stages, strict=True):
+            own = set(_genes_of(st.block))
+            fixed = {g: (getattr(st, g),) for g in genes if g in stage_names and g in own}
+            stages.append(replace(sc, **fixed))
+        return replace(self, stages=tuple(stages), **changes)
 
     # ----- enumeration ----------------------------------------------------------------
     def stage_options(self, i: int, cin: int, width: float) -> frozenset[Stage]:

@@ -313,6 +313,9 @@ class SupernetConfig(RecipeConfig):
     distill: bool = True  # in-place distillation: the other subnets learn the largest one's outputs
     largest_epochs: int = 0  # a first phase in the same run: epochs training the largest subnet alone
     unshared: list[str] = field(default_factory=list)  # genes with own weights per choice, e.g. [residual,t]
+    # Progressive shrinking (Once-for-All): genes held at the teacher's value, made elastic one
+    # phase at a time in this order (a+b: together); genes not listed are elastic throughout
+    progressive: list[str] = field(default_factory=list)  # genes released one phase at a time, e.g. [k,n+t]
     bn_batches: int = 10  # training batches that re-estimate an extracted subnet's BN statistics
     val_random: int = 4  # fixed random subnets (within mflops) validated each epoch beside the two extremes
     devices: Any = 1  # Lightning's: accelerators (or CPU processes) per node, e.g. 2 with strategy=ddp
@@ -334,7 +337,25 @@ class SupernetConfig(RecipeConfig):
             if gene not in genes:
                 raise ConfigError(f"{prefix}.unshared={list(self.unshared)} is not valid: {gene!r} is no "
                                   f"stage gene; valid: {', '.join(genes)}")
+        self._validate_progressive(prefix, ("width", "resolution", "stem", "head", *genes))
         self.validate_device(prefix)
+
+    def _validate_progressive(self, prefix: str, genes: tuple[str, ...]) -> None:
+        given = f"{prefix}.progressive={list(self.progressive)}"
+        seen: set[str] = set()
+        for group in self.progressive:
+            for gene in str(group).split("+"):
+                if gene not in genes:
+                    raise ConfigError(f"{given} is not valid: {gene!r} is no gene; valid: {', '.join(genes)} "
+                                      "(a+b makes two elastic in one phase)")
+                if gene in seen:
+                    raise ConfigError(f"{given} is not valid: {gene!r} is named twice")
+                seen.add(gene)
+        phases = len(self.progressive) + 1
+        if self.progressive and self.epochs - self.largest_epochs < phases:
+            raise ConfigError(f"{given} is not valid with {prefix}.epochs={self.epochs}: its {phases} "
+                              f"phases need at least {phases} epochs after {prefix}.largest_epochs="
+                              f"{self.largest_epochs}")
 
     def resolution_for(self, genotype_resolution: int, reference_resolution: int) -> int:
         """A subnet's training (and scoring) resolution: in proportion to its own."""

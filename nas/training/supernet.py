@@ -4,7 +4,9 @@
 One Lightning run: every step trains the largest subnet on the labels and, by the sandwich
 rule (BigNAS, AttentiveNAS), the smallest and `random_subnets` random ones, each at its own
 (proxy-scaled) resolution, learning the largest one's outputs (in-place distillation). The
-first `largest_epochs` train the largest subnet alone (a phase inside the same run).
+first `largest_epochs` train the largest subnet alone, and `progressive` names genes held at
+the teacher's value and made elastic one phase at a time (Once-for-All's progressive
+shrinking): phases inside the same run.
 
 A subnet is scored as a plain network: `extract` it, re-estimate its BN statistics on a few
 training batches (the shared running statistics mix every subnet's), evaluate.
@@ -265,7 +267,7 @@ class SupernetModule(pl.LightningModule):
 
     def __init__(self, supernet: SuperNet, resolution_for: Callable[[Genotype], int], *,
                  max_mflops: float | None = None, random_subnets: int = 2, distill: bool = True,
-                 largest_epochs: int = 0,
+                 largest_epochs: int = 0, epochs: int = 0, progressive: tuple[tuple[str, ...], ...] = (),
                  seed: int = 0, bn_batches: int = 10, optimizer: str = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 4e-5, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.1, val_random: int = 0):
@@ -279,6 +281,16 @@ class SupernetModule(pl.LightningModule):
         space, self.max_mflops = supernet.space, max_mflops
         self.largest = teacher_within(space, max_mflops, supernet.num_classes, supernet.in_channels)
         self.smallest = space.extreme(False)
+        # Progressive shrinking (Once-for-All): the sandwich epochs in len(progressive) + 1
+        # phases; phase j draws from the space with the genes of groups j.. held at the
+        # teacher's value (the last phase: the whole space).
+        self.epochs, self.progressive = epochs, tuple(tuple(group) for group in progressive)
+        self._phases = []
+        for j in range(len(self.progressive)):
+            held = [gene for group in self.progressive[j:] for gene in group]
+            narrowed = space.fixed_at(self.largest, held)
+            self._phases.append((narrowed, narrowed.extreme(False)))
+        self._phases.append((space, self.smallest))
         # Fixed random subnets scored every epoch beside the two the sandwich rule trains on
         # every step: what a search scores is neither, and may inherit nothing that works.
         rng = random.Random(7_919 + seed)
@@ -291,11 +303,32 @@ class SupernetModule(pl.LightningModule):
         ones, drawn from (seed, step) so a resumed run draws what the first would have."""
         if self.current_epoch < self.largest_epochs:
             return [self.largest]
+        space, smallest = self._phases[self.phase(self.current_epoch)]
         rng = random.Random(self.seed * 1_000_003 + self.global_step)
         net = self.supernet
-        others = [sample_within(net.space, rng, self.max_mflops, net.num_classes, net.in_channels)
+        others = [sample_within(space, rng, self.max_mflops, net.num_classes, net.in_channels)
                   for _ in range(self.random_subnets)]
-        return [self.largest, self.smallest, *others]
+        return [self.largest, smallest, *others]
+
+    def phase(self, epoch: int) -> int:
+        """The progressive-shrinking phase of a sandwich epoch: 0 .. len(progressive), an equal
+        share of the epochs after `largest_epochs` each (the last phase: every gene elastic)."""
+        if not self.progressive:
+            return 0
+        sandwich = max(1, self.epochs - self.largest_epochs)
+        phases = len(self.progressive) + 1
+        return min(phases - 1, (epoch - self.largest_epochs) * phases // sandwich)
+
+    def phase_label(self, epoch: int) -> str:
+        """' (largest only)', ' (phase j/J: genes elastic)' or '' for an epoch's line."""
+        if epoch < self.largest_epochs:
+            return " (largest only)"
+        if not self.progressive:
+            return ""
+        j = self.phase(epoch)
+        held = {gene for group in self.progressive[j:] for gene in group}
+        note = f"held at the teacher's: {', '.join(sorted(held))}" if held else "every gene elastic"
+        return f" (phase {j + 1}/{len(self.progressive) + 1}, {note})"
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -397,7 +430,7 @@ class _EpochLine(pl.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "seconds": time.perf_counter() - self._start, **m}
         self.tracker.log_epoch(row)
-        phase = " (largest only)" if trainer.current_epoch < module.largest_epochs else ""
+        phase = module.phase_label(trainer.current_epoch)
         nan = float("nan")
         log.info(f"epoch {trainer.current_epoch + 1}/{self.epochs}{phase}: val acc largest "
                  f"{m.get('val_acc_largest', nan):.4f}, smallest {m.get('val_acc_smallest', nan):.4f}"
@@ -430,6 +463,8 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
         recipe.pop("mflops", None)
     if not recipe.get("unshared"):  # every gene shared (the block types' own aside): as before
         recipe.pop("unshared", None)
+    if not recipe.get("progressive"):  # every gene elastic from the start: as before
+        recipe.pop("progressive", None)
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
@@ -492,7 +527,9 @@ def _finished_before(path: Path, space: SearchSpace, ident: dict[str, Any],
 def _module(net: SuperNet, cfg: Any, ref: int) -> SupernetModule:
     return SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref), max_mflops=cfg.mflops,
                           random_subnets=cfg.random_subnets, distill=cfg.distill,
-                          largest_epochs=cfg.largest_epochs, seed=cfg.seed, bn_batches=cfg.bn_batches,
+                          largest_epochs=cfg.largest_epochs, epochs=cfg.epochs,
+                          progressive=tuple(tuple(group.split("+")) for group in cfg.progressive),
+                          seed=cfg.seed, bn_batches=cfg.bn_batches,
                           optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                           warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
