@@ -28,7 +28,10 @@ from nas.arch.genotype import (
     stem_out_size,
 )
 
-__all__ = ["SearchSpace", "StageChoices", "repeat_choices", "scaled_choices"]
+__all__ = ["GLOBAL_GENES", "SearchSpace", "StageChoices", "repeat_choices", "scaled_choices"]
+
+# The genes a genotype has once (the others, `stage_genes()`, once per stage).
+GLOBAL_GENES = ("width", "resolution", "dropout", "stem", "head")
 
 Chooser = Callable[[str, Sequence[Any]], Any]
 V = TypeVar("V")
@@ -174,16 +177,15 @@ class SearchSpace:
 
     def fixed_at(self, genotype: Genotype, genes: Sequence[str]) -> SearchSpace:
         """This space with each gene named in `genes` fixed at `genotype`'s value: a global
-        gene (width, resolution, dropout, stem, head) once, a stage gene (`stage_genes()`) in
-        every stage whose block type has it. `genotype` must be one of the space's."""
+        gene (`GLOBAL_GENES`) once, a stage gene (`stage_genes()`) in every stage whose block
+        type has it. `genotype` must be one of the space's."""
         stage_names = set(stage_genes())
         changes: dict[str, Any] = {}
         for gene in genes:
-            if gene in ("width", "resolution", "dropout", "stem", "head"):
+            if gene in GLOBAL_GENES:
                 changes[gene] = (getattr(genotype, gene),)
             elif gene not in stage_names:
-                raise ValueError(f"no gene {gene!r}; valid: width, resolution, dropout, stem, head, "
-                                 + ", ".join(stage_names))
+                raise ValueError(f"no gene {gene!r}; valid: {', '.join((*GLOBAL_GENES, *stage_genes()))}")
         stages = []
         for sc, st in zip(self.stages, genotype.stages, strict=True):
             own = set(_genes_of(st.block))

@@ -337,14 +337,20 @@ class SupernetConfig(RecipeConfig):
             if gene not in genes:
                 raise ConfigError(f"{prefix}.unshared={list(self.unshared)} is not valid: {gene!r} is no "
                                   f"stage gene; valid: {', '.join(genes)}")
-        self._validate_progressive(prefix, ("width", "resolution", "stem", "head", *genes))
+        from nas.arch.space import GLOBAL_GENES
+
+        self._validate_progressive(prefix, (*GLOBAL_GENES, *genes))
         self.validate_device(prefix)
+
+    def phases(self) -> tuple[tuple[str, ...], ...]:
+        """`progressive` as the genes each phase releases (`k+n` releases two)."""
+        return tuple(tuple(str(group).split("+")) for group in self.progressive)
 
     def _validate_progressive(self, prefix: str, genes: tuple[str, ...]) -> None:
         given = f"{prefix}.progressive={list(self.progressive)}"
         seen: set[str] = set()
-        for group in self.progressive:
-            for gene in str(group).split("+"):
+        for group in self.phases():
+            for gene in group:
                 if gene not in genes:
                     raise ConfigError(f"{given} is not valid: {gene!r} is no gene; valid: {', '.join(genes)} "
                                       "(a+b makes two elastic in one phase)")

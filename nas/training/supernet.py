@@ -285,12 +285,12 @@ class SupernetModule(pl.LightningModule):
         # phases; phase j draws from the space with the genes of groups j.. held at the
         # teacher's value (the last phase: the whole space).
         self.epochs, self.progressive = epochs, tuple(tuple(group) for group in progressive)
-        self._phases = []
+        self._phases: list[tuple[SearchSpace, Genotype, tuple[str, ...]]] = []  # space, smallest, held
         for j in range(len(self.progressive)):
-            held = [gene for group in self.progressive[j:] for gene in group]
+            held = tuple(gene for group in self.progressive[j:] for gene in group)
             narrowed = space.fixed_at(self.largest, held)
-            self._phases.append((narrowed, narrowed.extreme(False)))
-        self._phases.append((space, self.smallest))
+            self._phases.append((narrowed, narrowed.extreme(False), held))
+        self._phases.append((space, self.smallest, ()))
         # Fixed random subnets scored every epoch beside the two the sandwich rule trains on
         # every step: what a search scores is neither, and may inherit nothing that works.
         rng = random.Random(7_919 + seed)
@@ -303,7 +303,7 @@ class SupernetModule(pl.LightningModule):
         ones, drawn from (seed, step) so a resumed run draws what the first would have."""
         if self.current_epoch < self.largest_epochs:
             return [self.largest]
-        space, smallest = self._phases[self.phase(self.current_epoch)]
+        space, smallest, _ = self._phases[self.phase(self.current_epoch)]
         rng = random.Random(self.seed * 1_000_003 + self.global_step)
         net = self.supernet
         others = [sample_within(space, rng, self.max_mflops, net.num_classes, net.in_channels)
@@ -326,9 +326,9 @@ class SupernetModule(pl.LightningModule):
         if not self.progressive:
             return ""
         j = self.phase(epoch)
-        held = {gene for group in self.progressive[j:] for gene in group}
+        held = self._phases[j][2]
         note = f"held at the teacher's: {', '.join(sorted(held))}" if held else "every gene elastic"
-        return f" (phase {j + 1}/{len(self.progressive) + 1}, {note})"
+        return f" (phase {j + 1}/{len(self._phases)}, {note})"
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -528,8 +528,7 @@ def _module(net: SuperNet, cfg: Any, ref: int) -> SupernetModule:
     return SupernetModule(net, lambda g: cfg.resolution_for(g.resolution, ref), max_mflops=cfg.mflops,
                           random_subnets=cfg.random_subnets, distill=cfg.distill,
                           largest_epochs=cfg.largest_epochs, epochs=cfg.epochs,
-                          progressive=tuple(tuple(group.split("+")) for group in cfg.progressive),
-                          seed=cfg.seed, bn_batches=cfg.bn_batches,
+                          progressive=cfg.phases(), seed=cfg.seed, bn_batches=cfg.bn_batches,
                           optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                           warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
