@@ -225,6 +225,16 @@ def test_retrain_config_trains_the_exported_genotype(searched, tmp_path):
     # The search's proxy trained at 16 px for a 224 px mnv1 genotype, scaled with its resolution.
     assert result["resolution"] == max(8, round(16 * info["resolution"] / 224))
     assert result["epochs"] == 1 and 0 <= result["test_acc"] <= 1
+    # A mistyped key of the exported config: one line, as on the package's own config, no run.
+    for flags in (["--config-dir", str(folder), "--config-name", "retrain"],
+                  [f"--config-dir={folder}", "--config-name=retrain"]):
+        bad = subprocess.run([sys.executable, "-m", "nas.train", *flags, "trainer.epochs=1",
+                              f"hydra.run.dir={tmp_path / 'bad'}"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+            "error: unknown config key 'trainer.epochs': did you mean trainer.max_epochs? (--help lists the "
+            "keys; keys with no default, +genotype=, take a leading +)"], bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_torchscript_onnx_exporter_is_still_there():

@@ -243,11 +243,13 @@ def checked_main(precheck: Callable[[list[str]], Any], task: Callable[[], Any],
 
 
 def compose_checked(config_name: str, argv: list[str], groups: tuple[str, ...],
-                    probe: tuple[str, ...] = (), plus: tuple[str, ...] = ()) -> dict[str, Any]:
+                    probe: tuple[str, ...] = (), plus: tuple[str, ...] = (),
+                    config_dir: str | None = None) -> dict[str, Any]:
     """The config `config_name` composed with the command line's overrides as Hydra will
     compose it, as a plain dict: an unknown option of a group in `groups`, an unknown key or a
     value of the wrong type ends in one-line `UserError` (the closest key named, found in the
-    config composed with `probe`; `plus` are keys that take a leading + like the groups)."""
+    config composed with `probe`; `plus` are keys that take a leading + like the groups).
+    `config_dir` (a `--config-dir`, e.g. an export folder) is searched before the package's."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -259,15 +261,18 @@ def compose_checked(config_name: str, argv: list[str], groups: tuple[str, ...],
         if key in groups and value not in group_options(key):
             raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
     plain = [a for a in args if not a.lstrip("+").startswith("hydra")]
+    primary, search = str(CONF_DIR), []
+    if config_dir is not None:
+        primary, search = str(Path(config_dir).expanduser().resolve()), [f"hydra.searchpath=[file://{CONF_DIR}]"]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = compose(config_name, overrides=plain)
+        with initialize_config_dir(config_dir=primary, version_base="1.3"):
+            composed = compose(config_name, overrides=[*search, *plain])
         return OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     except Exception as err:
         def keys() -> list[str]:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                return config_keys(OmegaConf.to_container(compose(config_name, overrides=list(probe)),
-                                                          resolve=False))
+            with initialize_config_dir(config_dir=primary, version_base="1.3"):
+                return config_keys(OmegaConf.to_container(
+                    compose(config_name, overrides=[*search, *probe]), resolve=False))
 
         raise composition_error(err, keys, (*groups, *plus)) from None
 

@@ -51,13 +51,34 @@ def _task(cfg: DictConfig) -> float | None:
 
 
 def precheck(argv: list[str]) -> TrainConfig:
-    """Compose and validate the command line before Hydra runs anything."""
+    """Compose and validate the command line before Hydra runs anything, from an export
+    folder's config when `--config-dir`/`--config-name` name one."""
     from nas.cli.common import compose_checked
 
-    container = compose_checked("train", argv, ("data",), plus=("genotype",))
+    folder, name, overrides = _config_source(argv)
+    container = compose_checked(name or "train", overrides, ("data",), plus=("genotype",), config_dir=folder)
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
     return cfg
+
+
+_SOURCE_FLAGS = {"-cd": "dir", "--config-dir": "dir", "-cn": "name", "--config-name": "name"}
+
+
+def _config_source(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """(--config-dir, --config-name, the other arguments): each flag as `FLAG VALUE` or
+    `FLAG=VALUE`."""
+    found: dict[str, str] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag in _SOURCE_FLAGS and (eq or i + 1 < len(argv)):
+            found[_SOURCE_FLAGS[flag]] = value if eq else argv[i + 1]
+            i += 1 if eq else 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return found.get("dir"), found.get("name"), rest
 
 
 def _check_config_dir(argv: list[str]) -> None:
@@ -68,16 +89,7 @@ def _check_config_dir(argv: list[str]) -> None:
 
     from nas.cli.common import CONF_DIR
 
-    def value(*flags: str) -> str | None:
-        for i, a in enumerate(argv):
-            for flag in flags:
-                if a == flag and i + 1 < len(argv):
-                    return argv[i + 1]
-                if a.startswith(flag + "="):
-                    return a.split("=", 1)[1]
-        return None
-
-    folder, name = value("-cd", "--config-dir"), value("-cn", "--config-name")
+    folder, name, _ = _config_source(argv)
     problem = None
     if folder is not None and not Path(folder).expanduser().is_dir():
         problem = f"--config-dir {folder!r} is not a folder: give an export folder (it holds retrain.yaml)"
@@ -97,6 +109,5 @@ def main() -> None:
     import sys
 
     _check_config_dir(sys.argv[1:])
-    # A config from an export folder (--config-dir/--config-name) is checked by the task itself.
-    checked_main(precheck, _task, skip=("-cd", "--config-dir", "-cn", "--config-name", "-cp",
-                                        "--config-path"), command="nas.train")
+    # A --config-path (relative to the package) goes to Hydra unchecked.
+    checked_main(precheck, _task, skip=("-cp", "--config-path"), command="nas.train")
