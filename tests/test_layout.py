@@ -90,6 +90,34 @@ def test_the_model_layer_needs_torch_only():
     assert r.stdout.strip() == "[]"
 
 
+def test_reading_data_and_refusing_a_resume_import_no_lightning(tmp_path):
+    # Lightning takes seconds to import: a search that refuses its input (a changed recipe on
+    # resume, bad data) or scores without training must not wait for it.
+    code = ("import sys, nas.search.loop, nas.search.run, nas.cli.train, nas.cli.search, nas.cli.supernet\n"
+            "from nas.common.config import DataConfig\n"
+            "from nas.training.data import datamodule_for\n"
+            "dm = datamodule_for(DataConfig(), 16, 32)\n"
+            "dm.setup()\n"
+            "print(dm.num_classes, len(dm.val_dataloader().dataset) > 0, "
+            "sorted(m for m in ('pytorch_lightning', 'lightning') if m in sys.modules))")
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "10 True []"
+
+    search = ["+space=mnv1", "+budget.mflops=28", "proxy=zero_cost", "proxy.resolution=16",
+              "space.width=[0.25]", "reference=false", "wandb.mode=disabled", "n_trials=2"]
+    traced = [sys.executable, "-c", "import runpy, sys; sys.argv = ['nas.search', *sys.argv[1:]]\n"
+              "try:\n    runpy.run_module('nas.search', run_name='__main__')\nfinally:\n"
+              "    print('lightning imported:', 'pytorch_lightning' in sys.modules, file=sys.stderr)"]
+    made = subprocess.run(traced + search, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "lightning imported: False" in made.stderr  # a zero-cost search trains nothing
+    refused = subprocess.run(traced + search + ["proxy.zero_cost_batch=32"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "exists with a different proxy" in refused.stderr
+    assert "lightning imported: False" in refused.stderr
+
 def test_public_api_works_after_importing_every_module():
     import nas
     from search_spaces import get_space

@@ -14,7 +14,6 @@ from nas.arch.genotype import load_genotype
 from nas.cli.common import CONF_DIR, checked_main
 from nas.common.config import TrainConfig, register_schemas
 from nas.errors import UserError
-from nas.training.train import run_identity, run_training
 
 __all__ = ["main", "precheck"]
 
@@ -26,6 +25,8 @@ register_schemas()  # conf/train.yaml extends train_schema
 def _train_name(*, _root_: DictConfig) -> str:
     """`<genotype hash>-<data>-<settings hash>`: rerunning a command resumes its own run, and
     another resolution, recipe or dataset trains in a folder of its own."""
+    from nas.training.train import run_identity  # Lightning: imported once the input is checked
+
     text = str(_root_.get("genotype") or "none")
     data = _root_.get("data")
     data_name = data.get("name") if isinstance(data, DictConfig) else "data"
@@ -46,6 +47,7 @@ OmegaConf.register_new_resolver("nas_train_name", _train_name, replace=True)
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _task(cfg: DictConfig) -> float | None:
     from nas.cli.common import hydra_task
+    from nas.training.train import run_training
 
     return hydra_task(cfg, TrainConfig.from_container, run_training).get("test_acc")
 

@@ -18,15 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.common.config import ZERO_COST, ProxyConfig, SearchConfig
 from nas.model.builder import build_model
-from nas.training.data import datamodule_for
-from nas.training.proxy import torch_device, train_proxy
+from nas.training.data import ImageDataModule, datamodule_for
 
 __all__ = ["EVALUATORS", "Evaluation", "Evaluator", "ProxyData", "ProxyTraining", "SupernetScore",
            "ZeroCostScore", "make_evaluator", "prepare"]
@@ -34,23 +32,34 @@ __all__ = ["EVALUATORS", "Evaluation", "Evaluator", "ProxyData", "ProxyTraining"
 log = logging.getLogger(__name__)
 
 
+def torch_device(accelerator: str, devices: int | list[int] = 1) -> torch.device:
+    """The torch device Lightning's `accelerator` setting trains on, for work done outside
+    a Trainer (zero-cost scores): an accelerator when asked for or found, else the CPU."""
+    index = devices[0] if isinstance(devices, list) and devices else 0
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", index)
+    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 class ProxyData:
     """The proxy's data: one data module per proxy resolution, loaded and checked once."""
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace):
         self.cfg, self.proxy, self.space = cfg, cfg.proxy, space
-        self._modules: dict[int, pl.LightningDataModule] = {}
+        self._modules: dict[int, ImageDataModule] = {}
         probe = self.at(self.proxy.resolution)  # reads (and checks) the data now
         self.num_classes, self.in_channels = probe.num_classes, probe.in_channels
 
-    def at(self, resolution: int) -> pl.LightningDataModule:
+    def at(self, resolution: int) -> ImageDataModule:
         if resolution not in self._modules:
             dm = datamodule_for(self.cfg.data, resolution, self.proxy.batch_size, self.proxy.subset)
             dm.setup()
             self._modules[resolution] = dm
         return self._modules[resolution]
 
-    def for_genotype(self, g: Genotype) -> pl.LightningDataModule:
+    def for_genotype(self, g: Genotype) -> ImageDataModule:
         return self.at(self.proxy.resolution_for(g.resolution, self.space.reference.resolution))
 
     def stand_in(self, g: Genotype) -> torch.nn.Module:
@@ -99,6 +108,8 @@ class ProxyTraining(Evaluator):
         self.data, self.proxy, self.devices = data, proxy, devices
 
     def __call__(self, g, seed, report=None, on_epoch=None, stop=None) -> Evaluation:
+        from nas.training.proxy import train_proxy  # Lightning: imported by the first training
+
         p = self.proxy
         torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
         model = self.data.stand_in(g)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -71,8 +70,12 @@ def check_train_size(what: str, images: int, classes: int, train: int) -> None:
                         f"least {MIN_TRAIN}); add images or raise proxy.subset")
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule:
     """A dataset's training, validation and test splits, their statistics and loaders.
+
+    It has a Lightning data module's methods (`setup`, `*_dataloader`) without importing
+    Lightning, so reading and checking data stays quick; `nas.training.proxy.lightning_data`
+    hands it to a Trainer.
 
     Subclasses implement `load` and may implement `check`. After `setup`: `split(name)` is a
     split's dataset, `num_classes`, `in_channels`, and `mean`/`std` (per channel, in [0, 1]
@@ -85,7 +88,6 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(self, resolution: int = 32, batch_size: int = 128, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, subset: float = 1.0, seed: int = 0, augment: str = "none",
                  mean: list[float] | None = None, std: list[float] | None = None):
-        super().__init__()
         self.resolution, self.batch_size, self.seed = resolution, batch_size, seed
         self.val_fraction, self.test_fraction, self.subset = val_fraction, test_fraction, subset
         self.augment = augment

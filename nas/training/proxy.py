@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from nas.model.optim import param_groups
 
-__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "make_optimizer", "make_trainer",
-           "quiet_lightning", "train_proxy"]
+__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "lightning_data", "make_optimizer",
+           "make_trainer", "quiet_lightning", "train_proxy"]
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
 # Advice of Lightning's that does not fit these runs: the data modules choose their own number
@@ -226,17 +226,6 @@ class ProxyResult:
     steps: int = 0
 
 
-def torch_device(accelerator: str, devices: int | list[int] = 1) -> torch.device:
-    """The torch device Lightning's `accelerator` setting trains on, for work done outside
-    a Trainer (zero-cost scores): an accelerator when asked for or found, else the CPU."""
-    index = devices[0] if isinstance(devices, list) and devices else 0
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", index)
-    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def make_trainer(max_epochs: int, callbacks: list, deterministic: bool | str = True,
                  accelerator: str = "auto", devices: int | str | list[int] = 1,
                  precision: str = "32-true", **kwargs) -> pl.Trainer:
@@ -256,7 +245,32 @@ def make_trainer(max_epochs: int, callbacks: list, deterministic: bool | str = T
     return pl.Trainer(**options)
 
 
-def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: int,
+class _LightningData(pl.LightningDataModule):
+    """An `ImageDataModule` as a Trainer takes it: each process (a DDP rank too) sets it up."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.setup()
+
+    def train_dataloader(self):
+        return self.data.train_dataloader()
+
+    def val_dataloader(self):
+        return self.data.val_dataloader()
+
+    def test_dataloader(self):
+        return self.data.test_dataloader()
+
+
+def lightning_data(data) -> pl.LightningDataModule:
+    """`data` (an `ImageDataModule`, which does not import Lightning) for `Trainer.fit`/`test`."""
+    return _LightningData(data)
+
+
+def train_proxy(model: nn.Module, datamodule, epochs: int,
                 report: Callable[[int, float], bool] | None = None,
                 on_epoch: Callable[[dict], None] | None = None, seed: int = 0,
                 deterministic: bool | str = True, accelerator: str = "auto",
@@ -273,7 +287,7 @@ def train_proxy(model: nn.Module, datamodule: pl.LightningDataModule, epochs: in
         trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
         start = time.perf_counter()
         try:
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=lightning_data(datamodule))
         except SIGTERMException:
             # Lightning's own answer to SIGTERM is exit(0) from inside fit; the caller's stop
             # check (its handler saw the same signal) says how the trial ends instead.

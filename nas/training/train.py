@@ -242,7 +242,7 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                   callbacks: list[pl.Callback]):
     """Fit `model` with the recipe (from `resume` when given), then test it: the trainer, the
     last validation accuracy and the test metrics."""
-    from nas.training.proxy import Classifier, quiet_lightning
+    from nas.training.proxy import Classifier, lightning_data, quiet_lightning
 
     t = cfg.trainer
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
@@ -258,9 +258,10 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                              enable_progress_bar=t.progress, enable_model_summary=False,
                              deterministic=t.deterministic, num_sanity_val_steps=0,
                              default_root_dir=str(run_dir))
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        data = lightning_data(dm)
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
         val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
-        test = trainer.test(module, datamodule=dm, verbose=False)[0]
+        test = trainer.test(module, datamodule=data, verbose=False)[0]
     return trainer, val_acc, test
 
 
