@@ -105,15 +105,18 @@ class ProxyTraining(Evaluator):
     """A short Lightning training; the value is the last validation accuracy."""
 
     def __init__(self, data: ProxyData, proxy: ProxyConfig, devices: int | list[int] = 1):
-        self.data, self.proxy, self.devices = data, proxy, devices
+        # Lightning is imported here, once the input has been accepted and before any trial's
+        # W&B run: W&B reports each new import to its service, so an import inside a run fails
+        # (ConnectionResetError) once a cancelled job's signal has ended that service.
+        from nas.training.proxy import train_proxy
+
+        self.data, self.proxy, self.devices, self._train = data, proxy, devices, train_proxy
 
     def __call__(self, g, seed, report=None, on_epoch=None, stop=None) -> Evaluation:
-        from nas.training.proxy import train_proxy  # Lightning: imported by the first training
-
         p = self.proxy
         torch.manual_seed(seed)  # initial weights from the trial's seed, not the process's history
         model = self.data.stand_in(g)
-        result = train_proxy(model, self.data.for_genotype(g), p.epochs, report=report, on_epoch=on_epoch,
+        result = self._train(model, self.data.for_genotype(g), p.epochs, report=report, on_epoch=on_epoch,
                              seed=seed, stop=stop, deterministic=p.deterministic, accelerator=p.accelerator,
                              devices=self.devices, precision=p.precision, channels_last=p.channels_last,
                              optimizer=p.optimizer, lr=p.lr, momentum=p.momentum,

@@ -230,6 +230,14 @@ class Searcher:
             trial.set_user_attr("status", Status.FAILED)
             trial.set_user_attr("reason", f"interrupted by {err}")
             raise KeyboardInterrupt(str(err)) from None
+        except Exception:
+            if self.signals.reason is None:
+                raise
+            # It failed after the worker was told to stop: what the signal ended with the job
+            # (W&B's service, loader processes) broke it, so the stop is its reason, as above.
+            trial.set_user_attr("status", Status.FAILED)
+            trial.set_user_attr("reason", f"interrupted by {self.signals.reason}")
+            raise KeyboardInterrupt(self.signals.reason) from None
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
 
