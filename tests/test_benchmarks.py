@@ -103,7 +103,8 @@ def check_task_summary(task: dict) -> None:
 
 
 @pytest.mark.parametrize("name", ["task.json", "task_6_epochs.json", "task_14_epochs.json",
-                                  "task_16_epochs.json", "task_large_digits.json"])
+                                  "task_16_epochs.json", "task_large_digits.json",
+                                  "task_seed1.json"])
 def test_the_published_task_figures_are_computed_from_their_own_accuracies(name):
     check_task_summary(json.loads((ROOT / "docs" / "bench" / name).read_text()))
 
