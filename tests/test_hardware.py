@@ -17,7 +17,7 @@ from nas.cli.search import precheck
 from nas.errors import UserError
 from nas.search.run import run_search
 from nas.training.data import make_datamodule
-from nas.training.proxy import Classifier, lightning_data
+from nas.training.proxy import Classifier, LightningData
 from tests.extras import need
 from tests.tiny import GENOTYPE, TINY
 
@@ -53,7 +53,7 @@ def fit(dm, epochs, spy, ckpt_dir=None, resume=None):
                          enable_checkpointing=bool(ckpt_dir), enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks,
                          limit_val_batches=1)
-    trainer.fit(module, datamodule=lightning_data(dm), ckpt_path=resume)
+    trainer.fit(module, datamodule=LightningData(dm), ckpt_path=resume)
 
 
 def test_training_order_changes_every_epoch_and_a_resume_replays_it(tmp_path):

@@ -72,7 +72,7 @@ def test_watching_more_subnets_trains_the_same_weights(tmp_path):
     from nas.common.config import DataConfig
     from nas.model.supernet import SuperNet
     from nas.training.data import datamodule_for
-    from nas.training.proxy import lightning_data
+    from nas.training.proxy import LightningData
     from nas.training.supernet import SupernetModule
     from search_spaces import get_space
 
@@ -87,7 +87,7 @@ def test_watching_more_subnets_trains_the_same_weights(tmp_path):
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0,
                              default_root_dir=str(tmp_path))
-        trainer.fit(module, datamodule=lightning_data(datamodule_for(DataConfig(name="digits"), 8, 16)))
+        trainer.fit(module, datamodule=LightningData(datamodule_for(DataConfig(name="digits"), 8, 16)))
         states.append({k: v.detach().clone() for k, v in module.supernet.state_dict().items()})
         assert ("val_acc_random" in trainer.callback_metrics) == (watched > 0)
     torch.set_num_threads(threads)

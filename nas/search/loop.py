@@ -224,20 +224,17 @@ class Searcher:
             self.signals.check()  # asked to stop between trials: this one never starts
             with Beat(trial, beat):
                 return self.run_trial(trial)
-        except Terminated as err:
-            # The one trial this worker had in flight; Optuna marks it FAIL and re-raises
-            # the KeyboardInterrupt, which ends `study.optimize` without another trial.
-            trial.set_user_attr("status", Status.FAILED)
-            trial.set_user_attr("reason", f"interrupted by {err}")
-            raise KeyboardInterrupt(str(err)) from None
-        except Exception:
-            if self.signals.reason is None:
+        except Exception as err:
+            # A Terminated is the one trial this worker had in flight. Any other error after the
+            # worker was told to stop came from what the signal ended with the job (W&B's
+            # service, loader processes), so the stop is its reason too. Optuna marks the trial
+            # FAIL and re-raises the KeyboardInterrupt, which ends `study.optimize`.
+            reason = str(err) if isinstance(err, Terminated) else self.signals.reason
+            if reason is None:
                 raise
-            # It failed after the worker was told to stop: what the signal ended with the job
-            # (W&B's service, loader processes) broke it, so the stop is its reason, as above.
             trial.set_user_attr("status", Status.FAILED)
-            trial.set_user_attr("reason", f"interrupted by {self.signals.reason}")
-            raise KeyboardInterrupt(self.signals.reason) from None
+            trial.set_user_attr("reason", f"interrupted by {reason}")
+            raise KeyboardInterrupt(reason) from None
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
 

@@ -74,7 +74,7 @@ class ImageDataModule:
     """A dataset's training, validation and test splits, their statistics and loaders.
 
     It has a Lightning data module's methods (`setup`, `*_dataloader`) without importing
-    Lightning, so reading and checking data stays quick; `nas.training.proxy.lightning_data`
+    Lightning, so reading and checking data stays quick; `nas.training.proxy.LightningData`
     hands it to a Trainer.
 
     Subclasses implement `load` and may implement `check`. After `setup`: `split(name)` is a

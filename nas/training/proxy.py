@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from nas.model.optim import param_groups
 
-__all__ = ["Classifier", "EpochReporter", "NonFiniteLoss", "ProxyResult", "lightning_data", "make_optimizer",
+__all__ = ["Classifier", "EpochReporter", "LightningData", "NonFiniteLoss", "ProxyResult", "make_optimizer",
            "make_trainer", "quiet_lightning", "train_proxy"]
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
@@ -245,8 +245,9 @@ def make_trainer(max_epochs: int, callbacks: list, deterministic: bool | str = T
     return pl.Trainer(**options)
 
 
-class _LightningData(pl.LightningDataModule):
-    """An `ImageDataModule` as a Trainer takes it: each process (a DDP rank too) sets it up."""
+class LightningData(pl.LightningDataModule):
+    """An `ImageDataModule` (which does not import Lightning) as `Trainer.fit`/`test` take it:
+    each process (a DDP rank too) sets it up."""
 
     def __init__(self, data):
         super().__init__()
@@ -263,11 +264,6 @@ class _LightningData(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self.data.test_dataloader()
-
-
-def lightning_data(data) -> pl.LightningDataModule:
-    """`data` (an `ImageDataModule`, which does not import Lightning) for `Trainer.fit`/`test`."""
-    return _LightningData(data)
 
 
 def train_proxy(model: nn.Module, datamodule, epochs: int,
@@ -287,7 +283,7 @@ def train_proxy(model: nn.Module, datamodule, epochs: int,
         trainer = make_trainer(epochs, [reporter], deterministic, accelerator, devices, precision)
         start = time.perf_counter()
         try:
-            trainer.fit(module, datamodule=lightning_data(datamodule))
+            trainer.fit(module, datamodule=LightningData(datamodule))
         except SIGTERMException:
             # Lightning's own answer to SIGTERM is exit(0) from inside fit; the caller's stop
             # check (its handler saw the same signal) says how the trial ends instead.

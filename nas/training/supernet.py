@@ -32,7 +32,7 @@ from nas.arch.genotype import Genotype
 from nas.arch.space import SearchSpace
 from nas.errors import UserError
 from nas.model.supernet import SuperNet, space_fingerprint
-from nas.training.proxy import lightning_data, make_optimizer, quiet_lightning
+from nas.training.proxy import LightningData, make_optimizer, quiet_lightning
 
 __all__ = [
     "FORMAT",
@@ -551,7 +551,7 @@ def _fit(module: SupernetModule, dm: Any, cfg: Any, run_dir: Path, tracker: Any)
                              enable_model_summary=False, deterministic=cfg.deterministic,
                              num_sanity_val_steps=0, default_root_dir=str(run_dir),
                              use_distributed_sampler=True)
-        trainer.fit(module, datamodule=lightning_data(dm), ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(module, datamodule=LightningData(dm), ckpt_path=str(last) if last.is_file() else None)
     return trainer
 
 

@@ -242,7 +242,7 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                   callbacks: list[pl.Callback]):
     """Fit `model` with the recipe (from `resume` when given), then test it: the trainer, the
     last validation accuracy and the test metrics."""
-    from nas.training.proxy import Classifier, lightning_data, quiet_lightning
+    from nas.training.proxy import Classifier, LightningData, quiet_lightning
 
     t = cfg.trainer
     module = Classifier(model, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
@@ -258,7 +258,7 @@ def _fit_and_test(cfg: TrainConfig, model: torch.nn.Module, dm: Any, resume: Pat
                              enable_progress_bar=t.progress, enable_model_summary=False,
                              deterministic=t.deterministic, num_sanity_val_steps=0,
                              default_root_dir=str(run_dir))
-        data = lightning_data(dm)
+        data = LightningData(dm)
         trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
         val_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))  # test() replaces them
         test = trainer.test(module, datamodule=data, verbose=False)[0]
