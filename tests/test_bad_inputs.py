@@ -17,7 +17,7 @@ import pytest
 
 from nas.common.config import CLUTTERED_ONLY, SearchConfig, SupernetRunConfig, TrainConfig
 from nas.errors import UserError
-from tests.tiny import GENOTYPE, TINY
+from tests.tiny import GENOTYPE, TINY, tiny
 
 # Keys whose value is free text (a path, a name, a URL): any string is a value there.
 FREE_TEXT = {"root", "url", "project", "entity", "lut", "dir", "genotype", "ckpt_path", "init", "out",
@@ -208,3 +208,40 @@ def test_a_refusal_is_one_line_and_leaves_every_file_as_it_was(study, args):
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert snapshot(study) == before
+
+
+def tree(folder: Path) -> list[str]:
+    """Every path under `folder`, folders included."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["over budget", "into an empty folder", "supernet is a folder",
+                                  "supernet truncated"])
+def test_a_search_refused_after_hydra_made_its_folder_leaves_no_folder_or_lock(case, tmp_path):
+    """Refusals found once the search runs (the budget against the space, the supernet file)
+    come after Hydra has made the run directory: the search removes what this run made."""
+    import torch
+
+    args = tiny(drop=("budget.mflops",))
+    (tmp_path / "kept").mkdir()
+    if case == "over budget" or case == "into an empty folder":
+        args.append("+budget.mflops=0.001")  # below the space's smallest genotype
+        if case == "into an empty folder":
+            args.append("hydra.run.dir=kept")
+    else:
+        args += ["+budget.mflops=28", "proxy=supernet"]
+        if case == "supernet is a folder":
+            args.append("proxy.supernet=kept")
+        else:
+            torch.save({"weights": torch.zeros(20_000)}, tmp_path / "cut.pt")
+            data = (tmp_path / "cut.pt").read_bytes()
+            (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+            args.append("proxy.supernet=cut.pt")
+    before = tree(tmp_path)
+    result = run(tmp_path, "nas.search", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert {"over budget": "budget.mflops=0.001", "into an empty folder": "budget.mflops=0.001",
+            "supernet is a folder": "is a folder", "supernet truncated": "is not a supernet file"}[case] \
+        in result.stderr
+    assert tree(tmp_path) == before

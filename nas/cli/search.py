@@ -67,6 +67,11 @@ def search_keys() -> list[str]:
     return config_keys(OmegaConf.to_container(cfg, resolve=False))
 
 
+# The outermost folder of the run directory that did not exist when the command line was
+# checked (Hydra makes the run directory before the task starts): a refused search removes it.
+_UNMADE: list[Path | None] = []
+
+
 def precheck(argv: list[str]) -> SearchConfig:
     """Compose and validate the command line as Hydra would, raising `UserError`s."""
     from hydra import compose, initialize_config_dir
@@ -111,7 +116,12 @@ def precheck(argv: list[str]) -> SearchConfig:
     from nas.search.run import apply_space_overrides
 
     apply_space_overrides(cfg_obj)  # the space's choices as overridden, checked
-    _check_writable(run_dir or f"outputs/{cfg_obj.study_name}")
+    target = run_dir or f"outputs/{cfg_obj.study_name}"
+    _check_writable(target)
+    if "${" not in target:  # what Hydra will make for the run, removed again if it is refused
+        from nas.search.run import first_missing
+
+        _UNMADE[:] = [first_missing(Path(target).expanduser().absolute())]
     if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
         from nas.training.data import datamodule_for
 
@@ -167,7 +177,8 @@ def _task(cfg: DictConfig) -> float | None:
     def job(scfg: SearchConfig, run_dir: Path, on_accept: Callable[[], None]) -> dict[str, Any]:
         shared = _shared_dir(run_dir)
         scfg, run_dir = task_slot(scfg, run_dir)
-        return run_search(scfg, run_dir, shared_dir=shared, on_accept=on_accept)
+        return run_search(scfg, run_dir, shared_dir=shared, on_accept=on_accept,
+                          created=_UNMADE[0] if _UNMADE else None)
 
     return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
 

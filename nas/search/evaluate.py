@@ -208,6 +208,11 @@ def prepare(cfg: SearchConfig, space: SearchSpace, shared_dir: Path) -> SearchCo
 
     given = Path(cfg.proxy.supernet).expanduser() if cfg.proxy.supernet else shared_dir / "supernet.pt"
     path = given.absolute()
+    if path.exists() and not path.is_file():
+        what = "folder" if path.is_dir() else "special file"
+        raise SupernetError(f"proxy.supernet={str(path)!r} is a {what}, not a supernet file: give the "
+                            "supernet.pt that python -m nas.supernet train "
+                            "wrote, or a path where none exists yet to train one there")
     if not path.is_file():
         if cfg.worker is not None:
             raise SupernetError(f"proxy.supernet={str(path)!r} does not exist, and the workers of a multirun "

@@ -89,19 +89,24 @@ def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
 
 
 def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
-               on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
+               on_accept: Callable[[], None] | None = None, created: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the study described by `cfg`, writing results into `run_dir`.
 
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
     directory so that they share one study. `on_accept` is called once the study is open
     (a refused resume never calls it). The progress lines go to this module's loggers (the
-    commands show them), and from then on also into `run_dir/search.log`.
+    commands show them), and from then on also into `run_dir/search.log`. `created` is the
+    outermost folder above `run_dir` that the caller made for this run (Hydra makes its run
+    directory before the task starts); a refused search removes it again, as it removes the
+    folders it makes itself, when they hold nothing but its lock file.
     """
     from nas.common.tracking import Tracker
     from nas.search.study import quiet_optuna
 
-    made = _first_missing(run_dir)  # removed again if the search is refused before it starts
+    inside = created is not None and run_dir.absolute().is_relative_to(created.absolute())
+    made = created if inside else first_missing(run_dir)  # removed again if the search is refused
     run_dir.mkdir(parents=True, exist_ok=True)
+    had_lock = (run_dir / ".lock").exists()
     lock = claim_run_dir(run_dir)
     name = cfg.study_name or cfg.default_study_name()
     tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, name, run_dir)
@@ -123,8 +128,8 @@ def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
         with quiet_optuna():
             return _search(cfg, run_dir, shared_dir, tracker, accept)
     except UserError:
-        if not accepted and made is not None:
-            _remove_if_ours(made, run_dir)
+        if not accepted:
+            _remove_if_ours(made, run_dir, had_lock)
         raise
     finally:
         tracker.close()  # W&B's own exit hook would raise if its service is gone (a cancelled job)
@@ -281,7 +286,7 @@ def claim_run_dir(run_dir: Path):
     return handle
 
 
-def _first_missing(path: Path) -> Path | None:
+def first_missing(path: Path) -> Path | None:
     """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
     missing = None
     for p in [path, *path.parents]:
@@ -291,19 +296,22 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _remove_if_ours(top: Path, run_dir: Path) -> None:
-    """Remove the folders a refused search created (down from `top` to `run_dir`), when they
-    hold nothing but its lock file."""
+def _remove_if_ours(top: Path | None, run_dir: Path, had_lock: bool) -> None:
+    """Undo what a refused search made: its lock file (unless one was there before), and the
+    folders it created (`top` down to `run_dir`) when nothing else is in them."""
+    run_dir = run_dir.absolute()
     lock = run_dir / ".lock"
-    if lock.is_file() and lock.stat().st_size == 0 and [p.name for p in run_dir.iterdir()] == [".lock"]:
+    if not had_lock and lock.is_file() and lock.stat().st_size == 0:
         lock.unlink()
-        for p in [run_dir, *run_dir.parents]:
-            try:
-                p.rmdir()
-            except OSError:
-                return
-            if p == top:
-                return
+    if top is None or any(run_dir.iterdir()):
+        return
+    for p in [run_dir, *run_dir.parents]:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top.absolute():
+            return
 
 
 class SearchError(UserError):
