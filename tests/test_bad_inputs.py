@@ -245,3 +245,17 @@ def test_a_search_refused_after_hydra_made_its_folder_leaves_no_folder_or_lock(c
             "supernet is a folder": "is a folder", "supernet truncated": "is not a supernet file"}[case] \
         in result.stderr
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", [("nas.search", *TINY), ("nas.train", f"+genotype={GENOTYPE}"),
+                                     ("nas.supernet", "train", "+space=mnv1")], ids=lambda c: c[0])
+def test_an_image_folder_without_images_is_refused_before_any_folder(command, tmp_path):
+    """Each command checks a data root on its command line, before Hydra makes a run folder
+    (nas.train and nas.supernet used to record their config first)."""
+    for label in ("cat", "dog"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+    before = tree(tmp_path)
+    result = run(tmp_path, *command, "wandb.mode=disabled", "data=imagefolder", "data.root=images")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "holds no images" in result.stderr, result.stderr
+    assert tree(tmp_path) == before

@@ -277,6 +277,15 @@ def compose_checked(config_name: str, argv: list[str], groups: tuple[str, ...],
         raise composition_error(err, keys, (*groups, *plus)) from None
 
 
+def check_data(data: Any) -> None:
+    """Refuse a `data.root` that cannot be read (`DataError`) while the command line is checked,
+    before Hydra makes any folder; reading the images waits for the run."""
+    if data.root is not None and data.name != "digits":
+        from nas.training.data import datamodule_for
+
+        datamodule_for(data, resolution=32, batch_size=1).check()  # check() reads neither
+
+
 def record_config(cfg: Any, run_dir: Path) -> None:
     """Hydra's record of a run, `.hydra/{config,hydra,overrides}.yaml`, written once the command
     has been accepted (the configs set `hydra.output_subdir: null`, so a refusal writes none)."""

@@ -21,6 +21,7 @@ from nas.cli.common import (
     CONF_DIR,
     UsageError,
     cannot_create,
+    check_data,
     checked_main,
     config_keys,
     explain_override,
@@ -122,10 +123,7 @@ def precheck(argv: list[str]) -> SearchConfig:
         from nas.search.run import first_missing
 
         _UNMADE[:] = [first_missing(Path(target).expanduser().absolute())]
-    if cfg_obj.data.root is not None and cfg_obj.data.name != "digits":
-        from nas.training.data import datamodule_for
-
-        datamodule_for(cfg_obj.data, cfg_obj.proxy.resolution, cfg_obj.proxy.batch_size).check()
+    check_data(cfg_obj.data)
     return cfg_obj
 
 

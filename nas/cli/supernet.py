@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from nas.cli.common import CONF_DIR, checked_main
+from nas.cli.common import CONF_DIR, check_data, checked_main
 from nas.common.config import SupernetRunConfig, register_schemas
 
 __all__ = ["COMMANDS", "main", "precheck"]
@@ -33,6 +33,7 @@ def precheck(argv: list[str]) -> SupernetRunConfig:
     container = compose_checked("supernet", argv, ("data", "space"), probe=("+space=mnv2",))
     cfg = SupernetRunConfig.from_container(container)
     apply_space_overrides(cfg)
+    check_data(cfg.data)
     return cfg
 
 

@@ -55,12 +55,13 @@ def _task(cfg: DictConfig) -> float | None:
 def precheck(argv: list[str]) -> TrainConfig:
     """Compose and validate the command line before Hydra runs anything, from an export
     folder's config when `--config-dir`/`--config-name` name one."""
-    from nas.cli.common import compose_checked
+    from nas.cli.common import check_data, compose_checked
 
     folder, name, overrides = _config_source(argv)
     container = compose_checked(name or "train", overrides, ("data",), plus=("genotype",), config_dir=folder)
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
+    check_data(cfg.data)
     return cfg
 
 
