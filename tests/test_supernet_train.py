@@ -206,6 +206,20 @@ def test_bad_supernet_settings_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_supernet_search_scores_the_reference_at_a_width_of_its_space(trained, tmp_path):
+    """The reference row scales MobileNet to the budget; a supernet can score it only at one of
+    the space's widths (at the budget's own width, 0.27 here, it is no subnet: that was a crash)."""
+    run = cli("nas.search", "+space=mnv1", "space.width=[0.25]", "+budget.mflops=45", "proxy=supernet",
+              f"proxy.supernet={trained}", "n_trials=2", "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    db = next(tmp_path.glob("outputs/*/study.db"))
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    ref = study.user_attrs["reference"]
+    assert ref["width"] == 0.25 and ref["mflops"] <= 45 and 0.0 <= ref["accuracy"] <= 1.0
+    assert "ref " in run.stdout  # the table's reference row
+
+
 def test_a_multirun_needs_an_existing_supernet(tmp_path):
     run = cli("nas.search", "-m", "+space=mnv1", "+budget.mflops=28", "proxy=supernet", "+worker=range(2)",
               "wandb.mode=disabled", cwd=tmp_path)

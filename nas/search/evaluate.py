@@ -3,7 +3,8 @@ zero-cost score, behind one small interface.
 
 `ProxyData` holds the proxy's data (one data module per proxy resolution, built once); an
 `Evaluator` turns a genotype and a seed into an `Evaluation` and says what it can do
-(`measures`: an accuracy or a score; `reports_epochs`: whether a pruner can stop it early).
+(`measures`: an accuracy or a score; `reports_epochs`: whether a pruner can stop it early;
+`space_only`: whether it can score only genotypes of the searched space).
 `EVALUATORS` maps each `proxy.kind` to its class; `prepare` does, once per study and before
 any worker fans out, what an evaluator needs first (a supernet file). The search loop asks
 the evaluator's capabilities and never its kind.
@@ -94,6 +95,7 @@ class Evaluator:
     name = "train"
     measures = "accuracy"  # the value is a validation accuracy ("accuracy") or a "score"
     reports_epochs = True  # calls report(epoch, value) as it goes, so a pruner can stop it
+    space_only = False  # scores genotypes of the space only (a supernet's subnets), not any network
 
     def __call__(self, g: Genotype, seed: int, report: Report | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
@@ -166,6 +168,7 @@ class SupernetScore(Evaluator):
 
     name = "supernet"
     reports_epochs = False
+    space_only = True
 
     def __init__(self, data: ProxyData, cfg: SearchConfig):
         self.data, self.cfg = data, cfg

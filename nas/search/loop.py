@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,17 +60,17 @@ def budget_violations(c: Cost, budget: dict[str, float], latency_ms: float | Non
     return {k: measured[k] - float(v) for k, v in budget.items() if measured[k] is not None}
 
 
-def scaled_reference(space: SearchSpace, budget: dict[str, float], num_classes: int,
-                     in_channels: int, latency=None) -> Genotype | None:
+def scaled_reference(space: SearchSpace, budget: dict[str, float], num_classes: int, in_channels: int,
+                     latency=None, widths: Sequence[float] | None = None) -> Genotype | None:
     """The space's reference network at the largest width multiplier (0.05 to 1.40, in steps
-    of 0.01) that fits the budget, latency included when `latency` predicts it (found by
-    bisection: latency grows with width, and each figure may be a measurement)."""
+    of 0.01, or among `widths`) that fits the budget, latency included when `latency` predicts
+    it (found by bisection: latency grows with width, and each figure may be a measurement)."""
     def fits(g: Genotype, with_latency: bool) -> bool:
         ms = latency(g) if with_latency else None
         return all(v <= 0 for v in budget_violations(cost(g, num_classes, in_channels), budget, ms).values())
 
-    widths = [replace(space.reference, width=step / 100) for step in range(140, 4, -1)]
-    cheap = [g for g in widths if fits(g, False)]  # MFLOPs and params: analytic
+    steps = sorted(widths, reverse=True) if widths is not None else [step / 100 for step in range(140, 4, -1)]
+    cheap = [g for g in (replace(space.reference, width=w) for w in steps) if fits(g, False)]  # analytic
     if latency is None or "latency_ms" not in budget:
         return cheap[0] if cheap else None
     lo, hi = 0, len(cheap)  # cheap[:lo] known too slow, cheap[hi:] not yet known to fit
@@ -192,10 +193,17 @@ class Searcher:
                 measured[g] = self.latency(g)
             return measured[g]
 
+        only = self.evaluator.space_only  # then the reference at one of the space's own widths
         g = scaled_reference(self.space, self.cfg.budget, self.num_classes, self.in_channels,
-                             latency_of if self.latency is not None else None)
+                             latency_of if self.latency is not None else None,
+                             widths=self.space.width if only else None)
         if g is None:
-            log.info("reference: no width multiplier of the reference network fits the budget")
+            among = f" among the space's widths ({', '.join(map(str, self.space.width))})" if only else ""
+            log.info(f"reference: no width multiplier of the reference network fits the budget{among}")
+            return None
+        if only and not self.space.contains(g):
+            log.info(f"reference: the reference network at width {g.width} is not a genotype of this space, "
+                     f"so the {self.evaluator.name} cannot score it; no reference row")
             return None
         c = cost(g, self.num_classes, self.in_channels)
         what = ("proxy accuracy" if self.evaluator.measures == "accuracy"
