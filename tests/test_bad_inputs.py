@@ -193,6 +193,9 @@ def study(tmp_path_factory) -> Path:
     ("nas.search", *TINY, "n_trials=1", "+worker=-1"),
     ("nas.search", *TINY, "n_trials=1", "seed=4294967296"),
     ("nas.search", *TINY, "n_trials=1", "proxy=zero_cost", "proxy.prefilter=synflow"),
+    # A pruner asked of an evaluator that reports no epochs (the default pruner is left alone).
+    ("nas.search", *tiny("n_trials=1", "proxy=supernet", "pruner=median", drop=["pruner"])),
+    ("nas.search", *tiny("n_trials=1", "proxy=zero_cost", "pruner.n_startup_trials=2", drop=["pruner"])),
     ("nas.train", f"+genotype={GENOTYPE}", "trainer.strategy=foo"),
     ("nas.export", "empty.db"),
     ("nas.export", "sqlite:///mistyped.db"),

@@ -210,7 +210,8 @@ def test_a_supernet_search_scores_the_reference_at_a_width_of_its_space(trained,
     """The reference row scales MobileNet to the budget; a supernet can score it only at one of
     the space's widths (at the budget's own width, 0.27 here, it is no subnet: that was a crash)."""
     run = cli("nas.search", "+space=mnv1", "space.width=[0.25]", "+budget.mflops=45", "proxy=supernet",
-              f"proxy.supernet={trained}", "n_trials=2", "wandb.mode=disabled", "proxy.threads=1", cwd=tmp_path)
+              f"proxy.supernet={trained}", "n_trials=2", "wandb.mode=disabled", "proxy.threads=1",
+              cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     db = next(tmp_path.glob("outputs/*/study.db"))
     url = f"sqlite:///{db}"

@@ -85,6 +85,7 @@ def precheck(argv: list[str]) -> SearchConfig:
         raise UsageError(explain_override(str(err), (), ())) from None
     plain: list[str] = []
     run_dir: str | None = None
+    pruner: str | None = None  # what the command line asks of a pruner, if anything
     for o in parsed:
         key = o.get_key_element().lstrip("+~")
         if o.is_sweep_override():
@@ -102,6 +103,8 @@ def precheck(argv: list[str]) -> SearchConfig:
             continue
         if key in GROUPS and value not in group_options(key):
             raise UsageError(f"unknown {key} {value!r}; valid: {', '.join(group_options(key))}")
+        if (key == "pruner" and value != "none") or key.startswith("pruner."):
+            pruner = f"{key}={value}"
         prefix = o.get_key_element()[: len(o.get_key_element()) - len(key)]
         plain.append(f"{prefix}{key}={value}")
     try:
@@ -117,6 +120,13 @@ def precheck(argv: list[str]) -> SearchConfig:
     from nas.search.run import apply_space_overrides
 
     apply_space_overrides(cfg_obj)  # the space's choices as overridden, checked
+    if pruner is not None:
+        from nas.search.evaluate import EVALUATORS
+
+        if not EVALUATORS[cfg_obj.proxy.kind].reports_epochs:
+            raise UsageError(f"{pruner} is not valid with proxy.kind={cfg_obj.proxy.kind}: it scores a "
+                             "candidate at once, with no epochs for a pruner to stop; leave the pruner out "
+                             "(or pruner=none), or use the training proxy (proxy=default)")
     target = run_dir or f"outputs/{cfg_obj.study_name}"
     _check_writable(target)
     if "${" not in target:  # what Hydra will make for the run, removed again if it is refused
