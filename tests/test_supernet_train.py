@@ -169,11 +169,19 @@ def test_its_export_carries_the_inherited_weights_it_was_scored_with(searched, t
             correct += int((model(resize(x, resolution)).argmax(1) == y).sum())
             total += len(y)
     assert correct / total == pytest.approx(info["proxy_accuracy"], abs=1e-9)
-    # finetune.yaml starts nas.train from those weights; retrain.yaml trains from scratch.
-    tune = cli("nas.train", "--config-dir", str(folder), "--config-name", "finetune", "trainer.max_epochs=1",
-               "trainer.threads=1", "trainer.progress=false", "wandb.mode=disabled", cwd=tmp_path)
+    # finetune.yaml starts nas.train from those weights, wherever the folder is copied (the
+    # original is moved away); retrain.yaml trains from scratch.
+    import shutil
+
+    moved = tmp_path / "elsewhere" / folder.name
+    shutil.copytree(folder, moved)
+    folder.rename(tmp_path / "gone")
+    tune = cli("nas.train", "--config-dir", "elsewhere/" + folder.name, "--config-name", "finetune",
+               "trainer.max_epochs=1", "trainer.threads=1", "trainer.progress=false", "wandb.mode=disabled",
+               cwd=tmp_path)
     assert tune.returncode == 0, tune.stderr
-    assert f"starting from the weights in {folder}" in tune.stdout
+    assert f"starting from the weights in {moved}" in tune.stdout
+    folder = moved
     assert "init" not in yaml.safe_load((folder / "retrain.yaml").read_text())
 
 

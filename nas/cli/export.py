@@ -26,13 +26,13 @@ __all__ = ["main", "retrain_config", "select"]
 
 
 def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
-                   resolution: int | None = None, init: Path | None = None) -> str:
+                   resolution: int | None = None, init: str | None = None) -> str:
     """A `nas.train` config (Hydra) that trains this genotype fully on the search's data.
 
     `resolution` is the input size the search's proxy trained this genotype at; the
     genotype's declared resolution is used when it is None. With `init` (an export folder
-    holding inherited weights) it fine-tunes them: a third of the epochs at a fifth of the
-    learning rate.
+    holding inherited weights, or `${nas_config_dir:}`: the folder nas.train is given as
+    --config-dir) it fine-tunes them: a third of the epochs at a fifth of the learning rate.
     """
     import yaml
 
@@ -48,7 +48,7 @@ def retrain_config(genotype: Genotype, data: dict[str, Any] | None,
     if init is not None:
         from nas.common.config import TrainerConfig
 
-        body["init"] = str(init)
+        body["init"] = str(init)  # ${nas_config_dir:}: the folder given as --config-dir
         body["trainer"] = {"max_epochs": max(1, TrainerConfig.max_epochs // 3), "lr": TrainerConfig.lr / 5,
                            "warmup_epochs": 0.0}
         name = "finetune"
@@ -240,7 +240,7 @@ def _export_one(rank: int, row: dict[str, Any], study, identity: dict[str, Any],
     (folder / "retrain.yaml").write_text(retrain_config(g, data, proxy_resolution(g, identity)))
     if inherit is not None:
         (folder / "finetune.yaml").write_text(
-            retrain_config(g, data, inherit.resolution(g), init=folder.absolute()))
+            retrain_config(g, data, inherit.resolution(g), init="${nas_config_dir:}"))
     onnx = (f", ONNX max diff {info['onnx_max_rel_diff']:.1e} of the output scale"
             if "onnx_max_rel_diff" in info else "")
     print(f"  {rank}. trial {row['number']} acc {row['accuracy']:.4f} {c.mflops:.1f} MFLOPs "

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.arch.genotype import load_genotype
 from nas.cli.common import CONF_DIR, checked_main
-from nas.common.config import TrainConfig, register_schemas
+from nas.common.config import ConfigError, TrainConfig, register_schemas
 from nas.errors import UserError
 
 __all__ = ["main", "precheck"]
@@ -36,12 +37,25 @@ def _train_name(*, _root_: DictConfig) -> str:
         return f"{hashlib.sha256(text.encode()).hexdigest()[:16]}-{data_name}"
     root = OmegaConf.to_container(_root_, resolve=False)
     identity = run_identity(genotype, dict(root.get("data") or {}), dict(root.get("trainer") or {}),
-                            root.get("resolution"), root.get("init"))
+                            root.get("resolution"), _root_.get("init"))  # init resolved: a folder
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
     return f"{genotype.content_hash}-{data_name}-{digest}"
 
 
 OmegaConf.register_new_resolver("nas_train_name", _train_name, replace=True)
+_CONFIG_DIR: list[str] = []  # the --config-dir of this command line, set by precheck
+
+
+def _config_dir() -> str:
+    """`${nas_config_dir:}`: the folder given as --config-dir (an export folder's finetune.yaml
+    names its own weights so, and keeps working when the folder is moved or copied)."""
+    if not _CONFIG_DIR:
+        raise ConfigError("init=${nas_config_dir:} names the folder of --config-dir, and none was given: "
+                          "run python -m nas.train --config-dir <export folder> --config-name finetune")
+    return _CONFIG_DIR[0]
+
+
+OmegaConf.register_new_resolver("nas_config_dir", _config_dir, replace=True)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -58,6 +72,7 @@ def precheck(argv: list[str]) -> TrainConfig:
     from nas.cli.common import check_data, compose_checked
 
     folder, name, overrides = _config_source(argv)
+    _CONFIG_DIR[:] = [str(Path(folder).expanduser().absolute())] if folder else []
     container = compose_checked(name or "train", overrides, ("data",), plus=("genotype",), config_dir=folder)
     cfg = TrainConfig.from_container(container)
     load_genotype(cfg.genotype)
