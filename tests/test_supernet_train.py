@@ -214,6 +214,32 @@ def test_bad_supernet_settings_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("args,words", [
+    (["+space=mnv2"], "was trained for space mnv1"),
+    ([*SMALL, "data=cluttered_digits"], "was trained on other data"),
+    ([*SMALL, "supernet.lr=0.01"], "supernet.lr=0.05, not supernet.lr=0.01"),
+])
+def test_training_into_a_file_that_holds_another_supernet_is_refused(trained, tmp_path, args, words):
+    """out= naming another space's, data's or recipe's supernet: training would overwrite it at
+    its end. Refused before anything is written, the file untouched, no run folder left."""
+    import shutil
+
+    shutil.copy(trained, tmp_path / "kept.pt")
+    before = (tmp_path / "kept.pt").read_bytes()
+    run = cli("nas.supernet", "train", *args, "out=kept.pt", "wandb.mode=disabled", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert words in run.stderr and "would overwrite it" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "kept.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt"]
+
+
+def test_validating_without_a_supernet_names_its_key_and_leaves_no_folder(tmp_path):
+    run = cli("nas.supernet", "validate", "+space=mnv1", "wandb.mode=disabled", cwd=tmp_path)
+    assert run.returncode == 2 and "out='" in run.stderr and "does not exist" in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_supernet_search_scores_the_reference_at_a_width_of_its_space(trained, tmp_path):
     """The reference row scales MobileNet to the budget; a supernet can score it only at one of
     the space's widths (at the budget's own width, 0.27 here, it is no subnet: that was a crash)."""

@@ -301,10 +301,45 @@ def record_config(cfg: Any, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
 
 
+# The outermost folder of the run directory that did not exist when the command line was
+# checked: Hydra makes the run directory before the task starts, and a refusal removes it again.
+_UNMADE: list[Path] = []
+
+
+def note_run_dir(target: str) -> None:
+    """Note (in a command's check, before Hydra runs) the run directory Hydra will make."""
+    _UNMADE.clear()
+    if "${" in target:  # resolved by Hydra only
+        return
+    missing = None
+    for p in [(path := Path(target).expanduser().absolute()), *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    if missing is not None:
+        _UNMADE.append(missing)
+
+
+def _remove_unmade(run_dir: Path) -> None:
+    """After a refusal: the folders Hydra made for `run_dir` (those `note_run_dir` saw missing),
+    when nothing is in them."""
+    run_dir = run_dir.absolute()
+    if not _UNMADE or not run_dir.is_relative_to(_UNMADE[0]):
+        return
+    for p in [run_dir, *run_dir.parents]:
+        try:
+            p.rmdir()  # only an empty folder
+        except OSError:
+            return
+        if p == _UNMADE[0]:
+            return
+
+
 def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict]) -> dict:
     """Body of a Hydra task: validate the composed config, run `job` in Hydra's output folder.
 
-    A `UserError` ends the process with one line on stderr and exit status 2.
+    A `UserError` ends the process with one line on stderr and exit status 2, and removes the
+    run folder again when Hydra made it for this run and nothing was written into it.
     """
     from pathlib import Path
 
@@ -320,6 +355,7 @@ def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict])
         return job(parse(container), run_dir, on_accept=lambda: record_config(cfg, run_dir))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
+        _remove_unmade(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
     except KeyboardInterrupt as err:
         requeue = getattr(err, "requeue", None)

@@ -26,6 +26,7 @@ from nas.cli.common import (
     config_keys,
     explain_override,
     first_line,
+    note_run_dir,
 )
 from nas.common.config import SearchConfig, config_error, derive_study_name, register_schemas
 from nas.errors import UserError
@@ -66,11 +67,6 @@ def search_keys() -> list[str]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("search", overrides=["+space=mnv2"])
     return config_keys(OmegaConf.to_container(cfg, resolve=False))
-
-
-# The outermost folder of the run directory that did not exist when the command line was
-# checked (Hydra makes the run directory before the task starts): a refused search removes it.
-_UNMADE: list[Path | None] = []
 
 
 def precheck(argv: list[str]) -> SearchConfig:
@@ -129,10 +125,7 @@ def precheck(argv: list[str]) -> SearchConfig:
                              "(or pruner=none), or use the training proxy (proxy=default)")
     target = run_dir or f"outputs/{cfg_obj.study_name}"
     _check_writable(target)
-    if "${" not in target:  # what Hydra will make for the run, removed again if it is refused
-        from nas.search.run import first_missing
-
-        _UNMADE[:] = [first_missing(Path(target).expanduser().absolute())]
+    note_run_dir(target)
     check_data(cfg_obj.data)
     return cfg_obj
 
@@ -185,8 +178,7 @@ def _task(cfg: DictConfig) -> float | None:
     def job(scfg: SearchConfig, run_dir: Path, on_accept: Callable[[], None]) -> dict[str, Any]:
         shared = _shared_dir(run_dir)
         scfg, run_dir = task_slot(scfg, run_dir)
-        return run_search(scfg, run_dir, shared_dir=shared, on_accept=on_accept,
-                          created=_UNMADE[0] if _UNMADE else None)
+        return run_search(scfg, run_dir, shared_dir=shared, on_accept=on_accept)
 
     return hydra_task(cfg, SearchConfig.from_container, job).get("best_accuracy")
 

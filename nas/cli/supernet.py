@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from nas.cli.common import CONF_DIR, check_data, checked_main
+from nas.cli.common import CONF_DIR, check_data, checked_main, note_run_dir
 from nas.common.config import SupernetRunConfig, register_schemas
 
 __all__ = ["COMMANDS", "main", "precheck"]
@@ -34,6 +34,8 @@ def precheck(argv: list[str]) -> SupernetRunConfig:
     cfg = SupernetRunConfig.from_container(container)
     apply_space_overrides(cfg)
     check_data(cfg.data)
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    note_run_dir(given[-1] if given else f"outputs/supernet/{cfg.space.name}-{cfg.data.name}")
     return cfg
 
 

@@ -89,22 +89,19 @@ def open_search_study(cfg: SearchConfig, shared_dir: Path, seed: int):
 
 
 def run_search(cfg: SearchConfig, run_dir: Path, shared_dir: Path | None = None,
-               on_accept: Callable[[], None] | None = None, created: Path | None = None) -> dict[str, Any]:
+               on_accept: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the study described by `cfg`, writing results into `run_dir`.
 
     `shared_dir` holds the default storage file; workers of one multirun pass the sweep
     directory so that they share one study. `on_accept` is called once the study is open
     (a refused resume never calls it). The progress lines go to this module's loggers (the
-    commands show them), and from then on also into `run_dir/search.log`. `created` is the
-    outermost folder above `run_dir` that the caller made for this run (Hydra makes its run
-    directory before the task starts); a refused search removes it again, as it removes the
-    folders it makes itself, when they hold nothing but its lock file.
+    commands show them), and from then on also into `run_dir/search.log`. A refused search
+    removes the lock file and the folders it made (the commands also remove what Hydra made).
     """
     from nas.common.tracking import Tracker
     from nas.search.study import quiet_optuna
 
-    inside = created is not None and run_dir.absolute().is_relative_to(created.absolute())
-    made = created if inside else first_missing(run_dir)  # removed again if the search is refused
+    made = first_missing(run_dir)  # removed again if the search is refused before it starts
     run_dir.mkdir(parents=True, exist_ok=True)
     had_lock = (run_dir / ".lock").exists()
     lock = claim_run_dir(run_dir)

@@ -176,13 +176,13 @@ def save_supernet(path: Path, net: SuperNet, meta: SupernetFile) -> None:
     tmp.replace(path)  # a reader never sees half a file
 
 
-def load_supernet(path: str | Path, space: SearchSpace,
-                  data: dict[str, Any] | None = None) -> tuple[SuperNet, SupernetFile]:
-    """The supernet in `path`, refused in one line when it was trained for another space or
-    on other data than `data` (a `data_identity`)."""
+def load_supernet(path: str | Path, space: SearchSpace, data: dict[str, Any] | None = None,
+                  key: str = "proxy.supernet") -> tuple[SuperNet, SupernetFile]:
+    """The supernet in `path` (given as `key`), refused in one line when it was trained for
+    another space or on other data than `data` (a `data_identity`)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise SupernetError(f"proxy.supernet={str(path)!r} does not exist: train one with python -m "
+        raise SupernetError(f"{key}={str(path)!r} does not exist: train one with python -m "
                             f"nas.supernet train +space={space.name} (same data= settings)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -468,6 +468,7 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
+    _refuse_overwriting(path, space, ident, recipe)
     claim_run_dir(run_dir, json.loads(json.dumps(identity)))
     if on_accept is not None:
         on_accept()
@@ -507,6 +508,27 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     if trainer.is_global_zero:
         _save(path, net, meta, trainer)
     return meta
+
+
+def _refuse_overwriting(path: Path, space: SearchSpace, ident: dict[str, Any],
+                        recipe: dict[str, Any]) -> None:
+    """A `SupernetError` when `path` holds something this training would overwrite at its end:
+    another file, or a supernet of another space, data or recipe (more epochs continue one)."""
+    if not path.exists():
+        return
+    keep = "this training would overwrite it: give another out= or move the file"
+    if not path.is_file():
+        raise SupernetError(f"out={str(path)!r} is a folder, not a file to write the supernet to")
+    try:
+        _, meta = load_supernet(path, space, ident, key="out")
+    except SupernetError as err:
+        raise SupernetError(f"{err}; {keep}") from None
+    other = sorted(k for k in set(meta.recipe) | set(recipe)
+                   if k != "epochs" and meta.recipe.get(k) != recipe.get(k))
+    if other:
+        stored = ", ".join(f"supernet.{k}={meta.recipe.get(k)!r}" for k in other)
+        asked = ", ".join(f"supernet.{k}={recipe.get(k)!r}" for k in other)
+        raise SupernetError(f"out={str(path)!r} holds a supernet trained with {stored}, not {asked}; {keep}")
 
 
 def _finished_before(path: Path, space: SearchSpace, ident: dict[str, Any],
@@ -634,7 +656,7 @@ def validate_supernet(space: SearchSpace, data: Any, cfg: Any, vcfg: Any, path: 
     from nas.training.data import datamodule_for
     from nas.training.train import write_json
 
-    net, meta = load_supernet(path, space, data_identity(data))
+    net, meta = load_supernet(path, space, data_identity(data), key="out")
     picked = pick_subnets(space, vcfg.n, vcfg.seed, vcfg.mflops, meta.num_classes, meta.in_channels)
     if on_accept is not None:
         on_accept()
