@@ -308,14 +308,12 @@ _UNMADE: list[Path] = []
 
 def note_run_dir(target: str) -> None:
     """Note (in a command's check, before Hydra runs) the run directory Hydra will make."""
+    from nas.search.run import first_missing
+
     _UNMADE.clear()
     if "${" in target:  # resolved by Hydra only
         return
-    missing = None
-    for p in [(path := Path(target).expanduser().absolute()), *path.parents]:
-        if p.exists():
-            break
-        missing = p
+    missing = first_missing(Path(target).expanduser().absolute())
     if missing is not None:
         _UNMADE.append(missing)
 
