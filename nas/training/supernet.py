@@ -196,10 +196,14 @@ def load_supernet(path: str | Path, space: SearchSpace, data: dict[str, Any] | N
                             f"({meta.space_fingerprint}), not for {space.name} as chosen here "
                             f"({space_fingerprint(space)}); train one for this space")
     if data is not None and json.dumps(meta.data, sort_keys=True) != json.dumps(data, sort_keys=True):
-        differ = sorted(k for k in set(meta.data) | set(data) if meta.data.get(k) != data.get(k))
+        if meta.data.get("name") != data.get("name"):  # the other dataset's own keys would only add noise
+            differ = ["name"]
+        else:
+            differ = sorted(k for k in set(meta.data) | set(data) if meta.data.get(k) != data.get(k))
         stored = ", ".join(f"data.{k}={meta.data.get(k)!r}" for k in differ)
-        raise SupernetError(f"{str(path)!r} was trained on other data ({stored}); use the same data= "
-                            "settings or train a supernet on these")
+        asked = ", ".join(f"data.{k}={data.get(k)!r}" for k in differ)
+        raise SupernetError(f"{str(path)!r} was trained on other data ({stored}, not {asked}); use the same "
+                            "data= settings or train a supernet on these")
     net = SuperNet(space, meta.num_classes, meta.in_channels, meta.recipe.get("unshared", ()))
     try:
         net.load_state_dict(payload["state_dict"])
