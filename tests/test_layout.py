@@ -118,6 +118,7 @@ def test_reading_data_and_refusing_a_resume_import_no_lightning(tmp_path):
     assert "exists with a different proxy" in refused.stderr
     assert "lightning imported: False" in refused.stderr
 
+
 def test_public_api_works_after_importing_every_module():
     import nas
     from search_spaces import get_space

@@ -321,16 +321,10 @@ def note_run_dir(target: str) -> None:
 def _remove_unmade(run_dir: Path) -> None:
     """After a refusal: the folders Hydra made for `run_dir` (those `note_run_dir` saw missing),
     when nothing is in them."""
-    run_dir = run_dir.absolute()
-    if not _UNMADE or not run_dir.is_relative_to(_UNMADE[0]):
-        return
-    for p in [run_dir, *run_dir.parents]:
-        try:
-            p.rmdir()  # only an empty folder
-        except OSError:
-            return
-        if p == _UNMADE[0]:
-            return
+    from nas.search.run import remove_empty
+
+    if _UNMADE and run_dir.absolute().is_relative_to(_UNMADE[0]):
+        remove_empty(run_dir, _UNMADE[0])
 
 
 def hydra_task(cfg: Any, parse: Callable[[dict], Any], job: Callable[..., dict]) -> dict:

@@ -300,14 +300,20 @@ def _remove_if_ours(top: Path | None, run_dir: Path, had_lock: bool) -> None:
     lock = run_dir / ".lock"
     if not had_lock and lock.is_file() and lock.stat().st_size == 0:
         lock.unlink()
-    if top is None or any(run_dir.iterdir()):
-        return
-    for p in [run_dir, *run_dir.parents]:
+    if top is not None:
+        remove_empty(run_dir, top)
+
+
+def remove_empty(folder: Path, top: Path) -> None:
+    """Remove `folder` and the folders above it up to `top` (included), each only while it is
+    empty: undoing what a refused run made."""
+    top = top.absolute()
+    for p in [folder.absolute(), *folder.absolute().parents]:
         try:
-            p.rmdir()
+            p.rmdir()  # an empty folder only
         except OSError:
             return
-        if p == top.absolute():
+        if p == top:
             return
 
 

@@ -472,13 +472,13 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     # A run directory holds one supernet; more epochs later resume it (the file records them).
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "data": ident,
                 "recipe": {k: v for k, v in recipe.items() if k != "epochs"}}
-    _refuse_overwriting(path, space, ident, recipe)
+    stored = _stored_supernet(path, space, ident, recipe)
     claim_run_dir(run_dir, json.loads(json.dumps(identity)))
     if on_accept is not None:
         on_accept()
-    finished = _finished_before(path, space, ident, recipe)
-    if finished is not None:
-        return finished
+    if stored is not None and stored.recipe == recipe:
+        log.info(f"{path} already holds this supernet ({stored.describe()}); delete it to train again")
+        return stored
     ref = space.reference.resolution
     top = cfg.resolution_for(max(space.resolution), ref)
     dm = datamodule_for(data, top, cfg.batch_size)
@@ -514,12 +514,13 @@ def train_supernet(space: SearchSpace, data: Any, cfg: Any, wandb: Any, path: Pa
     return meta
 
 
-def _refuse_overwriting(path: Path, space: SearchSpace, ident: dict[str, Any],
-                        recipe: dict[str, Any]) -> None:
-    """A `SupernetError` when `path` holds something this training would overwrite at its end:
-    another file, or a supernet of another space, data or recipe (more epochs continue one)."""
+def _stored_supernet(path: Path, space: SearchSpace, ident: dict[str, Any],
+                     recipe: dict[str, Any]) -> SupernetFile | None:
+    """What `path` records of the supernet it already holds (None when there is no file). A
+    `SupernetError` when it holds something this training would overwrite at its end: another
+    file, or a supernet of another space, data or recipe (more epochs continue one)."""
     if not path.exists():
-        return
+        return None
     keep = "this training would overwrite it: give another out= or move the file"
     if not path.is_file():
         raise SupernetError(f"out={str(path)!r} is a folder, not a file to write the supernet to")
@@ -533,20 +534,6 @@ def _refuse_overwriting(path: Path, space: SearchSpace, ident: dict[str, Any],
         stored = ", ".join(f"supernet.{k}={meta.recipe.get(k)!r}" for k in other)
         asked = ", ".join(f"supernet.{k}={recipe.get(k)!r}" for k in other)
         raise SupernetError(f"out={str(path)!r} holds a supernet trained with {stored}, not {asked}; {keep}")
-
-
-def _finished_before(path: Path, space: SearchSpace, ident: dict[str, Any],
-                     recipe: dict[str, Any]) -> SupernetFile | None:
-    """What `path` records when it already holds this supernet, trained with this recipe."""
-    if not path.is_file():
-        return None
-    try:
-        _, meta = load_supernet(path, space, ident)
-    except SupernetError:
-        return None
-    if meta.recipe != recipe:
-        return None
-    log.info(f"{path} already holds this supernet ({meta.describe()}); delete it to train again")
     return meta
 
 
